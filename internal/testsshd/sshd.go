@@ -233,3 +233,11 @@ func freePort(t testing.TB) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// RevokeKey empties authorized_keys, so the client key is refused.
+func (s *Server) RevokeKey(t testing.TB) {
+	t.Helper()
+	if err := os.WriteFile(s.authorizedKeys, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,271 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/georep/georep/proto/georep/v1"
+	"github.com/georep/georep/server"
+)
+
+// MaxMsgSize bounds one gRPC message each way: a batch of 100,000 small
+// entries fits, a runaway peer does not.
+const MaxMsgSize = 64 << 20
+
+// Options configures how a master reaches its slave.
+type Options struct {
+	// SSHCommand is the ssh program and its options, split on spaces
+	// (--ssh-command). Empty means DefaultSSHCommand(StateDir).
+	SSHCommand string
+	// RemoteGeorep is the georep program on the slave host (--remote-georep).
+	RemoteGeorep string
+	// LocalGeorep is the georep program run for a local slave; empty means
+	// this executable.
+	LocalGeorep string
+	// StateDir is the session's state directory; the ssh ControlMaster
+	// socket lives there.
+	StateDir string
+	// SlaveTimeout is passed to the slave as --timeout; zero leaves the
+	// slave's default.
+	SlaveTimeout time.Duration
+	// Master identifies this master at Handshake.
+	Master *pb.VolumeMark
+	// Logger receives connection events; nil discards.
+	Logger *slog.Logger
+}
+
+// Conn is one established connection to a slave, handshake done.
+type Conn struct {
+	// Slave is the service client.
+	Slave pb.SlaveClient
+	// Info is what the slave said about itself at Handshake.
+	Info *pb.HandshakeResponse
+
+	cc   *grpc.ClientConn
+	proc *procConn
+	url  SlaveURL
+}
+
+// Close ends the connection and, for ssh and local slaves, the child process.
+func (c *Conn) Close() error {
+	err := c.cc.Close()
+	if c.proc != nil {
+		_ = c.proc.Close()
+	}
+	return err
+}
+
+// Process returns the child process behind an ssh or local connection
+// (nil for mTLS); tests use it to cut the connection.
+func (c *Conn) Process() *os.Process {
+	if c.proc == nil {
+		return nil
+	}
+	return c.proc.cmd.Process
+}
+
+// Explain turns an RPC error on this connection into words an operator can
+// act on, adding what the ssh or slave process said when it died.
+func (c *Conn) Explain(err error) error {
+	if err == nil || c.proc == nil {
+		return err
+	}
+	if status.Code(err) != codes.Unavailable && status.Code(err) != codes.Canceled {
+		return err
+	}
+	if why := explainProc(c.url, c.proc, 2*time.Second); why != nil {
+		return fmt.Errorf("%w (%v)", why, err)
+	}
+	return err
+}
+
+// DefaultSSHCommand is the ssh command used when --ssh-command is not
+// given: never prompt, notice a dead peer within a minute, and keep a
+// ControlMaster socket in the state dir so the data plane can reuse the
+// authenticated connection.
+func DefaultSSHCommand(stateDir string) string {
+	args := []string{"ssh", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"}
+	if stateDir != "" {
+		args = append(args, "-o", "ControlMaster=auto", "-o", "ControlPath="+filepath.Join(stateDir, "ssh-%C"),
+			"-o", "ControlPersist=no")
+	}
+	return strings.Join(args, " ")
+}
+
+// SSHArgv builds the ssh command line that runs the slave on u's host.
+func SSHArgv(u SlaveURL, opts Options) []string {
+	sshCmd := opts.SSHCommand
+	if sshCmd == "" {
+		sshCmd = DefaultSSHCommand(opts.StateDir)
+	}
+	argv := strings.Fields(sshCmd)
+	if u.Port != 0 {
+		argv = append(argv, "-p", strconv.Itoa(u.Port))
+	}
+	if u.User != "" {
+		argv = append(argv, "-l", u.User)
+	}
+	remote := opts.RemoteGeorep
+	if remote == "" {
+		remote = "georep"
+	}
+	// "--" ends ssh's options so a host can never be read as one (the URL
+	// parser also refuses a leading '-'). ssh joins the rest into one string
+	// for the remote shell, so each word is quoted.
+	argv = append(argv, "--", u.Host)
+	rcmd := []string{shellQuote(remote), "slave", "--stdio", "--root", shellQuote(u.Path)}
+	if opts.SlaveTimeout > 0 {
+		rcmd = append(rcmd, "--timeout", opts.SlaveTimeout.String())
+	}
+	return append(argv, strings.Join(rcmd, " "))
+}
+
+// LocalArgv builds the command line of a local child slave.
+func LocalArgv(u SlaveURL, opts Options) ([]string, error) {
+	prog := opts.LocalGeorep
+	if prog == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find the georep executable for a local slave: %w", err)
+		}
+		prog = exe
+	}
+	argv := []string{prog, "slave", "--stdio", "--root", u.Path}
+	if opts.SlaveTimeout > 0 {
+		argv = append(argv, "--timeout", opts.SlaveTimeout.String())
+	}
+	return argv, nil
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./=:@,+") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// Dial connects to the slave at u and performs the Handshake. For ssh and
+// local slaves it starts a child process whose stdio carries one gRPC
+// connection; that connection is not redialled: when it breaks, the caller
+// dials again (a new process, a new handshake).
+func Dial(ctx context.Context, u SlaveURL, opts Options) (*Conn, error) {
+	switch u.Kind {
+	case KindSSH:
+		return dialProc(ctx, u, SSHArgv(u, opts), opts)
+	case KindLocal:
+		argv, err := LocalArgv(u, opts)
+		if err != nil {
+			return nil, err
+		}
+		return dialProc(ctx, u, argv, opts)
+	default:
+		return nil, fmt.Errorf("dial %s: the %s transport needs TLS settings; use DialTLS", u, u.Kind)
+	}
+}
+
+func dialProc(ctx context.Context, u SlaveURL, argv []string, opts Options) (*Conn, error) {
+	proc, err := startProc(argv, nil)
+	if err != nil {
+		return nil, fmt.Errorf("connect to slave %s: %w", u, err)
+	}
+	d := &procDialer{conn: proc, explain: func(p *procConn) error {
+		if why := explainProc(u, p, time.Second); why != nil {
+			return why
+		}
+		return fmt.Errorf("connection to slave %s closed", u)
+	}}
+	cc, err := grpc.NewClient("passthrough:///georep-slave",
+		grpc.WithContextDialer(d.dial),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgSize), grpc.MaxCallSendMsgSize(MaxMsgSize)),
+	)
+	if err != nil {
+		_ = proc.Close()
+		return nil, fmt.Errorf("connect to slave %s: %w", u, err)
+	}
+	c := &Conn{Slave: pb.NewSlaveClient(cc), cc: cc, proc: proc, url: u}
+	if err := c.handshake(ctx, opts); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Conn) handshake(ctx context.Context, opts Options) error {
+	req := &pb.HandshakeRequest{
+		Protocol: &pb.Version{Major: server.ProtocolMajor, Minor: server.ProtocolMinor},
+		Object:   &pb.Version{Major: server.ObjectMajor, Minor: server.ObjectMinor},
+		Master:   opts.Master,
+	}
+	info, err := c.Slave.Handshake(ctx, req, grpc.WaitForReady(true))
+	if err != nil {
+		if ctx.Err() != nil && c.proc != nil {
+			// The process may still be running (a password prompt nobody
+			// answers, a hung host): say what it printed.
+			if tail := lastLines(c.proc.stderr.String(), 5); tail != "" {
+				return fmt.Errorf("handshake with slave %s: %w; the %s process said:\n%s", c.url, err, c.url.Kind, tail)
+			}
+		}
+		return fmt.Errorf("handshake with slave %s: %w", c.url, c.Explain(err))
+	}
+	c.Info = info
+	return nil
+}
+
+// explainProc describes why a child process ended, from its exit status and
+// the last lines of its stderr. It returns nil while the process runs.
+func explainProc(u SlaveURL, p *procConn, wait time.Duration) error {
+	exited, code, _ := p.exitStatus(wait)
+	if !exited {
+		return nil
+	}
+	tail := lastLines(p.stderr.String(), 5)
+	said := ""
+	if tail != "" {
+		said = "; it said:\n" + tail
+	}
+	lower := strings.ToLower(tail)
+	var hint string
+	switch {
+	case code == 127 || strings.Contains(lower, "command not found"):
+		hint = fmt.Sprintf("georep is not installed on %s (or not at the path given by --remote-georep); install it there with `georep slave install %s`", u.Host, u.Host)
+	case strings.Contains(lower, "permission denied (publickey"):
+		hint = fmt.Sprintf("%s refused the ssh key; add this master's public key to ~/.ssh/authorized_keys of %s on %s (see deploy/ for the forced-command line)", u.Host, userOr(u.User), u.Host)
+	case strings.Contains(lower, "host key verification failed"):
+		hint = fmt.Sprintf("the host key of %s is unknown or changed; check it and add it to known_hosts (ssh-keyscan %s)", u.Host, u.Host)
+	case strings.Contains(lower, "could not resolve hostname"):
+		hint = fmt.Sprintf("the slave host name %s does not resolve", u.Host)
+	case strings.Contains(lower, "connection refused") || strings.Contains(lower, "timed out") || strings.Contains(lower, "no route to host"):
+		hint = fmt.Sprintf("cannot reach sshd on %s", u.Host)
+	case strings.Contains(lower, "slave root"):
+		hint = "the slave refused its root directory"
+	}
+	who := "the slave process"
+	if u.Kind == KindSSH {
+		who = "ssh to " + u.Host
+	}
+	msg := fmt.Sprintf("%s exited with status %d", who, code)
+	if hint != "" {
+		msg += ": " + hint
+	}
+	return errors.New(msg + said)
+}
+
+func userOr(u string) string {
+	if u == "" {
+		return "the login user"
+	}
+	return u
+}
