@@ -1,0 +1,342 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/georep/georep/internal/gfid"
+	pb "github.com/georep/georep/proto/georep/v1"
+)
+
+// State is a session's health, with gsyncd's names.
+type State string
+
+// The states a session passes through.
+const (
+	StateInitializing State = "Initializing"
+	StateActive       State = "Active"
+	StateFaulty       State = "Faulty"
+	StateStopped      State = "Stopped"
+)
+
+// Dialer opens one connection to the slave; Dial is the production one.
+type Dialer func(ctx context.Context) (*Conn, error)
+
+// SessionOptions configures a Session.
+type SessionOptions struct {
+	// Master is this master's volume mark, sent at Handshake and with every
+	// KeepAlive so the slave knows who holds it.
+	Master *pb.VolumeMark
+	// KeepAliveInterval is how often a KeepAlive is sent (default 10s).
+	KeepAliveInterval time.Duration
+	// MarkTimeout is how long the foreign mark a KeepAlive leaves stays
+	// valid on the slave (default 6 keep-alive intervals).
+	MarkTimeout time.Duration
+	// Force takes over a slave root whose foreign mark belongs to another
+	// master (--force).
+	Force bool
+	// BackoffMin and BackoffMax bound the wait between reconnects
+	// (defaults 1s and 60s); the wait doubles after each failed attempt.
+	BackoffMin, BackoffMax time.Duration
+	// Logger receives state changes; nil discards.
+	Logger *slog.Logger
+	// OnState, when set, is told every state change (status, metrics).
+	OnState func(State, error)
+}
+
+// Session keeps a master connected to its slave: it dials, checks that no
+// other master holds the slave root, sends keep-alives, and when the
+// connection breaks turns Faulty and reconnects with capped exponential
+// backoff. Work runs through Do, which retries it on a new connection, so
+// it must be idempotent — every Slave RPC is.
+type Session struct {
+	dial Dialer
+	opts SessionOptions
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	conn    *Conn
+	state   State
+	lastErr error
+	// reconnects counts connections made after the first.
+	reconnects int
+	// stopKA stops the keep-alive goroutine of the current connection.
+	stopKA func()
+}
+
+// NewSession returns a session that dials with d. Nothing is dialled until
+// the first Do or Connect.
+func NewSession(d Dialer, opts SessionOptions) *Session {
+	if opts.KeepAliveInterval <= 0 {
+		opts.KeepAliveInterval = 10 * time.Second
+	}
+	if opts.MarkTimeout <= 0 {
+		opts.MarkTimeout = 6 * opts.KeepAliveInterval
+	}
+	if opts.BackoffMin <= 0 {
+		opts.BackoffMin = time.Second
+	}
+	if opts.BackoffMax < opts.BackoffMin {
+		opts.BackoffMax = 60 * time.Second
+		if opts.BackoffMax < opts.BackoffMin {
+			opts.BackoffMax = opts.BackoffMin
+		}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Session{dial: d, opts: opts, log: log, state: StateInitializing}
+}
+
+// State returns the session's state and the error that made it Faulty.
+func (s *Session) State() (State, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state, s.lastErr
+}
+
+// Reconnects returns how many times the session reconnected.
+func (s *Session) Reconnects() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reconnects
+}
+
+func (s *Session) setState(st State, err error) {
+	s.mu.Lock()
+	changed := s.state != st
+	s.state, s.lastErr = st, err
+	s.mu.Unlock()
+	if changed {
+		if err != nil {
+			s.log.Warn("session state", "state", string(st), "err", err)
+		} else {
+			s.log.Info("session state", "state", string(st))
+		}
+	}
+	if s.opts.OnState != nil {
+		s.opts.OnState(st, err)
+	}
+}
+
+// HeldError refuses a master while another master's mark is valid on the
+// slave root: two masters writing one replica would corrupt it.
+type HeldError struct {
+	Holder  string
+	UUID    gfid.GFID
+	Expires time.Time
+}
+
+func (e *HeldError) Error() string {
+	return fmt.Sprintf("the slave root is held by another master (%s, volume %s) until %s; "+
+		"stop that session, wait for its mark to expire, or take over with --force",
+		e.Holder, e.UUID, e.Expires.UTC().Format(time.RFC3339))
+}
+
+// Connect returns the current connection, dialling one when there is none.
+// A refusal that waiting cannot fix (another master holds the root, a
+// version mismatch) is returned at once; other failures are retried with
+// backoff until ctx ends.
+func (s *Session) Connect(ctx context.Context) (*Conn, error) {
+	s.mu.Lock()
+	if s.conn != nil {
+		c := s.conn
+		s.mu.Unlock()
+		return c, nil
+	}
+	first := s.reconnects == 0 && s.state == StateInitializing
+	s.mu.Unlock()
+
+	wait := s.opts.BackoffMin
+	for attempt := 1; ; attempt++ {
+		c, err := s.connectOnce(ctx)
+		if err == nil {
+			s.mu.Lock()
+			s.conn = c
+			if !first {
+				s.reconnects++
+			}
+			s.stopKA = s.startKeepAlive(c)
+			s.mu.Unlock()
+			s.setState(StateActive, nil)
+			return c, nil
+		}
+		if permanent(err) {
+			s.setState(StateFaulty, err)
+			return nil, err
+		}
+		s.setState(StateFaulty, err)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("connect to slave: %w (last error: %v)", ctx.Err(), err)
+		}
+		s.log.Warn("slave unreachable; retrying", "attempt", attempt, "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect to slave: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, s.opts.BackoffMax)
+	}
+}
+
+// permanent reports whether a dial failure is one reconnecting cannot fix.
+func permanent(err error) bool {
+	var held *HeldError
+	if errors.As(err, &held) {
+		return true
+	}
+	return status.Code(errors.Unwrap(err)) == codes.FailedPrecondition || status.Code(err) == codes.FailedPrecondition
+}
+
+func (s *Session) connectOnce(ctx context.Context) (*Conn, error) {
+	c, err := s.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.claim(ctx, c); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// claim checks the slave's foreign marks for another master, then leaves
+// this master's own mark with a first KeepAlive.
+func (s *Session) claim(ctx context.Context, c *Conn) error {
+	if s.opts.Master == nil {
+		return nil
+	}
+	info, err := c.Slave.VolumeInfo(ctx, &pb.VolumeInfoRequest{})
+	if err != nil {
+		return fmt.Errorf("read the slave's volume marks: %w", c.Explain(err))
+	}
+	for _, m := range info.GetForeign() {
+		if bytes.Equal(m.GetUuid(), s.opts.Master.GetUuid()) {
+			continue
+		}
+		g, _ := gfid.FromBytes(m.GetUuid())
+		held := &HeldError{Holder: m.GetHolder(), UUID: g,
+			Expires: time.Unix(m.GetExpires().GetSec(), int64(m.GetExpires().GetNsec()))}
+		if !s.opts.Force {
+			return held
+		}
+		s.log.Warn("taking over a slave root held by another master (--force)", "holder", held.Holder, "volume", held.UUID)
+	}
+	return s.keepAlive(ctx, c)
+}
+
+func (s *Session) keepAlive(ctx context.Context, c *Conn) error {
+	req := &pb.KeepAliveRequest{}
+	if s.opts.Master != nil {
+		req.Mark = s.opts.Master
+		req.TimeoutSeconds = uint32(max(1, s.opts.MarkTimeout/time.Second))
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.KeepAliveInterval+5*time.Second)
+	defer cancel()
+	if _, err := c.Slave.KeepAlive(ctx, req); err != nil {
+		return fmt.Errorf("keep-alive: %w", c.Explain(err))
+	}
+	return nil
+}
+
+// startKeepAlive runs the keep-alive loop of one connection; the returned
+// function stops it and waits for it.
+func (s *Session) startKeepAlive(c *Conn) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(s.opts.KeepAliveInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := s.keepAlive(ctx, c); err != nil && ctx.Err() == nil {
+					s.log.Warn("keep-alive failed", "err", err)
+					s.drop(c, err)
+					return
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// drop forgets a broken connection so the next Connect dials anew.
+func (s *Session) drop(c *Conn, err error) {
+	s.mu.Lock()
+	if s.conn != c {
+		s.mu.Unlock()
+		return
+	}
+	s.conn = nil
+	stop := s.stopKA
+	s.stopKA = nil
+	s.mu.Unlock()
+	// stop may be called from the keep-alive goroutine itself: do not wait
+	// for it there.
+	go func() {
+		if stop != nil {
+			stop()
+		}
+		c.Close()
+	}()
+	s.setState(StateFaulty, err)
+}
+
+// Do runs fn with a connection, reconnecting and running fn again when the
+// connection breaks (codes.Unavailable, or the transport closing). Other
+// errors are returned as they are.
+func (s *Session) Do(ctx context.Context, fn func(ctx context.Context, c *Conn) error) error {
+	for {
+		c, err := s.Connect(ctx)
+		if err != nil {
+			return err
+		}
+		err = fn(ctx, c)
+		if err == nil || !broken(err) || ctx.Err() != nil {
+			return err
+		}
+		s.drop(c, c.Explain(err))
+	}
+}
+
+func broken(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable:
+		return true
+	case codes.Canceled:
+		// A closed client connection reports Canceled; a cancelled caller
+		// is caught by Do's ctx check.
+		return true
+	}
+	return false
+}
+
+// Close stops the keep-alives and closes the connection.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	c, stop := s.conn, s.stopKA
+	s.conn, s.stopKA = nil, nil
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	var err error
+	if c != nil {
+		err = c.Close()
+	}
+	s.setState(StateStopped, nil)
+	return err
+}

@@ -1,0 +1,167 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/georep/georep/internal/gfid"
+	"github.com/georep/georep/internal/testsshd"
+	pb "github.com/georep/georep/proto/georep/v1"
+)
+
+func masterMark(holder string) *pb.VolumeMark {
+	return &pb.VolumeMark{Uuid: gfid.New().Bytes(), Version: &pb.Version{Major: 1},
+		Mark: &pb.Timestamp{Sec: time.Now().Unix()}, Holder: holder}
+}
+
+// replayWithFault sends batches of MKDIRs through s, cutting the
+// connection with cut after a third of them, and checks every directory
+// arrived: the session must reconnect and finish with nothing lost.
+func replayWithFault(t *testing.T, s *Session, root string, cut func(c *Conn)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const batches, perBatch = 30, 20
+	for b := 0; b < batches; b++ {
+		var entries []*pb.Entry
+		for i := 0; i < perBatch; i++ {
+			entries = append(entries, &pb.Entry{Op: pb.EntryOp_ENTRY_OP_MKDIR, Gfid: gfid.New().Bytes(),
+				ParentGfid: gfid.Root.Bytes(), Name: []byte(fmt.Sprintf("b%02d-%02d", b, i)), Stat: &pb.Stat{Mode: 0o40755}})
+		}
+		if b == batches/3 {
+			c, err := s.Connect(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cut(c)
+		}
+		err := s.Do(ctx, func(ctx context.Context, c *Conn) error {
+			resp, err := c.Slave.EntryOps(ctx, &pb.EntryOpsRequest{Entries: entries})
+			if err != nil {
+				return err
+			}
+			for i, r := range resp.GetResults() {
+				if r.GetErrno() != 0 {
+					return fmt.Errorf("entry %d: %s", i, r.GetMessage())
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("batch %d: %v", b, err)
+		}
+	}
+	names, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range names {
+		if strings.HasPrefix(e.Name(), "b") {
+			n++
+		}
+	}
+	if n != batches*perBatch {
+		t.Fatalf("slave has %d directories, want %d", n, batches*perBatch)
+	}
+	if s.Reconnects() < 1 {
+		t.Fatalf("session did not reconnect after the cut")
+	}
+	if st, _ := s.State(); st != StateActive {
+		t.Fatalf("session state %s after recovery, want Active", st)
+	}
+}
+
+func TestSessionReconnectsAfterSSHKilled(t *testing.T) {
+	root := t.TempDir()
+	sshd := testsshd.Start(t, testsshd.Options{AuthorizedKeysOptions: forcedCommand(georepBin, root)})
+	u := sshURL(t, sshd, root)
+	var mu sync.Mutex
+	var states []State
+	s := NewSession(func(ctx context.Context) (*Conn, error) {
+		return Dial(ctx, u, Options{SSHCommand: sshd.SSHCommand()})
+	}, SessionOptions{Master: masterMark("test-master"), BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+		OnState: func(st State, _ error) { mu.Lock(); states = append(states, st); mu.Unlock() }})
+	defer s.Close()
+	replayWithFault(t, s, root, func(c *Conn) {
+		// kill -9 the ssh client: the remote slave sees its stdin close.
+		if err := c.Process().Kill(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if !containsState(states, StateFaulty) {
+		t.Errorf("states %v never showed Faulty", states)
+	}
+}
+
+func TestSessionReconnectsAfterLocalSlaveKilled(t *testing.T) {
+	root := t.TempDir()
+	u, err := ParseSlaveURL(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSession(func(ctx context.Context) (*Conn, error) {
+		return Dial(ctx, u, Options{LocalGeorep: georepBin})
+	}, SessionOptions{Master: masterMark("test-master"), BackoffMin: 50 * time.Millisecond})
+	defer s.Close()
+	replayWithFault(t, s, root, func(c *Conn) { c.Process().Kill() })
+}
+
+func containsState(states []State, want State) bool {
+	for _, s := range states {
+		if s == want {
+			return true
+		}
+	}
+	return false
+}
+
+// TestOneMasterPerSlaveRoot: a second master is refused while the first's
+// mark is valid, with the holder and expiry named; --force takes over.
+func TestOneMasterPerSlaveRoot(t *testing.T) {
+	root := t.TempDir()
+	u, err := ParseSlaveURL(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func(ctx context.Context) (*Conn, error) { return Dial(ctx, u, Options{LocalGeorep: georepBin}) }
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	first := NewSession(dial, SessionOptions{Master: masterMark("master-a:/data"), KeepAliveInterval: time.Hour})
+	defer first.Close()
+	if _, err := first.Connect(ctx); err != nil {
+		t.Fatalf("first master: %v", err)
+	}
+
+	second := NewSession(dial, SessionOptions{Master: masterMark("master-b:/data")})
+	_, err = second.Connect(ctx)
+	var held *HeldError
+	if !errors.As(err, &held) {
+		t.Fatalf("second master: %v, want a HeldError", err)
+	}
+	for _, w := range []string{"master-a:/data", "--force", "until"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("refusal %q does not mention %q", err, w)
+		}
+	}
+	second.Close()
+
+	forced := NewSession(dial, SessionOptions{Master: masterMark("master-b:/data"), Force: true})
+	defer forced.Close()
+	if _, err := forced.Connect(ctx); err != nil {
+		t.Fatalf("--force: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, ".georep")); err != nil {
+		t.Fatalf("slave root not initialised: %v", err)
+	}
+}
