@@ -1,0 +1,59 @@
+# georep build, test and lint entry points. `make test` is THE test command
+# (CI runs `make lint` then `make test`, see .ci/run).
+
+GO       ?= go
+BIN      ?= bin/georep
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS  := -X main.version=$(VERSION)
+FUZZTIME ?= 20s
+
+# Pinned tool versions (make tools).
+BUF_VERSION                ?= v1.75.0
+PROTOC_GEN_GO_VERSION      ?= v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.2
+GRPCURL_VERSION            ?= v1.9.4
+
+.PHONY: all build proto test unit fuzz lint bench tools clean
+
+all: build
+
+## build: the georep binary in bin/
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/georep
+
+## proto: regenerate the Go stubs from proto/ (needs make tools), then build
+proto:
+	buf generate
+	$(GO) build ./...
+
+## test: every package under the race detector, then a short fuzz run
+test: unit fuzz
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+## fuzz: the backend's entry-op fuzzer for FUZZTIME
+fuzz:
+	$(GO) test ./server/backend -run '^$$' -fuzz FuzzEntryOps -fuzztime $(FUZZTIME)
+
+## lint: gofmt, go vet and buf lint must all be clean
+lint:
+	@unformatted="$$(gofmt -l .)"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	buf lint
+
+## bench: every benchmark once, with allocations
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## tools: install the pinned code generators and grpcurl into $(go env GOPATH)/bin
+tools:
+	$(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	$(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
+## clean: remove build outputs
+clean:
+	rm -rf bin
