@@ -13,7 +13,7 @@ import (
 // real gRPC connection. The project's goal is at least 20,000 entries/s.
 func BenchmarkEntryOpsCreateGRPC(b *testing.B) {
 	const batch = 1000
-	for _, tr := range transports {
+	for _, tr := range transports() {
 		b.Run(string(tr), func(b *testing.B) {
 			be, _ := openBackend(b)
 			c := serve(b, New(be, Options{}), tr, nil)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -30,7 +31,8 @@ const (
 	overPipe transport = "pipe" // two OS pipes, as `georep slave --stdio` uses
 )
 
-var transports = []transport{overTCP, overPipe}
+// transports lists every transport a slave test runs over.
+func transports() []transport { return []transport{overTCP, overPipe} }
 
 // openBackend opens a real backend on a fresh directory.
 func openBackend(t testing.TB) (*backend.Backend, string) {
@@ -51,7 +53,7 @@ func openBackend(t testing.TB) (*backend.Backend, string) {
 // testLogger writes to the test's output and to buf (when not nil), at debug.
 func testLogger(t testing.TB, buf *syncBuffer) *slog.Logger {
 	t.Helper()
-	var w interface{ Write([]byte) (int, error) } = t.Output()
+	var w io.Writer = t.Output()
 	if buf != nil {
 		w = buf
 	}

@@ -29,7 +29,7 @@ import (
 // Internal, and the test would fail on the code.
 
 func TestHandshake(t *testing.T) {
-	for _, tr := range transports {
+	for _, tr := range transports() {
 		t.Run(string(tr), func(t *testing.T) {
 			b, dir := openBackend(t)
 			c := serve(t, New(b, Options{SoftwareVersion: "v0.1.0-test"}), tr, testLogger(t, nil))
@@ -192,7 +192,7 @@ func TestInvalidArgument(t *testing.T) {
 }
 
 func TestHealth(t *testing.T) {
-	for _, tr := range transports {
+	for _, tr := range transports() {
 		t.Run(string(tr), func(t *testing.T) {
 			hc := healthpb.NewHealthClient(dial(t, New(nil, Options{}), tr, testLogger(t, nil)))
 			for _, svc := range []string{"", "georep.v1.Slave"} {
@@ -211,7 +211,7 @@ func TestHealth(t *testing.T) {
 }
 
 func TestReflection(t *testing.T) {
-	for _, tr := range transports {
+	for _, tr := range transports() {
 		t.Run(string(tr), func(t *testing.T) {
 			rc := reflectionpb.NewServerReflectionClient(dial(t, New(nil, Options{}), tr, testLogger(t, nil)))
 			stream, err := rc.ServerReflectionInfo(callCtx(t))
@@ -511,7 +511,7 @@ func TestStatusFromBackend(t *testing.T) {
 }
 
 func TestEntryOpsOverGRPC(t *testing.T) {
-	for _, tr := range transports {
+	for _, tr := range transports() {
 		t.Run(string(tr), func(t *testing.T) {
 			b, dir := openBackend(t)
 			c := serve(t, New(b, Options{}), tr, testLogger(t, nil))

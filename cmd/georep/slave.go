@@ -143,11 +143,12 @@ func runSlave(ctx context.Context, cfg slaveConfig, stderr io.Writer) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(pipeconn.NewListener(conn)) }()
-	watchErr := make(chan error, 1)
+	// With no --timeout there is no watcher, and a nil channel never
+	// delivers, so the select below ignores it.
+	var watchErr chan error
 	if cfg.Timeout > 0 {
+		watchErr = make(chan error, 1)
 		go func() { watchErr <- svc.WatchKeepAlive(ctx, cfg.Timeout) }()
-	} else {
-		watchErr <- nil // no watcher: nothing to wait for
 	}
 	logger.Info("slave serving over stdio", "root", root, "version", softwareVersion(), "timeout", cfg.Timeout)
 
@@ -172,10 +173,13 @@ func runSlave(ctx context.Context, cfg slaveConfig, stderr io.Writer) error {
 
 	stop(gs, wait)
 	cancel()
-	if err := <-serveErr; err != nil && result == nil {
+	// ErrServerStopped only means the stop above won the race with Serve.
+	if err := <-serveErr; err != nil && !errors.Is(err, grpc.ErrServerStopped) && result == nil {
 		result = fmt.Errorf("serving gRPC over stdio: %w", err)
 	}
-	<-watchErr
+	if watchErr != nil {
+		<-watchErr
+	}
 	return result
 }
 
