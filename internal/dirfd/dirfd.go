@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -121,6 +122,36 @@ func (d *Dir) OpenDir(name string) (*Dir, error) {
 		return nil, opErr("open directory", name, err)
 	}
 	return &Dir{fd: fd}, nil
+}
+
+// OpenBeneath opens the directory at rel, a relative path of several
+// components each valid by ValidName (for the backend's own fixed-depth
+// layouts, such as its index buckets). openat2 refuses a symlink or escape at
+// every component, so this is as safe as opening one component at a time.
+func (d *Dir) OpenBeneath(rel string) (*Dir, error) {
+	for _, c := range strings.Split(rel, "/") {
+		if err := ValidName(c); err != nil {
+			return nil, opErr("open directory", rel, err)
+		}
+	}
+	fd, err := d.openat2(rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, opErr("open directory", rel, err)
+	}
+	return &Dir{fd: fd}, nil
+}
+
+// CreateExclFd is CreateExcl returning the raw descriptor, which the caller
+// must close: the hot create path skips the os.File machinery.
+func (d *Dir) CreateExclFd(name string, mode uint32) (int, error) {
+	if err := ValidName(name); err != nil {
+		return -1, opErr("create", name, err)
+	}
+	fd, err := d.openat2(name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, uint64(mode))
+	if err != nil {
+		return -1, opErr("create", name, err)
+	}
+	return fd, nil
 }
 
 // OpenFile opens name with flags (O_NOFOLLOW and O_CLOEXEC are always
