@@ -451,9 +451,13 @@ func TestMetaOps(t *testing.T) {
 		check func(s unix.Stat_t, x map[string]string) string
 	}{
 		{"file mode", f, "f", &pb.MetaEntry{Mode: u32(0o2751)}, 0,
-			func(s unix.Stat_t, _ map[string]string) string { return want(s.Mode&0o7777 == 0o2751, "mode %#o", s.Mode) }},
+			func(s unix.Stat_t, _ map[string]string) string {
+				return want(s.Mode&0o7777 == 0o2751, "mode %#o", s.Mode)
+			}},
 		{"file owner", f, "f", &pb.MetaEntry{Uid: u32(11), Gid: u32(12)}, 0,
-			func(s unix.Stat_t, _ map[string]string) string { return want(s.Uid == 11 && s.Gid == 12, "owner %d:%d", s.Uid, s.Gid) }},
+			func(s unix.Stat_t, _ map[string]string) string {
+				return want(s.Uid == 11 && s.Gid == 12, "owner %d:%d", s.Uid, s.Gid)
+			}},
 		{"file times ns", f, "f", &pb.MetaEntry{Atime: &pb.Timestamp{Sec: 1, Nsec: 2}, Mtime: &pb.Timestamp{Sec: 1_700_000_000, Nsec: 999_999_999}}, 0,
 			func(s unix.Stat_t, _ map[string]string) string {
 				return want(s.Atim == unix.Timespec{Sec: 1, Nsec: 2} && s.Mtim == unix.Timespec{Sec: 1_700_000_000, Nsec: 999_999_999}, "times %v %v", s.Atim, s.Mtim)
@@ -468,9 +472,14 @@ func TestMetaOps(t *testing.T) {
 				return want(x["user.a"] == "1" && len(x["user.b"]) == 3000, "xattrs %d", len(x))
 			}},
 		{"remove xattr", f, "f", &pb.MetaEntry{RemoveXattrs: []string{"user.a", "user.absent"}}, 0,
-			func(_ unix.Stat_t, x map[string]string) string { _, ok := x["user.a"]; return want(!ok && len(x) == 1, "xattrs %v", len(x)) }},
+			func(_ unix.Stat_t, x map[string]string) string {
+				_, ok := x["user.a"]
+				return want(!ok && len(x) == 1, "xattrs %v", len(x))
+			}},
 		{"replace xattrs", f, "f", &pb.MetaEntry{ReplaceXattrs: true, SetXattrs: []*pb.Xattr{{Name: "user.c", Value: []byte("3")}}}, 0,
-			func(_ unix.Stat_t, x map[string]string) string { return want(len(x) == 1 && x["user.c"] == "3", "xattrs %v", x) }},
+			func(_ unix.Stat_t, x map[string]string) string {
+				return want(len(x) == 1 && x["user.c"] == "3", "xattrs %v", x)
+			}},
 		{"dir mode and xattr", d, "d", &pb.MetaEntry{Mode: u32(0o700), SetXattrs: []*pb.Xattr{{Name: "user.d", Value: []byte("dd")}}}, 0,
 			func(s unix.Stat_t, x map[string]string) string {
 				return want(s.Mode&0o7777 == 0o700 && x["user.d"] == "dd", "mode %#o xattrs %v", s.Mode, x)
