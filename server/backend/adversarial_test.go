@@ -561,12 +561,18 @@ func TestHostileReservedDir(t *testing.T) {
 			}
 			hostileCheckClear(t, "LINK root", o)
 		}},
-		{"CREATE with a directory's GFID is refused", func(t *testing.T, s *hostileSandbox) {
+		{"CREATE with a directory's GFID makes no second object", func(t *testing.T, s *hostileSandbox) {
+			// Refusing is fine, and so is treating it as a replayed CREATE
+			// of an object since renamed; making a file with the directory's
+			// identity is not.
 			o := s.entry(t, hostileCreate(hostileDirGFID, R, "dir-as-file"))
-			if !o.refused() {
-				t.Errorf("CREATE reusing a directory's GFID was accepted: %v", o)
-			}
 			hostileCheckClear(t, "CREATE dir gfid", o)
+			if _, err := os.Lstat(filepath.Join(s.root, "dir-as-file")); err == nil {
+				t.Errorf("CREATE reusing a directory's GFID made dir-as-file: %v", o)
+			}
+			if g, ok, err := s.b.GFID(R, []byte("d")); err != nil || !ok || g != hostileDirGFID || !hostileIsDir(filepath.Join(s.root, "d")) {
+				t.Errorf("after CREATE reusing its GFID, d is %s, %v, %v", g, ok, err)
+			}
 		}},
 		{"forged identity xattr is refused", func(t *testing.T, s *hostileSandbox) {
 			for _, name := range []string{hostileGFIDXattr, "trusted.georep.x", "security.capability", "system.posix_acl_access", "trusted.overlay.opaque"} {

@@ -90,7 +90,13 @@ func hostileNewSandbox(t testing.TB) *hostileSandbox {
 // climbs only through directories the test owns.
 func hostileNewDeepSandbox(t testing.TB, depth int) *hostileSandbox {
 	t.Helper()
-	top := t.TempDir()
+	return hostileNewSandboxIn(t, t.TempDir(), depth)
+}
+
+// hostileNewSandboxIn is hostileNewDeepSandbox in the empty directory top,
+// which the caller owns and removes.
+func hostileNewSandboxIn(t testing.TB, top string, depth int) *hostileSandbox {
+	t.Helper()
 	base := top
 	for range depth {
 		base = filepath.Join(base, "h")
