@@ -341,14 +341,21 @@ func hostileFuzzCheckWorld(t testing.TB, s *hostileSandbox, before map[string]ho
 // change, which on a disk filesystem costs the fuzzer about 40 ms per input;
 // on tmpfs fsync is free and an input takes a few milliseconds. tmpfs keeps
 // trusted.* and user.* xattrs, hard links and renameat2 flags, so the code
-// paths are the same.
+// paths are the same. Directories live under /dev/shm/georep-hostile-<pid>
+// so that hostileReapFastTempDirs can remove those of fuzz workers that
+// were killed before their cleanups ran (as every worker is when
+// -fuzztime ends).
 func hostileFastTempDir(t *testing.T) string {
 	t.Helper()
 	var fs unix.Statfs_t
 	if err := unix.Statfs("/dev/shm", &fs); err != nil || fs.Type != unix.TMPFS_MAGIC {
 		return t.TempDir()
 	}
-	dir, err := os.MkdirTemp("/dev/shm", "georep-hostile-")
+	parent := filepath.Join("/dev/shm", fmt.Sprintf("georep-hostile-%d", os.Getpid()))
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return t.TempDir()
+	}
+	dir, err := os.MkdirTemp(parent, "in-")
 	if err != nil {
 		return t.TempDir()
 	}
@@ -360,7 +367,33 @@ func hostileFastTempDir(t *testing.T) string {
 	return dir
 }
 
+// hostileReapFastTempDirs removes the /dev/shm sandboxes of processes that
+// no longer exist.
+func hostileReapFastTempDirs(t testing.TB) {
+	t.Helper()
+	des, err := os.ReadDir("/dev/shm")
+	if err != nil {
+		return
+	}
+	for _, de := range des {
+		var pid int
+		if _, err := fmt.Sscanf(de.Name(), "georep-hostile-%d", &pid); err != nil || pid <= 0 {
+			continue
+		}
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+			if err := os.RemoveAll(filepath.Join("/dev/shm", de.Name())); err != nil {
+				t.Logf("remove stale fuzz sandboxes: %v", err)
+			}
+		}
+	}
+}
+
 func FuzzEntryOps(f *testing.F) {
+	hostileReapFastTempDirs(f)
+	f.Cleanup(func() {
+		// Empty unless inputs failed to clean up; then it stays for a look.
+		_ = os.Remove(filepath.Join("/dev/shm", fmt.Sprintf("georep-hostile-%d", os.Getpid())))
+	})
 	// The seeds are the committed corpus in testdata/fuzz/FuzzEntryOps
 	// (kept in step with hostileFuzzSeeds by TestHostileFuzzSeedCorpus).
 	f.Fuzz(func(t *testing.T, data []byte) {
