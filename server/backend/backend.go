@@ -72,6 +72,10 @@ type Backend struct {
 	index   *dirfd.Dir // .georep/gfid
 	tmp     *dirfd.Dir // .georep/tmp
 	trash   *dirfd.Dir // .georep/trash
+	// top holds the index's first-level buckets open, once used, for the
+	// backend's life: every index access goes through one.
+	topMu sync.Mutex
+	top   [256]*dirfd.Dir
 
 	priv     bool   // identities in trusted.*
 	canChown bool   // euid 0: chown to any owner
@@ -195,6 +199,11 @@ func (b *Backend) Close() error {
 func (b *Backend) closeFds() error {
 	var errs []error
 	errs = append(errs, b.dirs.closeAll(), b.buckets.closeAll())
+	for _, d := range b.top {
+		if d != nil {
+			errs = append(errs, d.Close())
+		}
+	}
 	for _, d := range []*dirfd.Dir{b.trash, b.tmp, b.index, b.state, b.rootDir} {
 		if d != nil {
 			errs = append(errs, d.Close())

@@ -52,12 +52,16 @@ func (b *Backend) bucket(s *scope, g gfid.GFID, create bool) (*dirfd.Dir, error)
 	if d := b.buckets.get(p); d != nil {
 		return d, nil
 	}
-	d, err := b.index.OpenBeneath(p)
+	top, err := b.topBucket(s, g[0], create)
+	if err != nil {
+		return nil, err
+	}
+	d, err := top.OpenDir(p[3:5])
 	if errors.Is(err, unix.ENOENT) && create && s.write {
-		if err := b.makeBucket(p); err != nil {
-			return nil, err
+		if err := top.Mkdir(p[3:5], 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("make index bucket %s: %w", p, err)
 		}
-		d, err = b.index.OpenBeneath(p)
+		d, err = top.OpenDir(p[3:5])
 	}
 	if err != nil {
 		return nil, err
@@ -66,19 +70,27 @@ func (b *Backend) bucket(s *scope, g gfid.GFID, create bool) (*dirfd.Dir, error)
 	return d, nil
 }
 
-func (b *Backend) makeBucket(p string) error {
-	if err := b.index.Mkdir(p[0:2], 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("make index bucket: %w", err)
+// topBucket returns first-level bucket i, opening it (and with create in a
+// write scope, making it) on first use.
+func (b *Backend) topBucket(s *scope, i byte, create bool) (*dirfd.Dir, error) {
+	b.topMu.Lock()
+	defer b.topMu.Unlock()
+	if d := b.top[i]; d != nil {
+		return d, nil
 	}
-	top, err := b.index.OpenDir(p[0:2])
+	name := fmt.Sprintf("%02x", i)
+	var d *dirfd.Dir
+	var err error
+	if create && s.write {
+		d, err = mkdirOpen(b.index, name)
+	} else {
+		d, err = b.index.OpenDir(name)
+	}
 	if err != nil {
-		return fmt.Errorf("open index bucket: %w", err)
+		return nil, err
 	}
-	defer top.Close()
-	if err := top.Mkdir(p[3:5], 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("make index bucket: %w", err)
-	}
-	return nil
+	b.top[i] = d
+	return d, nil
 }
 
 // lookup finds identity g. A non-directory whose index link is the last
