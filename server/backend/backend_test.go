@@ -492,7 +492,9 @@ func TestMetaOps(t *testing.T) {
 		{"unknown gfid", gfid.New(), "", &pb.MetaEntry{Mode: u32(0o600)}, unix.ENOENT, nil},
 		// Validation comes first: an invalid entry changes nothing, even its valid parts.
 		{"invalid changes nothing", f, "f", &pb.MetaEntry{Mode: u32(0o600), SetXattrs: []*pb.Xattr{{Name: "security.x"}}}, unix.EINVAL,
-			func(s unix.Stat_t, _ map[string]string) string { return want(s.Mode&0o777 == 0o751, "mode %#o", s.Mode) }},
+			func(s unix.Stat_t, _ map[string]string) string {
+				return want(s.Mode&0o777 == 0o751, "mode %#o", s.Mode)
+			}},
 	}
 	for _, tt := range tests {
 		tt.entry.Gfid = tt.g.Bytes()
@@ -881,5 +883,51 @@ func TestConcurrentReadersAndWriters(t *testing.T) {
 		if _, err := b.LstatGFID(d); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// The unprivileged layout (user.* identities) cannot put an identity on a
+// symlink or device; those are known by their index link alone.
+func TestUnprivilegedLayout(t *testing.T) {
+	dir := t.TempDir()
+	b := openBackend(t, dir, Options{UserXattrs: true})
+	if b.Privileged() {
+		t.Fatal("UserXattrs backend reports privileged")
+	}
+	d, f, l, p := gfid.New(), gfid.New(), gfid.New(), gfid.New()
+	batch := []*pb.Entry{
+		mkdir(d, gfid.Root, "d"), create(f, d, "f"), symlink(l, d, "l", "/abs/target"),
+		mk(pb.EntryOp_ENTRY_OP_MKNOD, p, d, "p", st(unix.S_IFIFO|0o600)),
+	}
+	apply(t, b, batch...)
+	buf := make([]byte, 64)
+	if n, err := unix.Lgetxattr(filepath.Join(dir, "d", "f"), "user.georep.gfid", buf); err != nil || n != 16 {
+		t.Errorf("file identity in user.*: %d, %v", n, err)
+	}
+	for _, g := range []gfid.GFID{d, f, l, p} {
+		if !indexed(t, b, g) {
+			t.Errorf("%s not reachable by gfid", g)
+		}
+	}
+	first := walkTree(t, b)
+	rs := apply(t, b, batch...)
+	for i, r := range rs {
+		wantResult(t, fmt.Sprintf("replay %d", i), r, 0, pb.Resolution_RESOLUTION_ALREADY_APPLIED)
+	}
+	diffTrees(t, "unprivileged replay", first, walkTree(t, b))
+	apply(t, b, rename(l, d, "l", gfid.Root, "l2"), unlink(p, d, "p"))
+	lstatPath(t, filepath.Join(dir, "l2"))
+	if indexed(t, b, p) {
+		t.Error("unlinked fifo still indexed")
+	}
+	// Stime lives in user.* too, and a xtime on a symlink is an error there.
+	if err := b.SetStime(gfid.New(), &pb.Timestamp{Sec: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetXtime(gfid.New(), l, &pb.Timestamp{Sec: 1}); err == nil {
+		t.Error("xtime on a symlink with user.* xattrs succeeded")
+	}
+	if r := meta(t, b, &pb.MetaEntry{Gfid: f.Bytes(), SetXattrs: []*pb.Xattr{{Name: "user.georep.gfid", Value: make([]byte, 16)}}})[0]; r.Errno == 0 {
+		t.Error("a meta op overwrote the identity xattr")
 	}
 }
