@@ -925,8 +925,7 @@ func TestHostileFIFO(t *testing.T) {
 
 // hostileIndexEntry is the path of g's entry in the slave's GFID index.
 func hostileIndexEntry(s *hostileSandbox, g gfid.GFID) string {
-	h := g.Hex()
-	return filepath.Join(s.root, backend.ReservedDir, "gfid", h[0:2], h[2:4], g.String())
+	return filepath.Join(s.root, backend.IndexPath(g))
 }
 
 // TestHostileCorruptIndex points a directory's index entry (a symlink that

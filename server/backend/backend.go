@@ -45,8 +45,6 @@ const (
 
 	// dirCacheMax bounds the cached directory fds (by GFID).
 	dirCacheMax = 4096
-	// bucketCacheMax bounds the cached index bucket fds.
-	bucketCacheMax = 1024
 	// maxDepth bounds a directory's chain of parents in the index, so a
 	// corrupt (cyclic) index cannot loop forever.
 	maxDepth = 4096
@@ -72,10 +70,9 @@ type Backend struct {
 	index   *dirfd.Dir // .georep/gfid
 	tmp     *dirfd.Dir // .georep/tmp
 	trash   *dirfd.Dir // .georep/trash
-	// top holds the index's first-level buckets open, once used, for the
-	// backend's life: every index access goes through one.
-	topMu sync.Mutex
-	top   [256]*dirfd.Dir
+	// top holds the index's buckets open for the backend's life: every
+	// index access goes through one. Set in Open, read-only after.
+	top [256]*dirfd.Dir
 
 	priv     bool   // identities in trusted.*
 	canChown bool   // euid 0: chown to any owner
@@ -88,8 +85,7 @@ type Backend struct {
 	mu     sync.RWMutex
 	closed bool
 
-	dirs    fdCache // directory fds by GFID
-	buckets fdCache // index bucket fds by "aa/bb"
+	dirs fdCache // directory fds by GFID
 }
 
 // Open opens (and on first use initialises) the slave root at dir.
@@ -107,7 +103,6 @@ func Open(dir string, opts Options) (*Backend, error) {
 		log:      log,
 		canChown: os.Geteuid() == 0,
 		dirs:     fdCache{max: dirCacheMax},
-		buckets:  fdCache{max: bucketCacheMax},
 	}
 	b.priv = b.canChown && !opts.UserXattrs
 	b.ns = "user"
@@ -134,6 +129,11 @@ func Open(dir string, opts Options) (*Backend, error) {
 	}{{indexDirName, &b.index}, {tmpDirName, &b.tmp}, {trashDirName, &b.trash}} {
 		if *d.dst, err = mkdirOpen(b.state, d.name); err != nil {
 			return nil, fmt.Errorf("prepare %s/%s/%s: %w", abs, ReservedDir, d.name, err)
+		}
+	}
+	for i := range b.top {
+		if b.top[i], err = mkdirOpen(b.index, bucketName(byte(i))); err != nil {
+			return nil, fmt.Errorf("prepare the gfid index in %s/%s: %w", abs, ReservedDir, err)
 		}
 	}
 	if err := b.markRoot(); err != nil {
@@ -198,7 +198,7 @@ func (b *Backend) Close() error {
 
 func (b *Backend) closeFds() error {
 	var errs []error
-	errs = append(errs, b.dirs.closeAll(), b.buckets.closeAll())
+	errs = append(errs, b.dirs.closeAll())
 	for _, d := range b.top {
 		if d != nil {
 			errs = append(errs, d.Close())

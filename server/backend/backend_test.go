@@ -823,7 +823,7 @@ func TestCrashLeftoversCleared(t *testing.T) {
 	if err := unix.Setxattr(tmpObj, "trusted.georep.gfid", half[:], 0); err != nil {
 		t.Fatal(err)
 	}
-	idx := filepath.Join(state, indexDirName, half.Hex()[0:2], half.Hex()[2:4])
+	idx := filepath.Dir(filepath.Join(dir, IndexPath(half)))
 	if err := os.MkdirAll(idx, 0o700); err != nil {
 		t.Fatal(err)
 	}

@@ -408,7 +408,7 @@ var (
 
 // hostileCheckReserved asserts that root/.georep holds only the backend's own
 // bookkeeping: the names it had after Open (plus gfid, tmp and trash), an
-// index whose entries are canonical GFID strings in 2-level hex directories
+// index whose entries are canonical GFID strings in 2-hex-digit buckets
 // naming GFIDs from known (when known is non-nil), and empty tmp and trash.
 func hostileCheckReserved(t testing.TB, s *hostileSandbox, known map[gfid.GFID]bool) {
 	t.Helper()
@@ -439,21 +439,14 @@ func hostileCheckReserved(t testing.TB, s *hostileSandbox, known map[gfid.GFID]b
 			t.Errorf("index level-1 entry %q is not a 2-hex-digit directory", l1)
 			continue
 		}
-		for l2 := range hostileNames(t, p1) {
-			p2 := filepath.Join(p1, l2)
-			if !hostileHex2.MatchString(l2) || !hostileIsDir(p2) {
-				t.Errorf("index level-2 entry %s/%q is not a 2-hex-digit directory", l1, l2)
+		for leaf := range hostileNames(t, p1) {
+			g, err := gfid.Parse(leaf)
+			if err != nil || !hostileGFIDStr.MatchString(leaf) || g.Hex()[:2] != l1 {
+				t.Errorf("index entry %s/%q is not a canonical GFID of that bucket", l1, leaf)
 				continue
 			}
-			for leaf := range hostileNames(t, p2) {
-				g, err := gfid.Parse(leaf)
-				if err != nil || !hostileGFIDStr.MatchString(leaf) || g.Hex()[:4] != l1+l2 {
-					t.Errorf("index entry %s/%s/%q is not a canonical GFID of that bucket", l1, l2, leaf)
-					continue
-				}
-				if known != nil && !known[g] && g != gfid.Root {
-					t.Errorf("index entry %s names GFID %s that no request made", filepath.Join(l1, l2, leaf), g)
-				}
+			if known != nil && !known[g] && g != gfid.Root {
+				t.Errorf("index entry %s names GFID %s that no request made", filepath.Join(l1, leaf), g)
 			}
 		}
 	}

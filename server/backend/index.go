@@ -12,7 +12,7 @@ import (
 	"github.com/georep/georep/internal/gfid"
 )
 
-// The GFID index (.georep/gfid/aa/bb/<gfid>) is the only way from an
+// The GFID index (.georep/gfid/aa/<gfid>, see IndexPath) is the only way from an
 // identity to an object. A non-directory's entry is a hard link to it, so
 // "X exists" means its entry has a second link; a directory's entry is a
 // symlink "<parent gfid>/<name>" that is only ever read, and every step of
@@ -35,62 +35,30 @@ type object struct {
 	bucket *dirfd.Dir  // nondir: the index bucket holding the link
 }
 
-func bucketPath(g gfid.GFID) string {
-	h := g.Hex()
-	return h[0:2] + "/" + h[2:4]
+// IndexPath is where the index entry of g lies, relative to the slave
+// root: .georep/gfid/<first byte in hex>/<canonical gfid>. A
+// non-directory's entry is a hard link to it, so the data plane can
+// address a file by identity through this path (gsyncd's aux-gfid mount).
+func IndexPath(g gfid.GFID) string {
+	return ReservedDir + "/" + indexDirName + "/" + bucketName(g[0]) + "/" + g.String()
 }
+
+// bucketName names first-level bucket i. One level of 256 buckets, all made
+// when the root is first opened: a second level (GlusterFS's aa/bb) costs
+// a mkdir for most of the first 65,536 objects, which on ext4 is slower
+// than the rest of a CREATE together, while one ext4 htree directory
+// holds millions of entries without trouble.
+func bucketName(i byte) string { return fmt.Sprintf("%02x", i) }
 
 // tempName is a fresh name for .georep/tmp, .georep/trash and index updates.
 func tempName() string {
 	return strconv.FormatUint(rand.Uint64(), 36)
 }
 
-// bucket opens g's index bucket; with create it makes it first if needed.
-// Missing without create: ENOENT.
-func (b *Backend) bucket(s *scope, g gfid.GFID, create bool) (*dirfd.Dir, error) {
-	p := bucketPath(g)
-	if d := b.buckets.get(p); d != nil {
-		return d, nil
-	}
-	top, err := b.topBucket(s, g[0], create)
-	if err != nil {
-		return nil, err
-	}
-	d, err := top.OpenDir(p[3:5])
-	if errors.Is(err, unix.ENOENT) && create && s.write {
-		if err := top.Mkdir(p[3:5], 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("make index bucket %s: %w", p, err)
-		}
-		d, err = top.OpenDir(p[3:5])
-	}
-	if err != nil {
-		return nil, err
-	}
-	b.buckets.put(s, p, d)
-	return d, nil
-}
-
-// topBucket returns first-level bucket i, opening it (and with create in a
-// write scope, making it) on first use.
-func (b *Backend) topBucket(s *scope, i byte, create bool) (*dirfd.Dir, error) {
-	b.topMu.Lock()
-	defer b.topMu.Unlock()
-	if d := b.top[i]; d != nil {
-		return d, nil
-	}
-	name := fmt.Sprintf("%02x", i)
-	var d *dirfd.Dir
-	var err error
-	if create && s.write {
-		d, err = mkdirOpen(b.index, name)
-	} else {
-		d, err = b.index.OpenDir(name)
-	}
-	if err != nil {
-		return nil, err
-	}
-	b.top[i] = d
-	return d, nil
+// bucket returns g's index bucket; all of them are open for the
+// backend's life.
+func (b *Backend) bucket(_ *scope, g gfid.GFID, _ bool) (*dirfd.Dir, error) {
+	return b.top[g[0]], nil
 }
 
 // lookup finds identity g. A non-directory whose index link is the last
