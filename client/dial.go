@@ -209,16 +209,32 @@ func (c *Conn) handshake(ctx context.Context, opts Options) error {
 		Object:   &pb.Version{Major: server.ObjectMajor, Minor: server.ObjectMinor},
 		Master:   opts.Master,
 	}
-	info, err := c.Slave.Handshake(ctx, req, grpc.WaitForReady(true))
+	// A child that dies before answering (ssh refused, georep missing) is
+	// reported at once rather than when ctx expires.
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if c.proc != nil {
+		go func() {
+			select {
+			case <-c.proc.exited:
+				cancel()
+			case <-hctx.Done():
+			}
+		}()
+	}
+	info, err := c.Slave.Handshake(hctx, req)
 	if err != nil {
-		if ctx.Err() != nil && c.proc != nil {
-			// The process may still be running (a password prompt nobody
-			// answers, a hung host): say what it printed.
+		if c.proc != nil {
+			if why := explainProc(c.url, c.proc, time.Second); why != nil {
+				return fmt.Errorf("handshake with slave %s: %w", c.url, why)
+			}
+			// Still running (a prompt nobody answers, a hung host): say
+			// what it printed.
 			if tail := lastLines(c.proc.stderr.String(), 5); tail != "" {
 				return fmt.Errorf("handshake with slave %s: %w; the %s process said:\n%s", c.url, err, c.url.Kind, tail)
 			}
 		}
-		return fmt.Errorf("handshake with slave %s: %w", c.url, c.Explain(err))
+		return fmt.Errorf("handshake with slave %s: %w", c.url, err)
 	}
 	c.Info = info
 	return nil

@@ -110,6 +110,7 @@ func TestSSHFailuresAreExplained(t *testing.T) {
 				c.Close()
 				t.Fatal("dial succeeded, want an error")
 			}
+			t.Logf("operator sees: %v", err)
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not mention %q", err, w)
