@@ -33,13 +33,14 @@ const MaxMessageSize = 64 << 20
 // often than this.
 const KeepaliveMinTime = 5 * time.Second
 
-// NewGRPCServer returns a grpc.Server serving svc as georep.v1.Slave, with
+// NewGRPCServer returns a grpc.Server serving svc (a *Service, or a
+// *Volumes routing to several) as georep.v1.Slave, with
 // the standard health service (SERVING for "" and "georep.v1.Slave") and
 // server reflection, so stock grpcurl can inspect a slave. Every call is
 // logged at debug level (failures higher) and a panic in a handler becomes
 // codes.Internal instead of killing the slave. opts are applied after the
 // slave's own, so interceptors they chain run inside logging and recovery.
-func NewGRPCServer(svc *Service, logger *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
+func NewGRPCServer(svc pb.SlaveServer, logger *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
