@@ -2305,6 +2305,380 @@ func (x *PurgeResponse) GetRemoved() uint64 {
 	return 0
 }
 
+// PutFilesRequest is one message of a PutFiles stream: a file's header, one
+// of its chunks, or its trailer. A file's messages are contiguous.
+type PutFilesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which part of a file this message carries.
+	//
+	// Types that are valid to be assigned to Part:
+	//
+	//	*PutFilesRequest_Header
+	//	*PutFilesRequest_Chunk
+	//	*PutFilesRequest_Trailer
+	Part          isPutFilesRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutFilesRequest) Reset() {
+	*x = PutFilesRequest{}
+	mi := &file_georep_v1_slave_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutFilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutFilesRequest) ProtoMessage() {}
+
+func (x *PutFilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutFilesRequest.ProtoReflect.Descriptor instead.
+func (*PutFilesRequest) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *PutFilesRequest) GetPart() isPutFilesRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *PutFilesRequest) GetHeader() *FileHeader {
+	if x != nil {
+		if x, ok := x.Part.(*PutFilesRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *PutFilesRequest) GetChunk() *FileChunk {
+	if x != nil {
+		if x, ok := x.Part.(*PutFilesRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+func (x *PutFilesRequest) GetTrailer() *FileTrailer {
+	if x != nil {
+		if x, ok := x.Part.(*PutFilesRequest_Trailer); ok {
+			return x.Trailer
+		}
+	}
+	return nil
+}
+
+type isPutFilesRequest_Part interface {
+	isPutFilesRequest_Part()
+}
+
+type PutFilesRequest_Header struct {
+	// Starts a file.
+	Header *FileHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type PutFilesRequest_Chunk struct {
+	// A piece of the current file's content.
+	Chunk *FileChunk `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+type PutFilesRequest_Trailer struct {
+	// Ends the current file.
+	Trailer *FileTrailer `protobuf:"bytes,3,opt,name=trailer,proto3,oneof"`
+}
+
+func (*PutFilesRequest_Header) isPutFilesRequest_Part() {}
+
+func (*PutFilesRequest_Chunk) isPutFilesRequest_Part() {}
+
+func (*PutFilesRequest_Trailer) isPutFilesRequest_Part() {}
+
+// FileHeader starts the transfer of one file's content.
+type FileHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file's GFID (16 bytes). The file must already exist on the slave
+	// (an entry op made it); its content is replaced.
+	Gfid []byte `protobuf:"bytes,1,opt,name=gfid,proto3" json:"gfid,omitempty"`
+	// The size of the new content in bytes. Bytes no chunk covers are holes
+	// (they read as zeros).
+	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// Optional hint: the GFID of a directory holding one of the file's names
+	// (with link_name). When that name still holds the file and it has no
+	// other name, the new content is renamed over it atomically; otherwise
+	// it is written in place through the GFID index.
+	LinkParentGfid []byte `protobuf:"bytes,3,opt,name=link_parent_gfid,json=linkParentGfid,proto3" json:"link_parent_gfid,omitempty"`
+	// Optional hint: the name within link_parent_gfid (one path component).
+	LinkName []byte `protobuf:"bytes,4,opt,name=link_name,json=linkName,proto3" json:"link_name,omitempty"`
+	// Permission bits, owner, atime and mtime to give the file once its new
+	// content is in place (type bits, rdev, size, ctime, nlink and ino are
+	// ignored). Unset times are left as the write made them.
+	Stat          *Stat `protobuf:"bytes,5,opt,name=stat,proto3" json:"stat,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileHeader) Reset() {
+	*x = FileHeader{}
+	mi := &file_georep_v1_slave_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileHeader) ProtoMessage() {}
+
+func (x *FileHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileHeader.ProtoReflect.Descriptor instead.
+func (*FileHeader) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *FileHeader) GetGfid() []byte {
+	if x != nil {
+		return x.Gfid
+	}
+	return nil
+}
+
+func (x *FileHeader) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FileHeader) GetLinkParentGfid() []byte {
+	if x != nil {
+		return x.LinkParentGfid
+	}
+	return nil
+}
+
+func (x *FileHeader) GetLinkName() []byte {
+	if x != nil {
+		return x.LinkName
+	}
+	return nil
+}
+
+func (x *FileHeader) GetStat() *Stat {
+	if x != nil {
+		return x.Stat
+	}
+	return nil
+}
+
+// FileChunk is a piece of the current file's content.
+type FileChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the data starts in the file. Each chunk starts at or after the
+	// end of the previous one; a gap between them is a hole.
+	Offset int64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The data, at most 1 MiB; offset plus its length is at most the size.
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileChunk) Reset() {
+	*x = FileChunk{}
+	mi := &file_georep_v1_slave_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileChunk) ProtoMessage() {}
+
+func (x *FileChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileChunk.ProtoReflect.Descriptor instead.
+func (*FileChunk) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *FileChunk) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *FileChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// FileTrailer ends the current file.
+type FileTrailer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The BLAKE3-256 digest (32 bytes) of the whole new content, holes read
+	// as zeros. The content is installed only when the slave computes the
+	// same digest.
+	Blake3 []byte `protobuf:"bytes,1,opt,name=blake3,proto3" json:"blake3,omitempty"`
+	// True when the master gives the file up (it changed while being read):
+	// the slave discards what it received and keeps the previous content.
+	Abandon       bool `protobuf:"varint,2,opt,name=abandon,proto3" json:"abandon,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileTrailer) Reset() {
+	*x = FileTrailer{}
+	mi := &file_georep_v1_slave_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileTrailer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileTrailer) ProtoMessage() {}
+
+func (x *FileTrailer) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileTrailer.ProtoReflect.Descriptor instead.
+func (*FileTrailer) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *FileTrailer) GetBlake3() []byte {
+	if x != nil {
+		return x.Blake3
+	}
+	return nil
+}
+
+func (x *FileTrailer) GetAbandon() bool {
+	if x != nil {
+		return x.Abandon
+	}
+	return false
+}
+
+// PutFilesResponse is the outcome of one file of a PutFiles stream.
+type PutFilesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file's GFID, as its header named it.
+	Gfid []byte `protobuf:"bytes,1,opt,name=gfid,proto3" json:"gfid,omitempty"`
+	// errno 0 on success; otherwise why the content was not installed
+	// (ENOENT: no file with that GFID; EISDIR or EINVAL: not a regular file;
+	// EBADMSG: the digest did not match; ENOSPC; ECANCELED: abandoned).
+	Result *EntryResult `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// How many bytes of content the slave wrote for the file.
+	BytesWritten  int64 `protobuf:"varint,3,opt,name=bytes_written,json=bytesWritten,proto3" json:"bytes_written,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutFilesResponse) Reset() {
+	*x = PutFilesResponse{}
+	mi := &file_georep_v1_slave_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutFilesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutFilesResponse) ProtoMessage() {}
+
+func (x *PutFilesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutFilesResponse.ProtoReflect.Descriptor instead.
+func (*PutFilesResponse) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *PutFilesResponse) GetGfid() []byte {
+	if x != nil {
+		return x.Gfid
+	}
+	return nil
+}
+
+func (x *PutFilesResponse) GetResult() *EntryResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *PutFilesResponse) GetBytesWritten() int64 {
+	if x != nil {
+		return x.BytesWritten
+	}
+	return 0
+}
+
 var File_georep_v1_slave_proto protoreflect.FileDescriptor
 
 const file_georep_v1_slave_proto_rawDesc = "" +
@@ -2457,7 +2831,29 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"parentGfid\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\fR\x05names\")\n" +
 	"\rPurgeResponse\x12\x18\n" +
-	"\aremoved\x18\x01 \x01(\x04R\aremoved*\xc7\x01\n" +
+	"\aremoved\x18\x01 \x01(\x04R\aremoved\"\xac\x01\n" +
+	"\x0fPutFilesRequest\x12/\n" +
+	"\x06header\x18\x01 \x01(\v2\x15.georep.v1.FileHeaderH\x00R\x06header\x12,\n" +
+	"\x05chunk\x18\x02 \x01(\v2\x14.georep.v1.FileChunkH\x00R\x05chunk\x122\n" +
+	"\atrailer\x18\x03 \x01(\v2\x16.georep.v1.FileTrailerH\x00R\atrailerB\x06\n" +
+	"\x04part\"\xa0\x01\n" +
+	"\n" +
+	"FileHeader\x12\x12\n" +
+	"\x04gfid\x18\x01 \x01(\fR\x04gfid\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12(\n" +
+	"\x10link_parent_gfid\x18\x03 \x01(\fR\x0elinkParentGfid\x12\x1b\n" +
+	"\tlink_name\x18\x04 \x01(\fR\blinkName\x12#\n" +
+	"\x04stat\x18\x05 \x01(\v2\x0f.georep.v1.StatR\x04stat\"7\n" +
+	"\tFileChunk\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"?\n" +
+	"\vFileTrailer\x12\x16\n" +
+	"\x06blake3\x18\x01 \x01(\fR\x06blake3\x12\x18\n" +
+	"\aabandon\x18\x02 \x01(\bR\aabandon\"{\n" +
+	"\x10PutFilesResponse\x12\x12\n" +
+	"\x04gfid\x18\x01 \x01(\fR\x04gfid\x12.\n" +
+	"\x06result\x18\x02 \x01(\v2\x16.georep.v1.EntryResultR\x06result\x12#\n" +
+	"\rbytes_written\x18\x03 \x01(\x03R\fbytesWritten*\xc7\x01\n" +
 	"\aEntryOp\x12\x18\n" +
 	"\x14ENTRY_OP_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fENTRY_OP_CREATE\x10\x01\x12\x12\n" +
@@ -2475,7 +2871,7 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x1cRESOLUTION_REPLACED_CONFLICT\x10\x02\x12!\n" +
 	"\x1dRESOLUTION_GFID_MISMATCH_KEPT\x10\x03\x12\x18\n" +
 	"\x14RESOLUTION_RECREATED\x10\x04\x12 \n" +
-	"\x1cRESOLUTION_LINKED_FROM_INDEX\x10\x052\xde\x06\n" +
+	"\x1cRESOLUTION_LINKED_FROM_INDEX\x10\x052\xa7\a\n" +
 	"\x05Slave\x12F\n" +
 	"\tHandshake\x12\x1b.georep.v1.HandshakeRequest\x1a\x1c.georep.v1.HandshakeResponse\x12C\n" +
 	"\bEntryOps\x12\x1a.georep.v1.EntryOpsRequest\x1a\x1b.georep.v1.EntryOpsResponse\x12@\n" +
@@ -2490,7 +2886,8 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\aEntries\x12\x19.georep.v1.EntriesRequest\x1a\x1a.georep.v1.EntriesResponse\x12:\n" +
 	"\x05Lstat\x12\x17.georep.v1.LstatRequest\x1a\x18.georep.v1.LstatResponse\x127\n" +
 	"\x04Gfid\x12\x16.georep.v1.GfidRequest\x1a\x17.georep.v1.GfidResponse\x12:\n" +
-	"\x05Purge\x12\x17.georep.v1.PurgeRequest\x1a\x18.georep.v1.PurgeResponseB3Z1github.com/georep/georep/proto/georep/v1;georepv1b\x06proto3"
+	"\x05Purge\x12\x17.georep.v1.PurgeRequest\x1a\x18.georep.v1.PurgeResponse\x12G\n" +
+	"\bPutFiles\x12\x1a.georep.v1.PutFilesRequest\x1a\x1b.georep.v1.PutFilesResponse(\x010\x01B3Z1github.com/georep/georep/proto/georep/v1;georepv1b\x06proto3"
 
 var (
 	file_georep_v1_slave_proto_rawDescOnce sync.Once
@@ -2505,7 +2902,7 @@ func file_georep_v1_slave_proto_rawDescGZIP() []byte {
 }
 
 var file_georep_v1_slave_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_georep_v1_slave_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_georep_v1_slave_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_georep_v1_slave_proto_goTypes = []any{
 	(EntryOp)(0),               // 0: georep.v1.EntryOp
 	(Resolution)(0),            // 1: georep.v1.Resolution
@@ -2544,6 +2941,11 @@ var file_georep_v1_slave_proto_goTypes = []any{
 	(*GfidResponse)(nil),       // 34: georep.v1.GfidResponse
 	(*PurgeRequest)(nil),       // 35: georep.v1.PurgeRequest
 	(*PurgeResponse)(nil),      // 36: georep.v1.PurgeResponse
+	(*PutFilesRequest)(nil),    // 37: georep.v1.PutFilesRequest
+	(*FileHeader)(nil),         // 38: georep.v1.FileHeader
+	(*FileChunk)(nil),          // 39: georep.v1.FileChunk
+	(*FileTrailer)(nil),        // 40: georep.v1.FileTrailer
+	(*PutFilesResponse)(nil),   // 41: georep.v1.PutFilesResponse
 }
 var file_georep_v1_slave_proto_depIdxs = []int32{
 	2,  // 0: georep.v1.VolumeMark.version:type_name -> georep.v1.Version
@@ -2578,37 +2980,44 @@ var file_georep_v1_slave_proto_depIdxs = []int32{
 	5,  // 29: georep.v1.DirEntry.stat:type_name -> georep.v1.Stat
 	28, // 30: georep.v1.EntriesResponse.entries:type_name -> georep.v1.DirEntry
 	5,  // 31: georep.v1.LstatResponse.stat:type_name -> georep.v1.Stat
-	6,  // 32: georep.v1.Slave.Handshake:input_type -> georep.v1.HandshakeRequest
-	9,  // 33: georep.v1.Slave.EntryOps:input_type -> georep.v1.EntryOpsRequest
-	14, // 34: georep.v1.Slave.MetaOps:input_type -> georep.v1.MetaOpsRequest
-	16, // 35: georep.v1.Slave.Stime:input_type -> georep.v1.StimeRequest
-	18, // 36: georep.v1.Slave.SetStime:input_type -> georep.v1.SetStimeRequest
-	20, // 37: georep.v1.Slave.Xtime:input_type -> georep.v1.XtimeRequest
-	22, // 38: georep.v1.Slave.SetXtime:input_type -> georep.v1.SetXtimeRequest
-	24, // 39: georep.v1.Slave.KeepAlive:input_type -> georep.v1.KeepAliveRequest
-	26, // 40: georep.v1.Slave.VolumeInfo:input_type -> georep.v1.VolumeInfoRequest
-	29, // 41: georep.v1.Slave.Entries:input_type -> georep.v1.EntriesRequest
-	31, // 42: georep.v1.Slave.Lstat:input_type -> georep.v1.LstatRequest
-	33, // 43: georep.v1.Slave.Gfid:input_type -> georep.v1.GfidRequest
-	35, // 44: georep.v1.Slave.Purge:input_type -> georep.v1.PurgeRequest
-	7,  // 45: georep.v1.Slave.Handshake:output_type -> georep.v1.HandshakeResponse
-	11, // 46: georep.v1.Slave.EntryOps:output_type -> georep.v1.EntryOpsResponse
-	15, // 47: georep.v1.Slave.MetaOps:output_type -> georep.v1.MetaOpsResponse
-	17, // 48: georep.v1.Slave.Stime:output_type -> georep.v1.StimeResponse
-	19, // 49: georep.v1.Slave.SetStime:output_type -> georep.v1.SetStimeResponse
-	21, // 50: georep.v1.Slave.Xtime:output_type -> georep.v1.XtimeResponse
-	23, // 51: georep.v1.Slave.SetXtime:output_type -> georep.v1.SetXtimeResponse
-	25, // 52: georep.v1.Slave.KeepAlive:output_type -> georep.v1.KeepAliveResponse
-	27, // 53: georep.v1.Slave.VolumeInfo:output_type -> georep.v1.VolumeInfoResponse
-	30, // 54: georep.v1.Slave.Entries:output_type -> georep.v1.EntriesResponse
-	32, // 55: georep.v1.Slave.Lstat:output_type -> georep.v1.LstatResponse
-	34, // 56: georep.v1.Slave.Gfid:output_type -> georep.v1.GfidResponse
-	36, // 57: georep.v1.Slave.Purge:output_type -> georep.v1.PurgeResponse
-	45, // [45:58] is the sub-list for method output_type
-	32, // [32:45] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	38, // 32: georep.v1.PutFilesRequest.header:type_name -> georep.v1.FileHeader
+	39, // 33: georep.v1.PutFilesRequest.chunk:type_name -> georep.v1.FileChunk
+	40, // 34: georep.v1.PutFilesRequest.trailer:type_name -> georep.v1.FileTrailer
+	5,  // 35: georep.v1.FileHeader.stat:type_name -> georep.v1.Stat
+	10, // 36: georep.v1.PutFilesResponse.result:type_name -> georep.v1.EntryResult
+	6,  // 37: georep.v1.Slave.Handshake:input_type -> georep.v1.HandshakeRequest
+	9,  // 38: georep.v1.Slave.EntryOps:input_type -> georep.v1.EntryOpsRequest
+	14, // 39: georep.v1.Slave.MetaOps:input_type -> georep.v1.MetaOpsRequest
+	16, // 40: georep.v1.Slave.Stime:input_type -> georep.v1.StimeRequest
+	18, // 41: georep.v1.Slave.SetStime:input_type -> georep.v1.SetStimeRequest
+	20, // 42: georep.v1.Slave.Xtime:input_type -> georep.v1.XtimeRequest
+	22, // 43: georep.v1.Slave.SetXtime:input_type -> georep.v1.SetXtimeRequest
+	24, // 44: georep.v1.Slave.KeepAlive:input_type -> georep.v1.KeepAliveRequest
+	26, // 45: georep.v1.Slave.VolumeInfo:input_type -> georep.v1.VolumeInfoRequest
+	29, // 46: georep.v1.Slave.Entries:input_type -> georep.v1.EntriesRequest
+	31, // 47: georep.v1.Slave.Lstat:input_type -> georep.v1.LstatRequest
+	33, // 48: georep.v1.Slave.Gfid:input_type -> georep.v1.GfidRequest
+	35, // 49: georep.v1.Slave.Purge:input_type -> georep.v1.PurgeRequest
+	37, // 50: georep.v1.Slave.PutFiles:input_type -> georep.v1.PutFilesRequest
+	7,  // 51: georep.v1.Slave.Handshake:output_type -> georep.v1.HandshakeResponse
+	11, // 52: georep.v1.Slave.EntryOps:output_type -> georep.v1.EntryOpsResponse
+	15, // 53: georep.v1.Slave.MetaOps:output_type -> georep.v1.MetaOpsResponse
+	17, // 54: georep.v1.Slave.Stime:output_type -> georep.v1.StimeResponse
+	19, // 55: georep.v1.Slave.SetStime:output_type -> georep.v1.SetStimeResponse
+	21, // 56: georep.v1.Slave.Xtime:output_type -> georep.v1.XtimeResponse
+	23, // 57: georep.v1.Slave.SetXtime:output_type -> georep.v1.SetXtimeResponse
+	25, // 58: georep.v1.Slave.KeepAlive:output_type -> georep.v1.KeepAliveResponse
+	27, // 59: georep.v1.Slave.VolumeInfo:output_type -> georep.v1.VolumeInfoResponse
+	30, // 60: georep.v1.Slave.Entries:output_type -> georep.v1.EntriesResponse
+	32, // 61: georep.v1.Slave.Lstat:output_type -> georep.v1.LstatResponse
+	34, // 62: georep.v1.Slave.Gfid:output_type -> georep.v1.GfidResponse
+	36, // 63: georep.v1.Slave.Purge:output_type -> georep.v1.PurgeResponse
+	41, // 64: georep.v1.Slave.PutFiles:output_type -> georep.v1.PutFilesResponse
+	51, // [51:65] is the sub-list for method output_type
+	37, // [37:51] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_georep_v1_slave_proto_init() }
@@ -2617,13 +3026,18 @@ func file_georep_v1_slave_proto_init() {
 		return
 	}
 	file_georep_v1_slave_proto_msgTypes[11].OneofWrappers = []any{}
+	file_georep_v1_slave_proto_msgTypes[35].OneofWrappers = []any{
+		(*PutFilesRequest_Header)(nil),
+		(*PutFilesRequest_Chunk)(nil),
+		(*PutFilesRequest_Trailer)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_georep_v1_slave_proto_rawDesc), len(file_georep_v1_slave_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   35,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -40,6 +40,7 @@ const (
 	Slave_Lstat_FullMethodName      = "/georep.v1.Slave/Lstat"
 	Slave_Gfid_FullMethodName       = "/georep.v1.Slave/Gfid"
 	Slave_Purge_FullMethodName      = "/georep.v1.Slave/Purge"
+	Slave_PutFiles_FullMethodName   = "/georep.v1.Slave/PutFiles"
 )
 
 // SlaveClient is the client API for Slave service.
@@ -89,6 +90,17 @@ type SlaveClient interface {
 	// included, whatever their GFIDs; with no names it removes every child.
 	// The directory itself stays.
 	Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeResponse, error)
+	// PutFiles replaces the whole content of regular files addressed by GFID.
+	// Many files share one stream, one after the other, so small files cost
+	// no round trip each: for every file the master sends a FileHeader, then
+	// FileChunks at increasing offsets (holes are skipped, so sparse files
+	// stay sparse), then a FileTrailer with the digest of the whole content.
+	// The slave writes into its reserved directory, verifies the digest,
+	// flushes it to disk and only then puts the content in place, keeping the
+	// GFID index right; a failed or abandoned transfer leaves the previous
+	// content intact. It answers one PutFilesResponse per file, in the order
+	// the files were sent; one file's failure never fails the stream.
+	PutFiles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PutFilesRequest, PutFilesResponse], error)
 }
 
 type slaveClient struct {
@@ -229,6 +241,19 @@ func (c *slaveClient) Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *slaveClient) PutFiles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PutFilesRequest, PutFilesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Slave_ServiceDesc.Streams[0], Slave_PutFiles_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PutFilesRequest, PutFilesResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Slave_PutFilesClient = grpc.BidiStreamingClient[PutFilesRequest, PutFilesResponse]
+
 // SlaveServer is the server API for Slave service.
 // All implementations must embed UnimplementedSlaveServer
 // for forward compatibility.
@@ -276,6 +301,17 @@ type SlaveServer interface {
 	// included, whatever their GFIDs; with no names it removes every child.
 	// The directory itself stays.
 	Purge(context.Context, *PurgeRequest) (*PurgeResponse, error)
+	// PutFiles replaces the whole content of regular files addressed by GFID.
+	// Many files share one stream, one after the other, so small files cost
+	// no round trip each: for every file the master sends a FileHeader, then
+	// FileChunks at increasing offsets (holes are skipped, so sparse files
+	// stay sparse), then a FileTrailer with the digest of the whole content.
+	// The slave writes into its reserved directory, verifies the digest,
+	// flushes it to disk and only then puts the content in place, keeping the
+	// GFID index right; a failed or abandoned transfer leaves the previous
+	// content intact. It answers one PutFilesResponse per file, in the order
+	// the files were sent; one file's failure never fails the stream.
+	PutFiles(grpc.BidiStreamingServer[PutFilesRequest, PutFilesResponse]) error
 	mustEmbedUnimplementedSlaveServer()
 }
 
@@ -324,6 +360,9 @@ func (UnimplementedSlaveServer) Gfid(context.Context, *GfidRequest) (*GfidRespon
 }
 func (UnimplementedSlaveServer) Purge(context.Context, *PurgeRequest) (*PurgeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Purge not implemented")
+}
+func (UnimplementedSlaveServer) PutFiles(grpc.BidiStreamingServer[PutFilesRequest, PutFilesResponse]) error {
+	return status.Error(codes.Unimplemented, "method PutFiles not implemented")
 }
 func (UnimplementedSlaveServer) mustEmbedUnimplementedSlaveServer() {}
 func (UnimplementedSlaveServer) testEmbeddedByValue()               {}
@@ -580,6 +619,13 @@ func _Slave_Purge_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Slave_PutFiles_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(SlaveServer).PutFiles(&grpc.GenericServerStream[PutFilesRequest, PutFilesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Slave_PutFilesServer = grpc.BidiStreamingServer[PutFilesRequest, PutFilesResponse]
+
 // Slave_ServiceDesc is the grpc.ServiceDesc for Slave service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -640,6 +686,13 @@ var Slave_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Slave_Purge_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "PutFiles",
+			Handler:       _Slave_PutFiles_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "georep/v1/slave.proto",
 }
