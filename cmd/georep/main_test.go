@@ -300,8 +300,8 @@ func TestSlaveRefusesBadCommandLine(t *testing.T) {
 		{"root is a file", []string{"--root", file, "--stdio"}, 1,
 			fmt.Sprintf("georep: slave root %s is not a directory", file)},
 		{"no root", []string{"--stdio"}, 2, "georep: --root is required"},
-		{"no transport", []string{"--root", base}, 2, "georep: --stdio is required"},
-		{"unknown flag", []string{"--root", base, "--stdio", "--listen", ":1"}, 2, "unknown flag: --listen"},
+		{"no transport", []string{"--root", base}, 2, "georep: one of --stdio or --listen is required"},
+		{"unknown flag", []string{"--root", base, "--stdio", "--port", "1"}, 2, "unknown flag: --port"},
 		{"bad log level", []string{"--root", base, "--stdio", "--log-level", "loud"}, 2, `--log-level "loud"`},
 		{"bad log format", []string{"--root", base, "--stdio", "--log-format", "xml"}, 2, `--log-format "xml"`},
 	}

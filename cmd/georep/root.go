@@ -31,7 +31,8 @@ slave), continuously and one way, as GlusterFS geo-replication (gsyncd) did.
 
 This build provides the slave side: "georep slave --stdio" serves the
 georep.v1 Slave gRPC API over its stdin/stdout, for a master that runs it
-through ssh.`,
+through ssh, and "georep slave --listen" serves it over mutual TLS, with
+certificates from "georep certs".`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -40,7 +41,7 @@ through ssh.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &usageError{err: err}
 	})
-	root.AddCommand(newVersionCommand(), newSlaveCommand())
+	root.AddCommand(newVersionCommand(), newSlaveCommand(), newCertsCommand())
 	return root
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,20 +27,21 @@ import (
 const gracefulStopWait = 10 * time.Second
 
 // slaveConfig is everything `georep slave` is configured with; every flag
-// is bound here and nowhere else, so new transports (--listen with its
-// certificate flags) slot in beside --stdio.
+// is bound here and nowhere else; the --listen (mTLS) flags live in Listen.
 type slaveConfig struct {
 	Root    string
 	Stdio   bool
 	Timeout time.Duration
+	Listen  listenConfig
 	Log     logConfig
 }
 
 func (c *slaveConfig) bindFlags(cmd *cobra.Command) {
 	fs := cmd.Flags()
-	fs.StringVar(&c.Root, "root", "", "the slave root: the existing, writable directory the replica is kept in (required)")
-	fs.BoolVar(&c.Stdio, "stdio", false, "serve the gRPC API over stdin/stdout, for a master that starts this command through ssh (required: the only transport so far)")
-	fs.DurationVar(&c.Timeout, "timeout", 0, "end the session when the master sends no keep-alive for this long, e.g. 1m (0: never; the session still ends when stdin closes)")
+	fs.StringVar(&c.Root, "root", "", "the slave root: the existing, writable directory the replica is kept in (required with --stdio; with --listen, or --volume)")
+	fs.BoolVar(&c.Stdio, "stdio", false, "serve the gRPC API over stdin/stdout, for a master that starts this command through ssh (this or --listen)")
+	fs.DurationVar(&c.Timeout, "timeout", 0, "with --stdio: end the session when the master sends no keep-alive for this long, e.g. 1m (0: never; the session still ends when stdin closes)")
+	c.Listen.bindFlags(cmd)
 	fs.StringVar(&c.Log.Level, "log-level", "info", "least severe log level written: debug, info, warn or error (debug logs every call)")
 	fs.StringVar(&c.Log.Format, "log-format", "text", "log line format: text or json")
 	fs.StringVar(&c.Log.File, "log-file", "", "append logs to this file instead of stderr (stdout is never used: with --stdio it is the gRPC wire)")
@@ -47,14 +49,23 @@ func (c *slaveConfig) bindFlags(cmd *cobra.Command) {
 
 // check rejects a configuration that cannot work, before anything is opened.
 func (c *slaveConfig) check() error {
-	if c.Root == "" {
-		return &usageError{errors.New("--root is required: the directory the replica is kept in")}
-	}
-	if !c.Stdio {
-		return &usageError{errors.New("--stdio is required: it is the only slave transport so far (--listen with mTLS is planned)")}
+	switch {
+	case c.Stdio && c.Listen.Addr != "":
+		return &usageError{errors.New("--stdio and --listen are exclusive: --stdio serves one master through ssh, --listen serves masters over mTLS")}
+	case !c.Stdio && c.Listen.Addr == "":
+		return &usageError{errors.New("one of --stdio or --listen is required: --stdio for a master that runs this command through ssh, --listen HOST:PORT for masters connecting over mTLS")}
 	}
 	if c.Timeout < 0 {
 		return &usageError{fmt.Errorf("--timeout %v: must not be negative", c.Timeout)}
+	}
+	if c.Listen.Addr != "" {
+		return c.Listen.check(c.Root, c.Timeout)
+	}
+	if c.Root == "" {
+		return &usageError{errors.New("--root is required: the directory the replica is kept in")}
+	}
+	if set := c.Listen.setFlags(); len(set) > 0 {
+		return &usageError{fmt.Errorf("%s apply to --listen only: --stdio serves the one --root through ssh", strings.Join(set, ", "))}
 	}
 	return nil
 }
@@ -62,7 +73,7 @@ func (c *slaveConfig) check() error {
 func newSlaveCommand() *cobra.Command {
 	var cfg slaveConfig
 	cmd := &cobra.Command{
-		Use:   "slave --root DIR --stdio [--timeout DUR]",
+		Use:   "slave (--stdio --root DIR [--timeout DUR] | --listen HOST:PORT --cert F --key F --ca F [--allow NAME...] (--root DIR | --volume NAME=DIR...))",
 		Short: "Serve a slave root to a georep master",
 		Long: `Serve a slave root to a georep master over the georep.v1 Slave gRPC API.
 
@@ -72,11 +83,22 @@ master reaches a slave through ssh: put
 in the slave user's authorized_keys. The command exits 0 when the master
 closes the connection, and 1 with a message when it fails, including when
 --timeout passes without a keep-alive from the master. SIGINT and SIGTERM
-stop it cleanly.`,
+stop it cleanly.
+
+With --listen the slave is a daemon serving masters over gRPC with mutual
+TLS 1.3: it presents --cert/--key, admits only masters whose certificate the
+--ca signed (and, with --allow, that name an allowed identity), and serves
+one --root, or several roots by name with --volume NAME=DIR; a master picks
+one with the slave URL grpcs://host:port/NAME. The certificate, key and CA
+are re-read when they change on disk (every --reload-interval) and at once on
+SIGHUP, without dropping connections. georep certs makes the files.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := cfg.check(); err != nil {
 				return err
+			}
+			if cfg.Listen.Addr != "" {
+				return runListen(cmd.Context(), cfg, cmd.ErrOrStderr())
 			}
 			return runSlave(cmd.Context(), cfg, cmd.ErrOrStderr())
 		},
