@@ -70,9 +70,10 @@ type Backend struct {
 	index   *dirfd.Dir // .georep/gfid
 	tmp     *dirfd.Dir // .georep/tmp
 	trash   *dirfd.Dir // .georep/trash
-	// top holds the index's buckets open for the backend's life: every
-	// index access goes through one. Set in Open, read-only after.
-	top [256]*dirfd.Dir
+	// top holds the index's buckets open, once used, for the backend's
+	// life: every index access goes through one.
+	topMu sync.Mutex
+	top   [256]*dirfd.Dir
 
 	priv     bool   // identities in trusted.*
 	canChown bool   // euid 0: chown to any owner
@@ -129,11 +130,6 @@ func Open(dir string, opts Options) (*Backend, error) {
 	}{{indexDirName, &b.index}, {tmpDirName, &b.tmp}, {trashDirName, &b.trash}} {
 		if *d.dst, err = mkdirOpen(b.state, d.name); err != nil {
 			return nil, fmt.Errorf("prepare %s/%s/%s: %w", abs, ReservedDir, d.name, err)
-		}
-	}
-	for i := range b.top {
-		if b.top[i], err = mkdirOpen(b.index, bucketName(byte(i))); err != nil {
-			return nil, fmt.Errorf("prepare the gfid index in %s/%s: %w", abs, ReservedDir, err)
 		}
 	}
 	if err := b.markRoot(); err != nil {

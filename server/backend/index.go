@@ -43,11 +43,10 @@ func IndexPath(g gfid.GFID) string {
 	return ReservedDir + "/" + indexDirName + "/" + bucketName(g[0]) + "/" + g.String()
 }
 
-// bucketName names first-level bucket i. One level of 256 buckets, all made
-// when the root is first opened: a second level (GlusterFS's aa/bb) costs
-// a mkdir for most of the first 65,536 objects, which on ext4 is slower
-// than the rest of a CREATE together, while one ext4 htree directory
-// holds millions of entries without trouble.
+// bucketName names bucket i. One level of 256 buckets: a second level
+// (GlusterFS's aa/bb) costs a mkdir for most of the first 65,536 objects,
+// which on ext4 is slower than the rest of a CREATE together, while one
+// ext4 htree directory holds millions of entries without trouble.
 func bucketName(i byte) string { return fmt.Sprintf("%02x", i) }
 
 // tempName is a fresh name for .georep/tmp, .georep/trash and index updates.
@@ -55,10 +54,28 @@ func tempName() string {
 	return strconv.FormatUint(rand.Uint64(), 36)
 }
 
-// bucket returns g's index bucket; all of them are open for the
-// backend's life.
-func (b *Backend) bucket(_ *scope, g gfid.GFID, _ bool) (*dirfd.Dir, error) {
-	return b.top[g[0]], nil
+// bucket returns g's index bucket, opening it (and with create in a write
+// scope, making it) on first use; once open it stays open for the
+// backend's life. Missing without create: ENOENT.
+func (b *Backend) bucket(s *scope, g gfid.GFID, create bool) (*dirfd.Dir, error) {
+	b.topMu.Lock()
+	defer b.topMu.Unlock()
+	if d := b.top[g[0]]; d != nil {
+		return d, nil
+	}
+	name := bucketName(g[0])
+	var d *dirfd.Dir
+	var err error
+	if create && s.write {
+		d, err = mkdirOpen(b.index, name)
+	} else {
+		d, err = b.index.OpenDir(name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open index bucket %s: %w", name, err)
+	}
+	b.top[g[0]] = d
+	return d, nil
 }
 
 // lookup finds identity g. A non-directory whose index link is the last

@@ -1,0 +1,529 @@
+package backend
+
+// The data plane's slave side: new content for a regular file, addressed by
+// GFID, is written into .georep/tmp, hashed as it arrives, verified and
+// flushed, and only then put in place. Until the install step nothing the
+// replica shows has changed, so a broken stream, a digest mismatch or a full
+// disk leaves the previous content intact.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/zeebo/blake3"
+	"golang.org/x/sys/unix"
+
+	"github.com/georep/georep/internal/dirfd"
+	"github.com/georep/georep/internal/gfid"
+	pb "github.com/georep/georep/proto/georep/v1"
+)
+
+const (
+	// DigestSize is the length of a content digest (BLAKE3-256).
+	DigestSize = 32
+	// MaxChunk is the largest piece of content one WriteAt accepts.
+	MaxChunk = 1 << 20
+	// zeroBlock is how much of a hole is hashed at a time.
+	zeroBlock = 64 << 10
+)
+
+// PutHeader describes the new content of a regular file.
+type PutHeader struct {
+	// GFID names the file; it must exist in the replica.
+	GFID gfid.GFID
+	// Size is the length of the new content; what WriteAt leaves unwritten
+	// is a hole.
+	Size int64
+	// LinkParent and LinkName, when LinkName is set, are one of the file's
+	// names: a hint that lets the content be renamed into place atomically.
+	LinkParent gfid.GFID
+	LinkName   string
+	// Stat carries permission bits, owner and times to apply after the
+	// content; nil keeps the file's own.
+	Stat *pb.Stat
+}
+
+// Install says how Commit put new content in place.
+type Install int
+
+const (
+	// InstallNone: nothing was installed.
+	InstallNone Install = iota
+	// InstallRenamed: a new inode (the verified temp) was renamed over the
+	// hinted name and the GFID index re-pointed to it.
+	InstallRenamed
+	// InstallInPlace: the content was copied into the existing inode through
+	// the GFID index, so every hard link sees it and the inode is kept.
+	InstallInPlace
+)
+
+func (i Install) String() string {
+	switch i {
+	case InstallRenamed:
+		return "renamed"
+	case InstallInPlace:
+		return "in place"
+	}
+	return "none"
+}
+
+// FileWriter receives one file's new content. WriteAt calls come with
+// increasing offsets; Commit verifies and installs; Abort (always safe to
+// call, also after Commit) discards the temp. A FileWriter is used by one
+// goroutine.
+type FileWriter struct {
+	b       *Backend
+	h       PutHeader
+	f       *os.File // the temp, O_RDWR
+	tmpName string
+	hash    *blake3.Hasher
+	zeros   []byte
+	pos     int64 // end of the content hashed so far
+	written int64
+	done    bool
+
+	// installHook, set by tests, runs at named install steps; an error
+	// makes that step fail.
+	installHook func(step string) error
+}
+
+// validatePut checks a header from the wire.
+func validatePut(h PutHeader) error {
+	if h.Size < 0 {
+		return fmt.Errorf("size %d is negative: %w", h.Size, unix.EINVAL)
+	}
+	if h.LinkName != "" {
+		if err := dirfd.ValidName(h.LinkName); err != nil {
+			return fmt.Errorf("link name: %w", err)
+		}
+	}
+	if h.GFID == gfid.Root {
+		return fmt.Errorf("the root is a directory: %w", unix.EISDIR)
+	}
+	return validTimes(h.Stat.GetAtime(), h.Stat.GetMtime())
+}
+
+// BeginPut starts receiving new content for the regular file h.GFID: it
+// checks the file exists and creates the temp (sized to h.Size, all hole).
+// GFID absent: ENOENT; a directory: EISDIR; another non-regular file: EINVAL.
+func (b *Backend) BeginPut(h PutHeader) (*FileWriter, error) {
+	if err := validatePut(h); err != nil {
+		return nil, fmt.Errorf("put content of %s: %w", h.GFID, err)
+	}
+	s, err := b.rlock()
+	if err != nil {
+		return nil, err
+	}
+	defer b.runlock(s)
+	o, err := b.lookup(s, h.GFID)
+	if err != nil {
+		return nil, fmt.Errorf("put content of %s: %w", h.GFID, err)
+	}
+	if o.kind == absent && h.LinkName != "" {
+		// Possibly a crash between placing and indexing; Commit heals
+		// the index under the write lock if the hinted name holds it.
+		if ok, err := b.hintHolds(s, h); err != nil || !ok {
+			return nil, fmt.Errorf("put content of %s: no file with this gfid on the slave (create it first): %w", h.GFID, unix.ENOENT)
+		}
+	} else if err := checkRegular(h.GFID, o); err != nil {
+		return nil, fmt.Errorf("put content of %s: %w", h.GFID, err)
+	}
+	w := &FileWriter{b: b, h: h, tmpName: tempName(), hash: blake3.New()}
+	f, err := b.tmp.OpenFile(w.tmpName, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("put content of %s: create temp in %s/%s: %w", h.GFID, ReservedDir, tmpDirName, err)
+	}
+	w.f = f
+	successful := false
+	defer func() {
+		if !successful {
+			w.discard()
+		}
+	}()
+	// The identity goes on first, so it is flushed with the content.
+	if err := unix.Fsetxattr(int(f.Fd()), b.gfidAttr, h.GFID[:], 0); err != nil {
+		return nil, fmt.Errorf("put content of %s: give temp its gfid: %w", h.GFID, err)
+	}
+	// ftruncate, not writes of zeros: what no chunk covers stays a hole.
+	if err := f.Truncate(h.Size); err != nil {
+		return nil, fmt.Errorf("put content of %s: size temp to %d bytes: %w", h.GFID, h.Size, err)
+	}
+	successful = true
+	return w, nil
+}
+
+// checkRegular refuses an absent GFID, a directory or a non-regular file.
+func checkRegular(g gfid.GFID, o object) error {
+	switch {
+	case o.kind == absent:
+		return fmt.Errorf("no file with this gfid on the slave (create it first): %w", unix.ENOENT)
+	case o.kind == isDir:
+		return fmt.Errorf("%s is a directory, not a regular file: %w", g, unix.EISDIR)
+	case o.st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return fmt.Errorf("%s is not a regular file (mode %#o): %w", g, o.st.Mode, unix.EINVAL)
+	}
+	return nil
+}
+
+// hintHolds reports whether the hinted name is a regular file carrying h.GFID.
+func (b *Backend) hintHolds(s *scope, h PutHeader) (bool, error) {
+	pd, err := b.resolveDir(s, h.LinkParent, 0)
+	if err != nil {
+		return false, err
+	}
+	cur, exists, err := lstatOpt(pd, h.LinkName)
+	if err != nil || !exists || cur.Mode&unix.S_IFMT != unix.S_IFREG {
+		return false, err
+	}
+	g, ok, err := b.gfidAt(pd, h.LinkName, cur)
+	return ok && g == h.GFID, err
+}
+
+// Written returns how many bytes of content WriteAt has written.
+func (w *FileWriter) Written() int64 { return w.written }
+
+// WriteAt writes p at off. Offsets must not go back; the gap since the
+// previous write is a hole (hashed as zeros).
+func (w *FileWriter) WriteAt(p []byte, off int64) error {
+	switch {
+	case w.done:
+		return fmt.Errorf("content of %s: write after commit or abort: %w", w.h.GFID, unix.EINVAL)
+	case len(p) > MaxChunk:
+		return fmt.Errorf("content of %s: chunk of %d bytes exceeds %d: %w", w.h.GFID, len(p), MaxChunk, unix.EINVAL)
+	case off < w.pos:
+		return fmt.Errorf("content of %s: chunk at offset %d goes back before %d: %w", w.h.GFID, off, w.pos, unix.EINVAL)
+	case off > w.h.Size || int64(len(p)) > w.h.Size-off:
+		return fmt.Errorf("content of %s: chunk [%d, %d) extends past the size %d: %w",
+			w.h.GFID, off, off+int64(len(p)), w.h.Size, unix.EINVAL)
+	}
+	w.hashZeros(off)
+	for done := 0; done < len(p); {
+		n, err := unix.Pwrite(int(w.f.Fd()), p[done:], off+int64(done))
+		if err != nil {
+			return fmt.Errorf("content of %s: write temp at offset %d: %w", w.h.GFID, off+int64(done), err)
+		}
+		done += n
+	}
+	w.hash.Write(p)
+	w.pos = off + int64(len(p))
+	w.written += int64(len(p))
+	return nil
+}
+
+// hashZeros hashes the hole from w.pos to end.
+func (w *FileWriter) hashZeros(end int64) {
+	for w.pos < end {
+		if w.zeros == nil {
+			w.zeros = make([]byte, zeroBlock)
+		}
+		n := min(end-w.pos, int64(len(w.zeros)))
+		w.hash.Write(w.zeros[:n])
+		w.pos += n
+	}
+}
+
+// Commit verifies digest against the content received, flushes the temp to
+// disk and installs it (see Install). On any error the previous content is
+// intact. The temp is gone afterwards either way.
+func (w *FileWriter) Commit(digest []byte) (Install, error) {
+	if w.done {
+		return InstallNone, fmt.Errorf("content of %s: commit after commit or abort: %w", w.h.GFID, unix.EINVAL)
+	}
+	defer w.discard()
+	w.hashZeros(w.h.Size)
+	if sum := w.hash.Sum(nil); len(digest) != DigestSize || !bytes.Equal(sum, digest) {
+		return InstallNone, fmt.Errorf("content of %s: BLAKE3 digest mismatch (received %x, sender says %x): the content was damaged in transit; previous content kept: %w",
+			w.h.GFID, sum, digest, unix.EBADMSG)
+	}
+	// Flushed before anything points at it: a crash never shows a name
+	// with content that was not on disk.
+	if err := w.f.Sync(); err != nil {
+		return InstallNone, fmt.Errorf("content of %s: flush temp: %w", w.h.GFID, err)
+	}
+	s, err := w.b.lock()
+	if err != nil {
+		return InstallNone, err
+	}
+	defer w.b.unlock(s)
+	how, err := w.install(s)
+	if err != nil {
+		return InstallNone, fmt.Errorf("install content of %s: %w", w.h.GFID, err)
+	}
+	return how, nil
+}
+
+// Abort discards the temp; the file keeps its previous content.
+func (w *FileWriter) Abort() { w.discard() }
+
+func (w *FileWriter) discard() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	// Under the lock, so a closed backend's tmp fd is never used.
+	s, err := w.b.rlock()
+	if err != nil {
+		return // closed: the next Open clears tmp
+	}
+	defer w.b.runlock(s)
+	if err := w.b.tmp.Unlink(w.tmpName); err != nil && !errors.Is(err, unix.ENOENT) {
+		w.b.log.Warn("cannot remove a data temp; the next open removes it", "tmp", w.tmpName, "err", err)
+	}
+}
+
+func (w *FileWriter) hook(step string) error {
+	if w.installHook == nil {
+		return nil
+	}
+	return w.installHook(step)
+}
+
+// install puts the verified temp in place under the write lock.
+func (w *FileWriter) install(s *scope) (Install, error) {
+	b, g := w.b, w.h.GFID
+	o, err := b.lookup(s, g)
+	if err != nil {
+		return InstallNone, err
+	}
+	var pd *dirfd.Dir
+	var cur unix.Stat_t
+	hinted := false
+	if w.h.LinkName != "" {
+		if d, err := b.resolveDir(s, w.h.LinkParent, 0); err == nil {
+			if st, exists, err := lstatOpt(d, w.h.LinkName); err == nil && exists {
+				pd, cur, hinted = d, st, true
+			}
+		}
+	}
+	if o.kind == absent && hinted && cur.Mode&unix.S_IFMT == unix.S_IFREG {
+		// The name carries the identity but the index lost it (a crash
+		// between placing and indexing): repair, as CREATE does.
+		if h, ok, _ := b.gfidAt(pd, w.h.LinkName, cur); ok && h == g {
+			if err := b.linkIndex(s, g, pd, w.h.LinkName); err != nil {
+				return InstallNone, err
+			}
+			if o, err = b.lookup(s, g); err != nil {
+				return InstallNone, err
+			}
+		}
+	}
+	if err := checkRegular(g, o); err != nil {
+		return InstallNone, err
+	}
+	// Atomic replacement is only right when the hinted name is the only
+	// name: other hard links must see the new content too.
+	if hinted && cur.Dev == o.st.Dev && cur.Ino == o.st.Ino && o.st.Nlink == 2 {
+		done, err := w.renameInstall(s, o, pd)
+		if done || err != nil {
+			return InstallRenamed, err
+		}
+	}
+	return InstallInPlace, w.inPlaceInstall(o)
+}
+
+// renameInstall gives the temp the old inode's extended attributes and the
+// header's attributes, renames it over the hinted name and re-points the
+// index. done is false (with no error) when the old attributes could not be
+// carried over, so the caller writes in place instead.
+func (w *FileWriter) renameInstall(s *scope, o object, pd *dirfd.Dir) (done bool, err error) {
+	b, g := w.b, w.h.GFID
+	fd := int(w.f.Fd())
+	if err := b.copyXattrs(o.bucket, g.String(), fd); err != nil {
+		b.log.Debug("cannot carry extended attributes to new content; writing in place", "gfid", g, "err", err)
+		return false, nil
+	}
+	if err := b.applyPutStat(fd, w.h.Stat, o.st); err != nil {
+		return false, err
+	}
+	if err := w.hook("rename"); err != nil {
+		return false, err
+	}
+	// The new inode gets its index link first, at a side name: if the
+	// rename over the name fails, nothing visible has changed.
+	side := "." + tempName()
+	if err := b.tmp.Link(w.tmpName, o.bucket, side); err != nil {
+		return false, fmt.Errorf("link new content into the index: %w", err)
+	}
+	if err := b.tmp.Rename(w.tmpName, pd, w.h.LinkName, dirfd.RenameReplace); err != nil {
+		o.bucket.Unlink(side)
+		return false, fmt.Errorf("rename new content over %q: %w", w.h.LinkName, err)
+	}
+	if err := o.bucket.Rename(side, o.bucket, g.String(), dirfd.RenameReplace); err != nil {
+		o.bucket.Unlink(side)
+		// The name holds the new content; a plain link repairs the index.
+		if lerr := b.linkIndex(s, g, pd, w.h.LinkName); lerr != nil {
+			return true, fmt.Errorf("re-point the index to new content: %w (repair: %v)", err, lerr)
+		}
+	}
+	return true, nil
+}
+
+// copyXattrs copies every extended attribute of name in d (the old inode)
+// but the identity, which the temp already carries, onto fd.
+func (b *Backend) copyXattrs(d *dirfd.Dir, name string, fd int) error {
+	attrs, err := d.ListXattr(name)
+	if err != nil {
+		return err
+	}
+	for _, a := range attrs {
+		if a == b.gfidAttr {
+			continue
+		}
+		v, err := d.GetXattr(name, a)
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read xattr %q: %w", a, err)
+		}
+		if err := unix.Fsetxattr(fd, a, v, 0); err != nil {
+			return fmt.Errorf("copy xattr %q: %w", a, err)
+		}
+	}
+	return nil
+}
+
+// applyPutStat gives fd the header's owner, permission bits and times;
+// without a stat, the old inode's owner and permission bits.
+func (b *Backend) applyPutStat(fd int, st *pb.Stat, old unix.Stat_t) error {
+	uid, gid, mode := int(old.Uid), int(old.Gid), old.Mode&0o7777
+	if st != nil {
+		uid, gid, mode = int(st.GetUid()), int(st.GetGid()), st.GetMode()&0o7777
+	}
+	if b.canChown {
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			return fmt.Errorf("set owner %d:%d: %w", uid, gid, err)
+		}
+	}
+	// After chown, which clears set-id bits.
+	if err := unix.Fchmod(fd, mode); err != nil {
+		return fmt.Errorf("set mode %#o: %w", mode, err)
+	}
+	if times, set := timespecs(st.GetAtime(), st.GetMtime()); set {
+		if err := unix.UtimesNanoAt(fd, "", times[:], unix.AT_EMPTY_PATH); err != nil {
+			return fmt.Errorf("set times: %w", err)
+		}
+	}
+	return nil
+}
+
+// dataRange is a run of data [off, end) in a sparse file.
+type dataRange struct{ off, end int64 }
+
+// dataRanges lists fd's data runs below size (SEEK_DATA/SEEK_HOLE; a
+// filesystem without them reports everything as data).
+func dataRanges(fd int, size int64) ([]dataRange, error) {
+	var rs []dataRange
+	for off := int64(0); off < size; {
+		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("find data: %w", err)
+		}
+		if d >= size {
+			break
+		}
+		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, fmt.Errorf("find hole: %w", err)
+		}
+		h = min(h, size)
+		rs = append(rs, dataRange{d, h})
+		off = h
+	}
+	return rs, nil
+}
+
+// inPlaceInstall copies the verified temp into the existing inode through
+// its index link: space first (fallocate, so a full disk fails before any
+// old byte is touched), then data, holes, size and a flush.
+func (w *FileWriter) inPlaceInstall(o object) error {
+	b, g := w.b, w.h.GFID
+	dst, err := o.bucket.OpenFile(g.String(), unix.O_WRONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("open file through the index: %w", err)
+	}
+	defer dst.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(dst.Fd()), &st); err != nil {
+		return fmt.Errorf("stat file: %w", err)
+	}
+	if st.Ino != o.st.Ino || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fmt.Errorf("the index entry changed while installing: %w", unix.EAGAIN)
+	}
+	src, dfd := int(w.f.Fd()), int(dst.Fd())
+	size := w.h.Size
+	ranges, err := dataRanges(src, size)
+	if err != nil {
+		return fmt.Errorf("read temp layout: %w", err)
+	}
+	for _, r := range ranges {
+		if err := unix.Fallocate(dfd, unix.FALLOC_FL_KEEP_SIZE, r.off, r.end-r.off); err != nil &&
+			!errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("reserve %d bytes at offset %d (previous content kept): %w", r.end-r.off, r.off, err)
+		}
+	}
+	if err := w.hook("copy"); err != nil {
+		return err
+	}
+	// From here on the old content is being overwritten.
+	prev := int64(0)
+	for _, r := range ranges {
+		if err := punchOrZero(dfd, prev, min(r.off, int64(st.Size))); err != nil {
+			return err
+		}
+		roff, woff := r.off, r.off
+		for roff < r.end {
+			n, err := unix.CopyFileRange(src, &roff, dfd, &woff, int(min(r.end-roff, 1<<30)), 0)
+			if err != nil {
+				return fmt.Errorf("copy content at offset %d: %w", roff, err)
+			}
+			if n == 0 {
+				return fmt.Errorf("copy content at offset %d: temp ended early: %w", roff, unix.EIO)
+			}
+		}
+		prev = r.end
+	}
+	if err := punchOrZero(dfd, prev, min(size, int64(st.Size))); err != nil {
+		return err
+	}
+	if err := unix.Ftruncate(dfd, size); err != nil {
+		return fmt.Errorf("set size %d: %w", size, err)
+	}
+	if err := b.applyPutStat(dfd, w.h.Stat, st); err != nil {
+		return err
+	}
+	if err := unix.Fsync(dfd); err != nil {
+		return fmt.Errorf("flush file: %w", err)
+	}
+	return nil
+}
+
+// punchOrZero makes [off, end) of fd read as zeros: a hole where the
+// filesystem can punch one, written zeros otherwise.
+func punchOrZero(fd int, off, end int64) error {
+	if end <= off {
+		return nil
+	}
+	err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, end-off)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("punch hole [%d, %d): %w", off, end, err)
+	}
+	zeros := make([]byte, min(end-off, zeroBlock))
+	for off < end {
+		n, err := unix.Pwrite(fd, zeros[:min(end-off, int64(len(zeros)))], off)
+		if err != nil {
+			return fmt.Errorf("zero [%d, %d): %w", off, end, err)
+		}
+		off += int64(n)
+	}
+	return nil
+}
