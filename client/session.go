@@ -10,21 +10,22 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/georep/georep/internal/gfid"
+	"github.com/georep/georep/internal/status"
 	pb "github.com/georep/georep/proto/georep/v1"
 )
 
 // State is a session's health, with gsyncd's names.
-type State string
+type State = status.State
 
 // The states a session passes through.
 const (
-	StateInitializing State = "Initializing"
-	StateActive       State = "Active"
-	StateFaulty       State = "Faulty"
-	StateStopped      State = "Stopped"
+	StateInitializing = status.Initializing
+	StateActive       = status.Active
+	StateFaulty       = status.Faulty
+	StateStopped      = status.Stopped
 )
 
 // Dialer opens one connection to the slave; Dial is the production one.
@@ -194,7 +195,7 @@ func permanent(err error) bool {
 	if errors.As(err, &held) {
 		return true
 	}
-	return status.Code(errors.Unwrap(err)) == codes.FailedPrecondition || status.Code(err) == codes.FailedPrecondition
+	return grpcstatus.Code(errors.Unwrap(err)) == codes.FailedPrecondition || grpcstatus.Code(err) == codes.FailedPrecondition
 }
 
 func (s *Session) connectOnce(ctx context.Context) (*Conn, error) {
@@ -313,7 +314,7 @@ func (s *Session) Do(ctx context.Context, fn func(ctx context.Context, c *Conn) 
 }
 
 func broken(err error) bool {
-	switch status.Code(err) {
+	switch grpcstatus.Code(err) {
 	case codes.Unavailable:
 		return true
 	case codes.Canceled:
