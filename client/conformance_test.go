@@ -187,6 +187,7 @@ func TestConformance(t *testing.T) {
 	for _, tr := range []transport{
 		{name: "local", dial: dialLocal},
 		{name: "ssh", dial: dialSSHForced},
+		{name: "mtls", dial: dialMTLS},
 	} {
 		runConformance(t, tr)
 	}

@@ -44,6 +44,13 @@ type Options struct {
 	Master *pb.VolumeMark
 	// Logger receives connection events; nil discards.
 	Logger *slog.Logger
+
+	// CertFile and KeyFile are this master's client certificate and key,
+	// and CAFile the CA the slave's certificate must chain to (mTLS only).
+	CertFile, KeyFile, CAFile string
+	// ServerName is the name the slave's certificate must carry; empty means
+	// the URL's host (mTLS only).
+	ServerName string
 }
 
 // Conn is one established connection to a slave, handshake done.
@@ -170,8 +177,10 @@ func Dial(ctx context.Context, u SlaveURL, opts Options) (*Conn, error) {
 			return nil, err
 		}
 		return dialProc(ctx, u, argv, opts)
+	case KindMTLS:
+		return DialTLS(ctx, u, opts)
 	default:
-		return nil, fmt.Errorf("dial %s: the %s transport needs TLS settings; use DialTLS", u, u.Kind)
+		return nil, fmt.Errorf("dial %s: unknown transport %s", u, u.Kind)
 	}
 }
 
