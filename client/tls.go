@@ -106,7 +106,9 @@ const verdictBuffer = 4096
 // "broken pipe". So this reads the slave's first record before gRPC writes:
 // it is the alert, or the SETTINGS frame a gRPC server sends before reading
 // anything, which is handed on to gRPC untouched.
-type awaitVerdict struct{ credentials.TransportCredentials }
+type awaitVerdict struct {
+	credentials.TransportCredentials
+}
 
 func (c awaitVerdict) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, info, err := c.TransportCredentials.ClientHandshake(ctx, authority, raw)
