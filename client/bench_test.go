@@ -3,9 +3,11 @@ package client
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"testing"
 	"time"
 
+	"github.com/georep/georep/internal/certs"
 	"github.com/georep/georep/internal/gfid"
 	"github.com/georep/georep/internal/testproxy"
 	"github.com/georep/georep/internal/testsshd"
@@ -19,8 +21,9 @@ type benchTransport struct {
 }
 
 // benchTransports are the ways into a slave the benchmarks compare: a
-// local child over stdio, ssh through a real sshd, and the same ssh with a
-// 50 ms round trip added by toxiproxy (25 ms each way) for a WAN.
+// local child over stdio, ssh through a real sshd, the same ssh with a
+// 50 ms round trip added by toxiproxy (25 ms each way) for a WAN, and a
+// `georep slave --listen` daemon over mTLS.
 func benchTransports() []benchTransport {
 	return []benchTransport{
 		{"local", func(b *testing.B, root string) *Conn {
@@ -45,6 +48,58 @@ func benchTransports() []benchTransport {
 			u, sshCmd := sshThroughProxy(b, s, p, root)
 			return benchDial(b, u, Options{SSHCommand: sshCmd})
 		}},
+		{"mtls", func(b *testing.B, root string) *Conn {
+			pki := mtlsPKI{dir: b.TempDir()}
+			if err := certs.Generate(pki.dir, []string{"127.0.0.1"}, []string{"m1"}); err != nil {
+				b.Fatalf("generate certificates: %v", err)
+			}
+			addr := benchListenSlave(b, append(pki.serverArgs(), "--allow", "m1", "--root", root)...)
+			u, err := ParseSlaveURL("grpcs://" + addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c, err := DialTLS(ctx, u, pki.clientOptions("m1"))
+			if err != nil {
+				b.Fatalf("dial %s: %v", u, err)
+			}
+			b.Cleanup(func() { c.Close() })
+			return c
+		}},
+	}
+}
+
+// benchListenSlave runs `georep slave --listen 127.0.0.1:0 args...` until
+// the benchmark ends and returns the address it bound. (startListenSlave
+// does the same for tests but takes a *testing.T.)
+func benchListenSlave(b *testing.B, args ...string) string {
+	b.Helper()
+	stderr := &mtlsStderr{}
+	cmd := exec.Command(georepBin, append([]string{"slave", "--listen", "127.0.0.1:0"}, args...)...)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start georep slave --listen: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	b.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m := listeningRE.FindStringSubmatch(stderr.String()); m != nil {
+			return m[1]
+		}
+		select {
+		case <-exited:
+			b.Fatalf("georep slave --listen exited before listening; stderr:\n%s", stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("georep slave --listen did not report its address within 30s; stderr:\n%s", stderr.String())
+		}
 	}
 }
 
