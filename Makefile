@@ -21,9 +21,11 @@ all: build
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/georep
 
-## proto: regenerate the Go stubs from proto/ (needs make tools), then build
+## proto: regenerate the Go stubs from proto/ (needs make tools), and the
+## commented descriptor set server reflection serves to grpcurl, then build
 proto:
 	buf generate
+	buf build -o proto/georep/v1/slave.binpb --path proto/georep/v1/slave.proto
 	$(GO) build ./...
 
 ## test: every package under the race detector, then a short fuzz run

@@ -15,6 +15,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/georep/georep/proto/georep/v1"
@@ -78,7 +80,16 @@ func NewGRPCServer(svc pb.SlaveServer, logger *slog.Logger, opts ...grpc.ServerO
 	hs.SetServingStatus(pb.Slave_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s, hs)
 
-	reflection.Register(s)
+	// Reflection serves georep.v1 with its comments, so grpcurl describe
+	// shows the API's documentation; the generated code's copy has none.
+	reflOpts := reflection.ServerOptions{Services: s}
+	if r, err := pb.DocumentedResolver(); err == nil {
+		reflOpts.DescriptorResolver = r
+	} else {
+		logger.Warn("server reflection will describe georep.v1 without comments", "err", err)
+	}
+	reflectionv1.RegisterServerReflectionServer(s, reflection.NewServerV1(reflOpts))
+	reflectionv1alpha.RegisterServerReflectionServer(s, reflection.NewServer(reflOpts))
 	return s
 }
 
