@@ -1,0 +1,435 @@
+package plan
+
+import (
+	"cmp"
+	"container/heap"
+	"fmt"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/georep/georep/internal/gfid"
+	pb "github.com/georep/georep/proto/georep/v1"
+	"github.com/georep/georep/syncer/index"
+)
+
+type unlinkOp struct {
+	g gfid.GFID
+	l index.Link
+}
+
+// node is one placing op (MKDIR, CREATE, SYMLINK, MKNOD, LINK, RENAME) in
+// the dependency graph.
+type node struct {
+	id     int
+	e      *pb.Entry
+	rename bool
+	src    index.Link // RENAME: where the object is now
+	indeg  int
+	out    []int // nodes waiting for this one
+	vacate []int // of out: those waiting for it to leave its source name
+	done   bool
+}
+
+type graph struct {
+	mkdirs, renames, creates, links []*node
+	nodes                           []*node
+}
+
+func (d *differ) build() error {
+	var g graph
+	mkdirOf := map[gfid.GFID]*node{}
+	createOf := map[gfid.GFID]*node{}
+	renameFrom := map[index.Link]*node{}
+	type pending struct {
+		n          *node
+		dst        index.Link
+		needCreate gfid.GFID
+		self       index.Key
+	}
+	var placed []pending
+
+	for _, o := range d.order {
+		st := o.e.Stat
+		typ := st.Mode & unix.S_IFMT
+		linksChanged := false
+		var final []index.Link
+		if o.g != gfid.Root {
+			seen := slices.Clone(o.seen)
+			slices.SortFunc(seen, func(a, b seenLink) int { return strings.Compare(a.path, b.path) })
+			if !o.known {
+				for i, sl := range seen {
+					e := d.entry(o, sl.link)
+					if i == 0 {
+						e.Op = createOp(typ)
+						n := &node{e: e}
+						if typ == unix.S_IFDIR {
+							g.mkdirs = append(g.mkdirs, n)
+							mkdirOf[o.g] = n
+						} else {
+							g.creates = append(g.creates, n)
+							createOf[o.g] = n
+						}
+						placed = append(placed, pending{n: n, dst: sl.link, self: o.key})
+					} else {
+						e.Op = pb.EntryOp_ENTRY_OP_LINK
+						n := &node{e: e}
+						g.links = append(g.links, n)
+						placed = append(placed, pending{n: n, dst: sl.link, needCreate: o.g, self: o.key})
+					}
+					final = append(final, sl.link)
+				}
+				linksChanged = true
+			} else {
+				var gone, added []index.Link
+				for _, l := range o.old.Links {
+					if d.linkGone(l, o.key) {
+						gone = append(gone, l)
+					} else {
+						final = append(final, l)
+					}
+				}
+				for _, sl := range seen {
+					if !slices.Contains(o.old.Links, sl.link) {
+						added = append(added, sl.link)
+						final = append(final, sl.link)
+					}
+				}
+				linksChanged = len(gone) > 0 || len(added) > 0
+				for i, l := range added {
+					e := d.entry(o, l)
+					n := &node{e: e}
+					if i < len(gone) {
+						e.Op = pb.EntryOp_ENTRY_OP_RENAME
+						e.ParentGfid, e.Name = gone[i].Parent.Bytes(), []byte(gone[i].Name)
+						e.NewParentGfid, e.NewName = l.Parent.Bytes(), []byte(l.Name)
+						n.rename, n.src = true, gone[i]
+						renameFrom[gone[i]] = n
+						g.renames = append(g.renames, n)
+					} else {
+						e.Op = pb.EntryOp_ENTRY_OP_LINK
+						g.links = append(g.links, n)
+					}
+					placed = append(placed, pending{n: n, dst: l, self: o.key})
+				}
+				for i := len(added); i < len(gone); i++ {
+					d.unlinks = append(d.unlinks, unlinkOp{g: o.g, l: gone[i]})
+				}
+			}
+		}
+		d.metaAndData(o, final, linksChanged)
+	}
+
+	// Order the placing ops' groups: parents' MKDIRs first, then moves,
+	// then creations, then extra links; dependencies refine it.
+	slices.SortStableFunc(g.mkdirs, func(a, b *node) int {
+		return cmp.Compare(depthOf(d, a.e.GetParentGfid()), depthOf(d, b.e.GetParentGfid()))
+	})
+	for _, grp := range [][]*node{g.mkdirs, g.renames, g.creates, g.links} {
+		for _, n := range grp {
+			n.id = len(g.nodes)
+			g.nodes = append(g.nodes, n)
+		}
+	}
+	edge := func(from, to *node, vacate bool) {
+		if from == nil || from == to {
+			return
+		}
+		from.out = append(from.out, to.id)
+		if vacate {
+			from.vacate = append(from.vacate, to.id)
+		}
+		to.indeg++
+	}
+	var ancestry map[*node][]gfid.GFID
+	for _, pd := range placed {
+		pg, _ := gfid.FromBytes(pd.n.e.GetParentGfid())
+		if pd.n.rename {
+			pg, _ = gfid.FromBytes(pd.n.e.GetNewParentGfid())
+		}
+		edge(mkdirOf[pg], pd.n, false)
+		edge(createOf[pd.needCreate], pd.n, false)
+		// The destination name must be free of what is leaving it.
+		y, held := d.tx.Child(pd.dst.Parent, pd.dst.Name)
+		if !held || y == pd.self {
+			continue
+		}
+		if r := renameFrom[pd.dst]; r != nil {
+			edge(r, pd.n, true)
+			continue
+		}
+		if yo := d.deleted[y]; yo != nil && yo.IsDir() {
+			// A directory being replaced goes to the slave's trash with
+			// what it still holds: move its survivors out first.
+			if ancestry == nil {
+				ancestry = map[*node][]gfid.GFID{}
+				for _, r := range g.renames {
+					ancestry[r] = d.ancestors(r.src.Parent)
+				}
+			}
+			for _, r := range g.renames {
+				if slices.Contains(ancestry[r], yo.GFID) {
+					edge(r, pd.n, true)
+				}
+			}
+		}
+	}
+	if err := d.sortPlacing(&g); err != nil {
+		return err
+	}
+	d.emitRemovals()
+	return nil
+}
+
+// ancestors returns g and the directories above it, by the index.
+func (d *differ) ancestors(g gfid.GFID) []gfid.GFID {
+	out := []gfid.GFID{g}
+	for i := 0; i < 4096 && g != gfid.Root; i++ {
+		k, ok := d.tx.ByGFID(g)
+		if !ok {
+			break
+		}
+		o, ok, err := d.tx.Get(k)
+		if err != nil || !ok || len(o.Links) == 0 {
+			break
+		}
+		g = o.Links[0].Parent
+		out = append(out, g)
+	}
+	return out
+}
+
+func depthOf(d *differ, parent []byte) int {
+	g, _ := gfid.FromBytes(parent)
+	// A new directory's parent may itself be new: its depth comes from
+	// where the scan saw it.
+	if o := d.byGFID[g]; o != nil && o.e.Path != "." {
+		return strings.Count(o.e.Path, "/") + 1
+	}
+	return 0
+}
+
+type nodeHeap []*node
+
+func (h nodeHeap) Len() int           { return len(h) }
+func (h nodeHeap) Less(i, j int) bool { return h[i].id < h[j].id }
+func (h nodeHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *nodeHeap) Push(x any)        { *h = append(*h, x.(*node)) }
+func (h *nodeHeap) Pop() any {
+	old := *h
+	n := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return n
+}
+
+// sortPlacing emits the placing ops in dependency order (Kahn's algorithm,
+// lowest group first). A cycle of moves (a↔b) is broken by moving one
+// object to a temporary name first.
+func (d *differ) sortPlacing(g *graph) error {
+	h := &nodeHeap{}
+	for _, n := range g.nodes {
+		if n.indeg == 0 {
+			heap.Push(h, n)
+		}
+	}
+	release := func(ids []int) {
+		for _, id := range ids {
+			m := g.nodes[id]
+			m.indeg--
+			if m.indeg == 0 && !m.done {
+				heap.Push(h, m)
+			}
+		}
+	}
+	left := len(g.nodes)
+	for left > 0 {
+		if h.Len() == 0 {
+			// Stalled: some rename blocks a name in a cycle. Move it aside.
+			var r *node
+			for _, n := range g.nodes {
+				if !n.done && n.rename && len(n.vacate) > 0 {
+					r = n
+					break
+				}
+			}
+			if r == nil {
+				return fmt.Errorf("plan: entry ops have a dependency cycle that no temporary rename breaks (%d left)", left)
+			}
+			tmpParent := r.src.Parent
+			if pk, ok := d.tx.ByGFID(tmpParent); ok && d.deleted[pk] != nil {
+				tmpParent = gfid.Root
+			}
+			x, _ := gfid.FromBytes(r.e.GetGfid())
+			tmp := SwapPrefix + x.String()
+			aside := proto2(r.e)
+			aside.NewParentGfid, aside.NewName = tmpParent.Bytes(), []byte(tmp)
+			d.p.Entries = append(d.p.Entries, aside)
+			r.e.ParentGfid, r.e.Name = tmpParent.Bytes(), []byte(tmp)
+			v := r.vacate
+			r.vacate = nil
+			// Drop the vacate edges from r.out too, so they are not released twice.
+			r.out = slices.DeleteFunc(r.out, func(id int) bool { return slices.Contains(v, id) })
+			release(v)
+			continue
+		}
+		n := heap.Pop(h).(*node)
+		if n.done {
+			continue
+		}
+		n.done = true
+		left--
+		d.p.Entries = append(d.p.Entries, n.e)
+		release(n.out)
+	}
+	return nil
+}
+
+func proto2(e *pb.Entry) *pb.Entry {
+	return &pb.Entry{Op: e.Op, Gfid: e.Gfid, ParentGfid: e.ParentGfid, Name: e.Name,
+		NewParentGfid: e.NewParentGfid, NewName: e.NewName, Stat: e.Stat, LinkTarget: e.LinkTarget}
+}
+
+// emitRemovals appends UNLINKs, then RMDIRs deepest first, and records the
+// deletions in the index.
+func (d *differ) emitRemovals() {
+	type rm struct {
+		e     *pb.Entry
+		depth int
+	}
+	var rmdirs []rm
+	seen := map[index.Link]bool{}
+	unlink := func(g gfid.GFID, l index.Link) {
+		if seen[l] {
+			return
+		}
+		seen[l] = true
+		if !d.opts.IgnoreDeletes {
+			d.p.Entries = append(d.p.Entries, &pb.Entry{Op: pb.EntryOp_ENTRY_OP_UNLINK, Gfid: g.Bytes(),
+				ParentGfid: l.Parent.Bytes(), Name: []byte(l.Name)})
+		}
+	}
+	for _, u := range d.unlinks {
+		unlink(u.g, u.l)
+	}
+	keys := make([]index.Key, 0, len(d.deleted))
+	for k := range d.deleted {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		o := d.deleted[k]
+		d.p.Changes = append(d.p.Changes, Change{Key: k})
+		if o.IsDir() {
+			for _, l := range o.Links {
+				rmdirs = append(rmdirs, rm{&pb.Entry{Op: pb.EntryOp_ENTRY_OP_RMDIR, Gfid: o.GFID.Bytes(),
+					ParentGfid: l.Parent.Bytes(), Name: []byte(l.Name)}, len(d.ancestors(l.Parent))})
+			}
+			continue
+		}
+		for _, l := range o.Links {
+			unlink(o.GFID, l)
+		}
+	}
+	if d.opts.IgnoreDeletes {
+		return
+	}
+	slices.SortStableFunc(rmdirs, func(a, b rm) int { return cmp.Compare(b.depth, a.depth) })
+	for _, r := range rmdirs {
+		d.p.Entries = append(d.p.Entries, r.e)
+	}
+}
+
+func createOp(typ uint32) pb.EntryOp {
+	switch typ {
+	case unix.S_IFDIR:
+		return pb.EntryOp_ENTRY_OP_MKDIR
+	case unix.S_IFREG:
+		return pb.EntryOp_ENTRY_OP_CREATE
+	case unix.S_IFLNK:
+		return pb.EntryOp_ENTRY_OP_SYMLINK
+	}
+	return pb.EntryOp_ENTRY_OP_MKNOD
+}
+
+func ts(ns int64) *pb.Timestamp {
+	return &pb.Timestamp{Sec: ns / 1e9, Nsec: uint32(ns % 1e9)}
+}
+
+// entry is a placing entry for o at l, carrying what the slave needs to
+// (re)create o.
+func (d *differ) entry(o *obj, l index.Link) *pb.Entry {
+	st := o.e.Stat
+	e := &pb.Entry{Gfid: o.g.Bytes(), ParentGfid: l.Parent.Bytes(), Name: []byte(l.Name),
+		Stat: &pb.Stat{Mode: st.Mode, Uid: st.UID, Gid: st.GID, Rdev: st.Rdev,
+			Atime: ts(st.AtimeNs), Mtime: ts(st.MtimeNs)}}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		e.LinkTarget = o.e.Target
+	}
+	return e
+}
+
+// metaAndData adds o's meta and data work and its index record.
+func (d *differ) metaAndData(o *obj, links []index.Link, linksChanged bool) {
+	st := o.e.Stat
+	typ := st.Mode & unix.S_IFMT
+	rec := index.Object{
+		Key: o.key, GFID: o.g, Mode: st.Mode, UID: st.UID, GID: st.GID, Rdev: st.Rdev, Size: st.Size,
+		MtimeNs: st.MtimeNs, CtimeNs: st.CtimeNs, Ino: st.Ino, Dev: st.Dev, Target: o.e.Target,
+		XattrDigest: o.old.XattrDigest, Links: links,
+	}
+	if o.e.XattrsRead {
+		rec.XattrDigest = o.e.XattrDigest
+	}
+	old := o.old
+	xattrsChanged := o.e.XattrsRead && (!o.known || o.e.XattrDigest != old.XattrDigest)
+	metaChanged := !o.known || st.Mode != old.Mode || st.UID != old.UID || st.GID != old.GID ||
+		st.MtimeNs != old.MtimeNs || xattrsChanged
+	data := false
+	if typ == unix.S_IFREG {
+		if !o.known {
+			data = st.Size > 0
+		} else {
+			// A ctime move that nothing else explains (a write with the
+			// size and mtime put back) is a content change too.
+			data = st.Size != old.Size || st.MtimeNs != old.MtimeNs ||
+				(st.CtimeNs != old.CtimeNs && !metaChanged && !linksChanged) || st.Ino != old.Ino
+		}
+	}
+	if data {
+		metaChanged = true
+		var l index.Link
+		path := o.e.Path
+		if len(o.seen) > 0 {
+			l, path = o.seen[0].link, o.seen[0].path
+		} else if len(links) > 0 {
+			l = links[0]
+		}
+		d.p.Data = append(d.p.Data, DataItem{GFID: o.g, RelPath: path, Size: st.Size, Parent: l.Parent, Name: l.Name})
+	}
+	if metaChanged {
+		m := &pb.MetaEntry{Gfid: o.g.Bytes(), Atime: ts(st.AtimeNs), Mtime: ts(st.MtimeNs)}
+		mode, uid, gid := st.Mode&0o7777, st.UID, st.GID
+		m.Uid, m.Gid = &uid, &gid
+		if typ != unix.S_IFLNK {
+			m.Mode = &mode
+			if xattrsChanged {
+				m.ReplaceXattrs = true
+				for _, x := range o.e.Xattrs {
+					m.SetXattrs = append(m.SetXattrs, &pb.Xattr{Name: x.Name, Value: x.Value})
+				}
+			}
+		}
+		d.p.Meta = append(d.p.Meta, m)
+	}
+	if !o.known || !sameRecord(old, rec) {
+		d.p.Changes = append(d.p.Changes, Change{Object: &rec})
+	}
+}
+
+func sameRecord(a, b index.Object) bool {
+	return a.GFID == b.GFID && a.Mode == b.Mode && a.UID == b.UID && a.GID == b.GID && a.Rdev == b.Rdev &&
+		a.Size == b.Size && a.MtimeNs == b.MtimeNs && a.CtimeNs == b.CtimeNs && a.Ino == b.Ino &&
+		a.Dev == b.Dev && string(a.Target) == string(b.Target) && a.XattrDigest == b.XattrDigest &&
+		slices.Equal(a.Links, b.Links)
+}
