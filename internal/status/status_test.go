@@ -20,7 +20,7 @@ func TestWriteReadRoundTrip(t *testing.T) {
 	want := &Status{Master: "/data", Slave: "geo@slave1:/srv/replica", State: Active, Crawl: ChangelogCrawl,
 		LastSynced: synced, Pending: Pending{Entry: 3, Data: 2, Meta: 1}, Failures: 1,
 		RecentFailures: []Failure{{Kind: "data", Op: "PUT", Path: "a/b", GFID: "g", Code: "ENOSPC", Message: "full", Attempts: 5, At: synced}},
-		PID: os.Getpid(), Updated: synced}
+		PID:            os.Getpid(), Updated: synced}
 	if err := Write(dir, want); err != nil {
 		t.Fatal(err)
 	}
