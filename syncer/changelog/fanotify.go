@@ -127,6 +127,11 @@ func (s *fanotifySource) handle(ev *Event, set DirtySet, overflow *bool) {
 		if !p.under {
 			continue
 		}
+		if d := set[index.Key(s.scratch)]; d != nil && rec.Name != nil && string(rec.Name) != "." {
+			if _, ok := d.Names[string(rec.Name)]; ok {
+				continue // already listed: skip the allocations (hot on write floods)
+			}
+		}
 		name := string(rec.Name)
 		if name == "." {
 			name = ""
