@@ -153,10 +153,9 @@ func TestSessionSurvivesNetworkCut(t *testing.T) {
 	transports := []netcutTransport{
 		// The real sshd's forced command pins the root.
 		{name: "ssh", start: netcutSSH, faults: []string{"cut", "blackhole"}},
-		// Only the cut for mTLS: a redial into a black hole stalls in the
-		// TLS handshake until gRPC's 20s connect timeout (nothing bounds a
-		// single dial), longer than this test can wait.
-		{name: "mtls", start: netcutMTLS, faults: []string{"cut"}},
+		// A redial into a black hole stalls in the TLS handshake: the
+		// session's DialTimeout must end each attempt.
+		{name: "mtls", start: netcutMTLS, faults: []string{"cut", "blackhole"}},
 	}
 	for _, tr := range transports {
 		for _, fault := range tr.faults {
@@ -186,7 +185,7 @@ func testNetworkFault(t *testing.T, root string, dial Dialer, fault, restore fun
 		}
 		return c, err
 	}, SessionOptions{Master: masterMark("netcut-master"), KeepAliveInterval: time.Second,
-		BackoffMin: 100 * time.Millisecond, BackoffMax: time.Second,
+		DialTimeout: 2 * time.Second, BackoffMin: 100 * time.Millisecond, BackoffMax: time.Second,
 		OnState: func(st State, _ error) { mu.Lock(); states = append(states, st); mu.Unlock() }})
 	defer s.Close()
 

@@ -44,6 +44,10 @@ type SessionOptions struct {
 	// Force takes over a slave root whose foreign mark belongs to another
 	// master (--force).
 	Force bool
+	// DialTimeout bounds one connection attempt, handshake and claim
+	// included (default 30s): a dial into a black hole (a TLS handshake
+	// whose packets vanish) must fail and back off, not hang.
+	DialTimeout time.Duration
 	// BackoffMin and BackoffMax bound the wait between reconnects
 	// (defaults 1s and 60s); the wait doubles after each failed attempt.
 	BackoffMin, BackoffMax time.Duration
@@ -81,6 +85,9 @@ func NewSession(d Dialer, opts SessionOptions) *Session {
 	}
 	if opts.MarkTimeout <= 0 {
 		opts.MarkTimeout = 6 * opts.KeepAliveInterval
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 30 * time.Second
 	}
 	if opts.BackoffMin <= 0 {
 		opts.BackoffMin = time.Second
@@ -199,6 +206,8 @@ func permanent(err error) bool {
 }
 
 func (s *Session) connectOnce(ctx context.Context) (*Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
+	defer cancel()
 	c, err := s.dial(ctx)
 	if err != nil {
 		return nil, err
