@@ -183,3 +183,12 @@ func (v *Volumes) Gfid(ctx context.Context, req *pb.GfidRequest) (*pb.GfidRespon
 func (v *Volumes) Purge(ctx context.Context, req *pb.PurgeRequest) (*pb.PurgeResponse, error) {
 	return route(ctx, v, req, (*Service).Purge)
 }
+
+// PutFiles routes the stream to the named volume's Service.
+func (v *Volumes) PutFiles(stream pb.Slave_PutFilesServer) error {
+	svc, err := v.Service(stream.Context())
+	if err != nil {
+		return err
+	}
+	return svc.PutFiles(stream)
+}
