@@ -1,0 +1,458 @@
+// Package transfer is the master's data sender: it streams whole-file
+// content, read fd-relative beneath the master root, to a slave's PutFiles
+// RPC by GFID, many files pipelined over each stream and several streams
+// in parallel, and reports one result per file. Files that change while
+// being read are abandoned and reported as retryable, never installed torn.
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/zeebo/blake3"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/georep/georep/internal/gfid"
+	pb "github.com/georep/georep/proto/georep/v1"
+)
+
+const (
+	// MaxChunk is the largest chunk the slave accepts (1 MiB).
+	MaxChunk = 1 << 20
+	// pipelineDepth bounds the files sent on one stream whose results have
+	// not come back yet.
+	pipelineDepth = 1024
+	zeroBlock     = 64 << 10
+)
+
+// ErrChanged reports a file that changed (size, mtime, ctime or inode)
+// while it was being sent: the slave discarded it and kept its previous
+// content. Send it again.
+var ErrChanged = errors.New("the file changed while it was being sent; send it again")
+
+// Item is one file whose whole content is to be sent.
+type Item struct {
+	// GFID is the file's identity on the slave.
+	GFID gfid.GFID
+	// RelPath is the file's path beneath the master root ('/'-separated).
+	// No component may be a symlink.
+	RelPath string
+	// LinkParent and LinkName (optional) are one of the file's names on the
+	// slave, letting it replace the content atomically.
+	LinkParent gfid.GFID
+	LinkName   []byte
+	// Stat (optional) is the mode, owner and times to give the new
+	// content; nil takes them from the file as it is opened.
+	Stat *pb.Stat
+}
+
+// Result is the outcome of one Item.
+type Result struct {
+	// Err is nil when the slave installed the content. ErrChanged, a
+	// *RemoteError (the slave's errno), a local read error or a broken
+	// stream otherwise.
+	Err error
+	// Sent is how many content bytes were sent for the file.
+	Sent int64
+	// Written is how many content bytes the slave reports it wrote.
+	Written int64
+}
+
+// Retryable reports whether sending the item again may succeed without
+// anyone's intervention: it changed while being read, or the stream broke.
+func (r Result) Retryable() bool {
+	if errors.Is(r.Err, ErrChanged) {
+		return true
+	}
+	switch status.Code(r.Err) {
+	case codes.Unavailable, codes.Canceled, codes.DeadlineExceeded, codes.Aborted:
+		return true
+	}
+	return false
+}
+
+// RemoteError is a file the slave refused or failed to install.
+type RemoteError struct {
+	Errno   unix.Errno
+	Code    string
+	Message string
+}
+
+func (e *RemoteError) Error() string { return fmt.Sprintf("slave: %s: %s", e.Code, e.Message) }
+
+// Unwrap lets errors.Is match the errno (unix.ENOSPC, unix.ENOENT...).
+func (e *RemoteError) Unwrap() error { return e.Errno }
+
+// Stats counts what a Send moved.
+type Stats struct {
+	// Files is how many files the slave installed.
+	Files int64
+	// Failed is how many files were not installed.
+	Failed int64
+	// DataBytes is the content sent (holes excluded).
+	DataBytes int64
+	// WireBytes is the size of every message sent, as encoded by protobuf
+	// (before HTTP/2 framing).
+	WireBytes int64
+}
+
+// Options tunes Send.
+type Options struct {
+	// Jobs is how many streams run in parallel (--sync-jobs); 0 means 1.
+	Jobs int
+	// ChunkSize is the size of a content chunk, at most MaxChunk; 0 means
+	// MaxChunk.
+	ChunkSize int
+	// Logger receives per-file failures at debug level; nil discards.
+	Logger *slog.Logger
+
+	// hooks are test probes; nil in production.
+	hooks *hooks
+}
+
+// hooks let tests act at exact points of a transfer.
+type hooks struct {
+	// afterChunk runs after a chunk of it at off was sent.
+	afterChunk func(it Item, off int64)
+	// corrupt may alter a chunk after it was hashed, before it is sent.
+	corrupt func(it Item, data []byte)
+}
+
+// sender is one Send call's shared state.
+type sender struct {
+	root    int
+	opts    Options
+	chunk   int
+	log     *slog.Logger
+	items   []Item
+	results []Result
+
+	files, failed, data, wire atomic.Int64
+}
+
+// Send sends the content of items, read beneath root (an open directory),
+// to slave and returns one Result per item, index-aligned. The error is
+// for a call that could not start (bad options); per-file failures are in
+// the results.
+func Send(ctx context.Context, slave pb.SlaveClient, root *os.File, items []Item, opts Options) ([]Result, Stats, error) {
+	if opts.ChunkSize < 0 || opts.ChunkSize > MaxChunk {
+		return nil, Stats{}, fmt.Errorf("chunk size %d: must be between 1 and %d bytes", opts.ChunkSize, MaxChunk)
+	}
+	s := &sender{root: int(root.Fd()), opts: opts, chunk: opts.ChunkSize, log: opts.Logger,
+		items: items, results: make([]Result, len(items))}
+	if s.chunk == 0 {
+		s.chunk = MaxChunk
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	jobs := max(opts.Jobs, 1)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range jobs {
+		wg.Go(func() { s.worker(ctx, slave, next) })
+	}
+	for i := range items {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	st := Stats{Files: s.files.Load(), Failed: s.failed.Load(), DataBytes: s.data.Load(), WireBytes: s.wire.Load()}
+	return s.results, st, nil
+}
+
+func (s *sender) fail(i int, err error) {
+	s.results[i].Err = err
+	s.failed.Add(1)
+	s.log.Debug("file content not sent", "path", s.items[i].RelPath, "gfid", s.items[i].GFID, "err", err)
+}
+
+// worker sends the items it takes from next over one stream, opening a
+// fresh stream after one breaks.
+func (s *sender) worker(ctx context.Context, slave pb.SlaveClient, next <-chan int) {
+	var st *stream
+	defer func() {
+		if st != nil {
+			st.finish()
+		}
+	}()
+	for i := range next {
+		if err := ctx.Err(); err != nil {
+			s.fail(i, fmt.Errorf("not sent: %w", err))
+			continue
+		}
+		if st == nil {
+			var err error
+			if st, err = s.openStream(ctx, slave); err != nil {
+				s.fail(i, err)
+				continue
+			}
+		}
+		if err := st.sendFile(i); err != nil {
+			// The stream is broken: this item and those in flight failed.
+			st.finish()
+			st = nil
+		}
+	}
+}
+
+// stream is one PutFiles stream and its receiver.
+type stream struct {
+	s        *sender
+	cancel   context.CancelFunc
+	ps       pb.Slave_PutFilesClient
+	inflight chan int // items whose trailer was sent, in order
+	recvDone chan struct{}
+	// broken is set (before recvDone closes) when Recv failed.
+	broken error
+	// changed marks items abandoned because they changed; written by the
+	// sending goroutine before the item enters inflight.
+	changed map[int]bool
+	mu      sync.Mutex
+}
+
+func (s *sender) openStream(ctx context.Context, slave pb.SlaveClient) (*stream, error) {
+	sctx, cancel := context.WithCancel(ctx)
+	ps, err := slave.PutFiles(sctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("open a PutFiles stream to the slave: %w", err)
+	}
+	st := &stream{s: s, cancel: cancel, ps: ps, inflight: make(chan int, pipelineDepth),
+		recvDone: make(chan struct{}), changed: map[int]bool{}}
+	go st.receive()
+	return st, nil
+}
+
+// receive matches each result to the oldest item in flight.
+func (st *stream) receive() {
+	defer close(st.recvDone)
+	s := st.s
+	for {
+		resp, err := st.ps.Recv()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				st.broken = fmt.Errorf("the PutFiles stream to the slave broke: %w", err)
+			}
+			break
+		}
+		i, ok := <-st.inflight
+		if !ok {
+			st.broken = errors.New("the slave sent more results than files")
+			break
+		}
+		if gfid.GFID(resp.GetGfid()) != s.items[i].GFID || len(resp.GetGfid()) != gfid.Size {
+			st.broken = fmt.Errorf("the slave answered for gfid %x where %s was expected", resp.GetGfid(), s.items[i].GFID)
+			s.fail(i, st.broken)
+			break
+		}
+		s.results[i].Written = resp.GetBytesWritten()
+		st.mu.Lock()
+		changed := st.changed[i]
+		delete(st.changed, i)
+		st.mu.Unlock()
+		r := resp.GetResult()
+		switch {
+		case changed:
+			s.fail(i, fmt.Errorf("%s: %w", s.items[i].RelPath, ErrChanged))
+		case r.GetErrno() != 0:
+			s.fail(i, &RemoteError{Errno: unix.Errno(r.GetErrno()), Code: r.GetCode(), Message: r.GetMessage()})
+		default:
+			s.files.Add(1)
+		}
+	}
+	if st.broken == nil {
+		st.broken = errors.New("the slave ended the PutFiles stream before answering every file")
+	}
+	st.cancel() // stops a sender blocked in Send
+}
+
+// finish ends the stream: no more files; once the receiver is done, the
+// files still in flight never got an answer and fail.
+func (st *stream) finish() {
+	st.ps.CloseSend()
+	close(st.inflight)
+	<-st.recvDone
+	for i := range st.inflight {
+		st.s.fail(i, st.broken)
+	}
+	st.cancel()
+}
+
+func (st *stream) send(req *pb.PutFilesRequest) error {
+	st.s.wire.Add(int64(proto.Size(req)))
+	return st.ps.Send(req)
+}
+
+// streamErr is the reason a Send failed: the receiver's, when it has one.
+func (st *stream) streamErr(err error) error {
+	select {
+	case <-st.recvDone:
+		return st.broken
+	default:
+	}
+	if errors.Is(err, io.EOF) {
+		st.cancel()
+		<-st.recvDone
+		return st.broken
+	}
+	return fmt.Errorf("send to the slave: %w", err)
+}
+
+// sendFile sends item i. A non-nil error means the stream is broken (the
+// item's result is set); local problems only fail the item.
+func (st *stream) sendFile(i int) error {
+	s := st.s
+	it := s.items[i]
+	fd, err := openBeneath(s.root, it.RelPath)
+	if err != nil {
+		s.fail(i, err)
+		return nil
+	}
+	defer unix.Close(fd)
+	var before unix.Stat_t
+	if err := unix.Fstat(fd, &before); err != nil {
+		s.fail(i, fmt.Errorf("stat %s: %w", it.RelPath, err))
+		return nil
+	}
+	if before.Mode&unix.S_IFMT != unix.S_IFREG {
+		s.fail(i, fmt.Errorf("%s is not a regular file (mode %#o): %w", it.RelPath, before.Mode, unix.EINVAL))
+		return nil
+	}
+	stat := it.Stat
+	if stat == nil {
+		stat = &pb.Stat{Mode: before.Mode, Uid: before.Uid, Gid: before.Gid,
+			Atime: &pb.Timestamp{Sec: before.Atim.Sec, Nsec: uint32(before.Atim.Nsec)},
+			Mtime: &pb.Timestamp{Sec: before.Mtim.Sec, Nsec: uint32(before.Mtim.Nsec)}}
+	}
+	h := &pb.FileHeader{Gfid: it.GFID.Bytes(), Size: before.Size, Stat: stat}
+	if len(it.LinkName) > 0 {
+		h.LinkParentGfid, h.LinkName = it.LinkParent.Bytes(), it.LinkName
+	}
+	if err := st.send(&pb.PutFilesRequest{Part: &pb.PutFilesRequest_Header{Header: h}}); err != nil {
+		s.fail(i, st.streamErr(err))
+		return err
+	}
+	digest, changed, err := st.sendContent(i, fd, before.Size)
+	if err != nil {
+		s.fail(i, st.streamErr(err))
+		return err
+	}
+	if !changed {
+		var after unix.Stat_t
+		if err := unix.Fstat(fd, &after); err != nil || after.Size != before.Size || after.Mtim != before.Mtim ||
+			after.Ctim != before.Ctim || after.Ino != before.Ino {
+			changed = true
+		}
+	}
+	if changed {
+		st.mu.Lock()
+		st.changed[i] = true
+		st.mu.Unlock()
+	}
+	tr := &pb.FileTrailer{Blake3: digest, Abandon: changed}
+	if err := st.send(&pb.PutFilesRequest{Part: &pb.PutFilesRequest_Trailer{Trailer: tr}}); err != nil {
+		s.fail(i, st.streamErr(err))
+		return err
+	}
+	select {
+	case st.inflight <- i:
+	case <-st.recvDone:
+		s.fail(i, st.broken)
+		return st.broken
+	}
+	return nil
+}
+
+// sendContent sends fd's data runs below size as chunks, hashing holes as
+// zeros. changed is true when the file turned out shorter than size.
+func (st *stream) sendContent(i int, fd int, size int64) (digest []byte, changed bool, err error) {
+	s := st.s
+	it := s.items[i]
+	hash := blake3.New()
+	var zeros []byte
+	pos := int64(0) // end of what is hashed
+	hashTo := func(end int64) {
+		for pos < end {
+			if zeros == nil {
+				zeros = make([]byte, zeroBlock)
+			}
+			n := min(end-pos, int64(len(zeros)))
+			hash.Write(zeros[:n])
+			pos += n
+		}
+	}
+	for off := int64(0); off < size && !changed; {
+		d, serr := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(serr, unix.ENXIO) {
+			break // only a hole remains
+		}
+		if serr != nil {
+			d = off // no SEEK_DATA here: read everything
+		}
+		end := size
+		if serr == nil {
+			if hole, herr := unix.Seek(fd, d, unix.SEEK_HOLE); herr == nil {
+				end = min(hole, size)
+			}
+		}
+		for d < end {
+			buf := make([]byte, min(end-d, int64(s.chunk)))
+			n, rerr := unix.Pread(fd, buf, d)
+			if rerr != nil {
+				return nil, false, fmt.Errorf("read %s at offset %d: %w", it.RelPath, d, rerr)
+			}
+			if n == 0 {
+				changed = true // shrank under us
+				break
+			}
+			buf = buf[:n]
+			hashTo(d)
+			hash.Write(buf)
+			pos += int64(n)
+			if s.opts.hooks != nil && s.opts.hooks.corrupt != nil {
+				s.opts.hooks.corrupt(it, buf)
+			}
+			if err := st.send(&pb.PutFilesRequest{Part: &pb.PutFilesRequest_Chunk{Chunk: &pb.FileChunk{Offset: d, Data: buf}}}); err != nil {
+				return nil, false, err
+			}
+			s.data.Add(int64(n))
+			s.results[i].Sent += int64(n)
+			if s.opts.hooks != nil && s.opts.hooks.afterChunk != nil {
+				s.opts.hooks.afterChunk(it, d)
+			}
+			d += int64(n)
+		}
+		off = max(end, d)
+	}
+	hashTo(size)
+	return hash.Sum(nil), changed, nil
+}
+
+// openBeneath opens rel beneath root for reading: no symlink in any
+// component, no escape, O_NONBLOCK so a FIFO planted there cannot hang us.
+func openBeneath(root int, rel string) (int, error) {
+	how := unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	for range 16 {
+		fd, err := unix.Openat2(root, rel, &how)
+		if err == nil {
+			return fd, nil
+		}
+		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
+			return -1, fmt.Errorf("open %s beneath the master root: %w", rel, err)
+		}
+	}
+	return -1, fmt.Errorf("open %s beneath the master root: renames kept racing: %w", rel, unix.EAGAIN)
+}
