@@ -41,7 +41,7 @@ certificates from "georep certs".`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &usageError{err: err}
 	})
-	root.AddCommand(newVersionCommand(), newSlaveCommand(), newCertsCommand())
+	root.AddCommand(newVersionCommand(), newSlaveCommand(), newMasterCommand(), newStatusCommand(), newCertsCommand())
 	return root
 }
 

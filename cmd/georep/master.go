@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/georep/georep/client"
+	"github.com/georep/georep/syncer"
+)
+
+// masterConfig is everything `georep master` is configured with; every flag
+// is bound here and nowhere else.
+type masterConfig struct {
+	Root            string
+	Slave           string
+	State           string
+	Once            bool
+	SyncMode        string
+	Detector        string
+	ChangeInterval  time.Duration
+	SyncJobs        int
+	IgnoreDeletes   bool
+	AllowMassDelete bool
+	Force           bool
+	Excludes        []string
+	SSHCommand      string
+	RemoteGeorep    string
+	Cert, Key, CA   string
+	ServerName      string
+	KeepAlive       time.Duration
+	SlaveTimeout    time.Duration
+	Log             logConfig
+}
+
+func (c *masterConfig) bindFlags(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.StringVar(&c.Root, "root", "", "the master tree to replicate (required)")
+	fs.StringVar(&c.Slave, "slave", "", "the slave URL: /path, file:///path, [user@]host:/path, ssh://[user@]host[:port]/path or grpcs://host:port[/NAME] (required)")
+	fs.StringVar(&c.State, "state", "", "the session's state directory: index, change journal, status (required; one per session)")
+	fs.BoolVar(&c.Once, "once", false, "bring the slave to the master's state as of start-up, then exit (0 when everything synced)")
+	fs.StringVar(&c.SyncMode, "sync-mode", "native", "how file data moves: native (a gRPC stream over the session's connection)")
+	fs.StringVar(&c.Detector, "change-detector", syncer.DetectorChangelog, "how changes are found in continuous mode: changelog (fanotify/inotify, live) or xsync (a full Hybrid Crawl per --change-interval)")
+	fs.DurationVar(&c.ChangeInterval, "change-interval", time.Second, "how long live changes are gathered into one batch (xsync: the time between crawls)")
+	fs.IntVar(&c.SyncJobs, "sync-jobs", 3, "file data streams in parallel")
+	fs.BoolVar(&c.IgnoreDeletes, "ignore-deletes", false, "do not propagate deletions on the master to the slave")
+	fs.BoolVar(&c.AllowMassDelete, "allow-mass-delete", false, "confirm that an emptied (or replaced) master root should empty the slave; without it the session halts as Faulty")
+	fs.BoolVar(&c.Force, "force", false, "take over a slave root that another master's session holds")
+	fs.StringArrayVar(&c.Excludes, "exclude", nil, "gitignore-style pattern of paths never replicated (repeatable)")
+	fs.StringVar(&c.SSHCommand, "ssh-command", "", "ssh program and options used to reach an ssh slave (default: ssh with BatchMode, ServerAliveInterval and a ControlMaster socket in --state)")
+	fs.StringVar(&c.RemoteGeorep, "remote-georep", "georep", "the georep program on the slave host (ssh slaves)")
+	fs.StringVar(&c.Cert, "cert", "", "this master's client certificate (grpcs:// slaves)")
+	fs.StringVar(&c.Key, "key", "", "the key of --cert (grpcs:// slaves)")
+	fs.StringVar(&c.CA, "ca", "", "the CA that signed the slave's certificate (grpcs:// slaves)")
+	fs.StringVar(&c.ServerName, "server-name", "", "the name to verify the slave's certificate against (default: the URL's host)")
+	fs.DurationVar(&c.KeepAlive, "keepalive-interval", 10*time.Second, "how often the master tells the slave it is alive")
+	fs.DurationVar(&c.SlaveTimeout, "slave-timeout", 0, "passed to an ssh or local slave as --timeout (0: the slave's default)")
+	fs.StringVar(&c.Log.Level, "log-level", "info", "least severe log level written: debug, info, warn or error")
+	fs.StringVar(&c.Log.Format, "log-format", "text", "log line format: text or json")
+	fs.StringVar(&c.Log.File, "log-file", "", "append logs to this file instead of stderr")
+}
+
+func (c *masterConfig) check() (client.SlaveURL, error) {
+	for _, f := range []struct{ name, val string }{{"--root", c.Root}, {"--slave", c.Slave}, {"--state", c.State}} {
+		if f.val == "" {
+			return client.SlaveURL{}, &usageError{fmt.Errorf("%s is required", f.name)}
+		}
+	}
+	u, err := client.ParseSlaveURL(c.Slave)
+	if err != nil {
+		return u, &usageError{err}
+	}
+	if c.SyncMode != "native" {
+		return u, &usageError{fmt.Errorf("--sync-mode %q: accepted values are native (rsync mode is not built yet)", c.SyncMode)}
+	}
+	if c.Detector != syncer.DetectorChangelog && c.Detector != syncer.DetectorXsync {
+		return u, &usageError{fmt.Errorf("--change-detector %q: accepted values are changelog and xsync", c.Detector)}
+	}
+	if c.SyncJobs < 1 || c.SyncJobs > 64 {
+		return u, &usageError{fmt.Errorf("--sync-jobs %d: must be 1 to 64", c.SyncJobs)}
+	}
+	if c.ChangeInterval < 10*time.Millisecond || c.ChangeInterval > time.Minute {
+		return u, &usageError{fmt.Errorf("--change-interval %v: must be between 10ms and 1m", c.ChangeInterval)}
+	}
+	if u.Kind == client.KindMTLS && (c.Cert == "" || c.Key == "" || c.CA == "") {
+		return u, &usageError{errors.New("a grpcs:// slave needs --cert, --key and --ca (georep certs makes them)")}
+	}
+	return u, nil
+}
+
+func newMasterCommand() *cobra.Command {
+	var cfg masterConfig
+	cmd := &cobra.Command{
+		Use:   "master --root DIR --slave URL --state DIR [--once]",
+		Short: "Replicate a master tree to a slave",
+		Long: `Replicate the tree at --root to the slave at --slave, by identity (GFID).
+
+With --once the slave is brought to the master's state as of start-up and
+the command exits: 0 when everything synced, 1 with a summary otherwise.
+Without it the session runs until SIGINT or SIGTERM: a Hybrid Crawl at
+start, then live changes (Changelog Crawl). Its state, including what
+"georep status --state DIR" shows, lives in --state.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			u, err := cfg.check()
+			if err != nil {
+				return err
+			}
+			return runMaster(cmd.Context(), cfg, u, cmd.ErrOrStderr())
+		},
+	}
+	cfg.bindFlags(cmd)
+	return cmd
+}
+
+func runMaster(ctx context.Context, cfg masterConfig, u client.SlaveURL, stderr io.Writer) error {
+	logger, logW, closeLog, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return &usageError{err}
+	}
+	defer closeLog()
+	routeGRPCLogs(logW)
+	root, err := filepath.Abs(cfg.Root)
+	if err != nil {
+		return err
+	}
+	state, err := filepath.Abs(cfg.State)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err = syncer.Run(ctx, syncer.Config{
+		Root: root, StateDir: state, Slave: u, Once: cfg.Once, Detector: cfg.Detector,
+		ChangeInterval: cfg.ChangeInterval, SyncJobs: cfg.SyncJobs, IgnoreDeletes: cfg.IgnoreDeletes,
+		AllowMassDelete: cfg.AllowMassDelete, Force: cfg.Force, Excludes: cfg.Excludes,
+		KeepAliveInterval: cfg.KeepAlive, Logger: logger,
+		Dial: client.Options{SSHCommand: cfg.SSHCommand, RemoteGeorep: cfg.RemoteGeorep, StateDir: state,
+			SlaveTimeout: cfg.SlaveTimeout, CertFile: cfg.Cert, KeyFile: cfg.Key, CAFile: cfg.CA, ServerName: cfg.ServerName,
+			Logger: logger},
+	})
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,678 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/georep/georep/client"
+	"github.com/georep/georep/internal/gfid"
+	"github.com/georep/georep/internal/status"
+	pb "github.com/georep/georep/proto/georep/v1"
+	"github.com/georep/georep/syncer/changelog"
+	"github.com/georep/georep/syncer/index"
+	"github.com/georep/georep/syncer/plan"
+	"github.com/georep/georep/syncer/scan"
+	"github.com/georep/georep/syncer/transfer"
+)
+
+// Change detectors (--change-detector).
+const (
+	// DetectorChangelog is the live Changelog Crawl (fanotify, or inotify
+	// where fanotify is not allowed), with a Hybrid Crawl at start.
+	DetectorChangelog = "changelog"
+	// DetectorXsync is gsyncd's xsync: Hybrid Crawls only, one per change
+	// interval.
+	DetectorXsync = "xsync"
+)
+
+// Config is everything a master session is configured with.
+type Config struct {
+	// Root is the master tree.
+	Root string
+	// StateDir holds the session's index, journal, status and ssh socket.
+	StateDir string
+	// Slave is where the replica lives.
+	Slave client.SlaveURL
+	// Dial configures the transport (ssh command, remote georep, TLS files).
+	Dial client.Options
+	// Once brings the slave to the master's state as of start-up and returns.
+	Once bool
+	// Detector is DetectorChangelog or DetectorXsync.
+	Detector string
+	// ChangeInterval cuts live changes into batches (changelog) or spaces
+	// Hybrid Crawls (xsync); 0 means one second.
+	ChangeInterval time.Duration
+	// SyncJobs is how many data streams run in parallel.
+	SyncJobs int
+	// IgnoreDeletes does not propagate deletions.
+	IgnoreDeletes bool
+	// AllowMassDelete confirms that an emptied or replaced master root is
+	// meant to empty the replica.
+	AllowMassDelete bool
+	// Force takes over a slave root held by another master.
+	Force bool
+	// Excludes are gitignore-style patterns never replicated.
+	Excludes []string
+	// Retries is how many times a failing entry, meta or data item is
+	// retried before it is recorded as a failure; 0 means 3.
+	Retries int
+	// KeepAliveInterval is the keep-alive period; 0 means 10s.
+	KeepAliveInterval time.Duration
+	// Logger receives the session's logs; nil discards.
+	Logger *slog.Logger
+}
+
+// batchSize bounds the entries or meta entries of one RPC.
+const batchSize = 1000
+
+// ErrFailures is returned by a --once run that could not sync everything.
+var ErrFailures = errors.New("some changes could not be replicated")
+
+// master is one running session.
+type master struct {
+	cfg  Config
+	log  *slog.Logger
+	db   *index.DB
+	root *os.File
+	sess *client.Session
+	id   gfid.GFID
+
+	mu sync.Mutex
+	st status.Status
+}
+
+// Run runs a master session until ctx ends (continuous) or, with
+// cfg.Once, until the slave holds the master's state as of start-up.
+func Run(ctx context.Context, cfg Config) (err error) {
+	if cfg.ChangeInterval <= 0 {
+		cfg.ChangeInterval = time.Second
+	}
+	if cfg.Retries <= 0 {
+		cfg.Retries = 3
+	}
+	if cfg.Detector == "" {
+		cfg.Detector = DetectorChangelog
+	}
+	if cfg.Detector != DetectorChangelog && cfg.Detector != DetectorXsync {
+		return fmt.Errorf("change detector %q: accepted values are %s and %s", cfg.Detector, DetectorChangelog, DetectorXsync)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &master{cfg: cfg, log: log}
+	m.st = status.Status{Master: cfg.Root, Slave: cfg.Slave.String(), State: status.Initializing,
+		Crawl: status.HybridCrawl, PID: os.Getpid()}
+
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state directory %s: %w", cfg.StateDir, err)
+	}
+	if m.id, err = masterID(cfg.StateDir); err != nil {
+		return err
+	}
+	if m.root, err = os.Open(cfg.Root); err != nil {
+		return fmt.Errorf("open master root: %w", err)
+	}
+	defer m.root.Close()
+	if fi, err := m.root.Stat(); err != nil || !fi.IsDir() {
+		return fmt.Errorf("master root %s is not a directory", cfg.Root)
+	}
+	if m.db, err = index.Open(filepath.Join(cfg.StateDir, index.FileName), index.Options{}); err != nil {
+		return err
+	}
+	defer m.db.Close()
+	m.db.View(func(tx *index.Tx) error {
+		if ns, ok := tx.Stime(); ok {
+			m.st.LastSynced = time.Unix(0, ns)
+		}
+		return nil
+	})
+	m.publish(nil)
+	defer func() {
+		m.publish(func(s *status.Status) {
+			s.State = status.Stopped
+			s.PID = 0
+			if err != nil && !errors.Is(err, context.Canceled) {
+				s.State = status.Faulty
+				s.Reason = err.Error()
+			}
+		})
+	}()
+
+	mark := &pb.VolumeMark{Uuid: m.id.Bytes(), Version: &pb.Version{Major: 1},
+		Mark: &pb.Timestamp{Sec: time.Now().Unix()}, Holder: hostname() + ":" + cfg.Root}
+	dialOpts := cfg.Dial
+	dialOpts.Master = mark
+	if dialOpts.StateDir == "" {
+		dialOpts.StateDir = cfg.StateDir
+	}
+	m.sess = client.NewSession(func(ctx context.Context) (*client.Conn, error) {
+		return client.Dial(ctx, cfg.Slave, dialOpts)
+	}, client.SessionOptions{Master: mark, Force: cfg.Force, KeepAliveInterval: cfg.KeepAliveInterval,
+		Logger: log, OnState: m.onSessionState})
+	defer m.sess.Close()
+
+	if cfg.Once {
+		return m.runOnce(ctx)
+	}
+	if cfg.Detector == DetectorXsync {
+		return m.runXsync(ctx)
+	}
+	return m.runChangelog(ctx)
+}
+
+// onSessionState mirrors the connection's health into the status file.
+func (m *master) onSessionState(st client.State, err error) {
+	m.publish(func(s *status.Status) {
+		s.State = st
+		s.Reason = ""
+		if err != nil {
+			s.Reason = err.Error()
+		}
+		s.Reconnects = int64(m.sess.Reconnects())
+	})
+}
+
+func (m *master) runOnce(ctx context.Context) error {
+	start := time.Now()
+	failed, err := m.crawl(ctx, scan.All, status.HybridCrawl, start)
+	if err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("%w: %d item(s) failed after %d attempts; see georep status --state %s --detail",
+			ErrFailures, failed, m.cfg.Retries, m.cfg.StateDir)
+	}
+	m.log.Info("slave in sync", "stime", start.UTC().Format(time.RFC3339Nano), "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (m *master) runXsync(ctx context.Context) error {
+	for {
+		start := time.Now()
+		if _, err := m.crawl(ctx, scan.All, status.HybridCrawl, start); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Until(start.Add(m.cfg.ChangeInterval))):
+		}
+	}
+}
+
+func (m *master) runChangelog(ctx context.Context) error {
+	cl, err := changelog.Open(changelog.Options{Root: m.cfg.Root, StateDir: m.cfg.StateDir,
+		Interval: m.cfg.ChangeInterval, Logger: m.log})
+	if err != nil {
+		return fmt.Errorf("start the change detector: %w", err)
+	}
+	defer cl.Close()
+	// The detector watches from Open: whatever changes during the first
+	// Hybrid Crawl is also in the journal.
+	start := time.Now()
+	if _, err := m.crawl(ctx, scan.All, status.HybridCrawl, start); err != nil {
+		return err
+	}
+	clCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	runErr := make(chan error, 1)
+	go func() { runErr <- cl.Run(clCtx) }()
+	defer func() { stop(); <-runErr }()
+
+	var retry retryTimer
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-retry.C():
+			failed, err := m.crawl(ctx, scan.All, status.HybridCrawl, time.Now())
+			if err != nil {
+				return err
+			}
+			retry.after(failed)
+		case err := <-runErr:
+			runErr <- err
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("change detector stopped: %w", err)
+		case b := <-cl.Batches():
+			crawl := status.ChangelogCrawl
+			if b.History {
+				crawl = status.HistoryCrawl
+			}
+			dirs := scan.All
+			if b.Overflow {
+				m.log.Warn("change journal overflowed; running a Hybrid Crawl")
+				crawl = status.HybridCrawl
+			} else if dirs, err = m.dirtyPaths(b.Dirty); err != nil {
+				return err
+			}
+			failed, err := m.crawl(ctx, dirs, crawl, b.CutAt)
+			if err != nil {
+				return err
+			}
+			if failed > 0 {
+				retry.after(failed)
+			}
+			if err := cl.Ack(b.Last); err != nil {
+				return fmt.Errorf("acknowledge journal records up to %d: %w", b.Last, err)
+			}
+		}
+	}
+}
+
+// retryTimer schedules a Hybrid Crawl after a batch gave items up, with
+// a backoff that doubles up to five minutes while they keep failing.
+type retryTimer struct {
+	wait time.Duration
+	c    <-chan time.Time
+}
+
+func (r *retryTimer) C() <-chan time.Time { return r.c }
+
+func (r *retryTimer) after(failed int) {
+	if failed == 0 {
+		r.wait, r.c = 0, nil
+		return
+	}
+	r.wait = min(max(2*r.wait, 5*time.Second), 5*time.Minute)
+	r.c = time.After(r.wait)
+}
+
+// dirtyPaths turns the detector's dirty directories into scan paths: each
+// is listed (not recursed into; directories new to the index are entered
+// whole), and a directory whose own attributes changed is seen from its
+// parent.
+func (m *master) dirtyPaths(set changelog.DirtySet) ([]scan.Dirty, error) {
+	seen := map[string]bool{}
+	var dirs []scan.Dirty
+	add := func(p string) {
+		if p == "" {
+			p = "."
+		}
+		if !seen[p] {
+			seen[p] = true
+			dirs = append(dirs, scan.Dirty{Path: p})
+		}
+	}
+	err := m.db.View(func(tx *index.Tx) error {
+		for key, d := range set {
+			p, ok := pathOf(tx, key)
+			if !ok {
+				p = d.Rel
+			}
+			add(p)
+			if d.Self && p != "." && p != "" {
+				add(path.Dir(p))
+			}
+		}
+		return nil
+	})
+	return dirs, err
+}
+
+// pathOf walks an indexed directory's links up to the root.
+func pathOf(tx *index.Tx, key index.Key) (string, bool) {
+	var parts []string
+	for depth := 0; depth < 4096; depth++ {
+		o, ok, err := tx.Get(key)
+		if err != nil || !ok {
+			return "", false
+		}
+		if o.GFID == gfid.Root {
+			for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
+				parts[i], parts[j] = parts[j], parts[i]
+			}
+			if len(parts) == 0 {
+				return ".", true
+			}
+			return strings.Join(parts, "/"), true
+		}
+		if len(o.Links) == 0 {
+			return "", false
+		}
+		parts = append(parts, o.Links[0].Name)
+		if key, ok = tx.ByGFID(o.Links[0].Parent); !ok {
+			return "", false
+		}
+	}
+	return "", false
+}
+
+// crawl scans dirs, applies what changed and commits it with stime cutAt.
+// It returns how many items were given up on.
+func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Crawl, cutAt time.Time) (int, error) {
+	m.publish(func(s *status.Status) { s.Crawl = crawl })
+	began := time.Now()
+	p, err := plan.Crawl(ctx, m.db, m.cfg.Root, dirs,
+		scan.Options{Exclude: scan.NewExclude(m.cfg.Excludes), Logger: m.log},
+		plan.Options{IgnoreDeletes: m.cfg.IgnoreDeletes, AllowMassDelete: m.cfg.AllowMassDelete})
+	if err != nil {
+		if errors.Is(err, plan.ErrGuard) {
+			err = fmt.Errorf("%w; the slave is left as it is: if the master root really was emptied or replaced on purpose, rerun with --allow-mass-delete", err)
+		}
+		m.publish(func(s *status.Status) { s.State = status.Faulty; s.Reason = err.Error() })
+		return 0, err
+	}
+	pending := status.Pending{Entry: int64(len(p.Entries)), Data: int64(len(p.Data)), Meta: int64(len(p.Meta))}
+	m.publish(func(s *status.Status) {
+		s.Pending = pending
+		if !p.Empty() {
+			s.OldestPending = cutAt
+		}
+	})
+	failed, err := m.apply(ctx, p)
+	if err != nil {
+		return 0, err
+	}
+	if err := m.commit(ctx, p, failed, cutAt); err != nil {
+		return 0, err
+	}
+	if !p.Empty() {
+		m.log.Info("batch applied", "crawl", string(crawl), "entries", len(p.Entries), "data", len(p.Data),
+			"meta", len(p.Meta), "failed", len(failed), "took", time.Since(began).Round(time.Millisecond))
+	}
+	return len(failed), nil
+}
+
+// failure is an item given up on, by GFID.
+type failure = status.Failure
+
+// apply sends p's entries, data and meta, retrying failing items, and
+// returns the GFIDs given up on.
+func (m *master) apply(ctx context.Context, p *plan.Plan) (map[gfid.GFID]failure, error) {
+	failed := map[gfid.GFID]failure{}
+	if err := m.applyEntries(ctx, p.Entries, failed); err != nil {
+		return nil, err
+	}
+	if err := m.applyData(ctx, p.Data, failed); err != nil {
+		return nil, err
+	}
+	if err := m.applyMeta(ctx, p.Meta, failed); err != nil {
+		return nil, err
+	}
+	return failed, nil
+}
+
+func (m *master) applyEntries(ctx context.Context, entries []*pb.Entry, failed map[gfid.GFID]failure) error {
+	for start := 0; start < len(entries); start += batchSize {
+		todo := entries[start:min(start+batchSize, len(entries))]
+		for attempt := 1; len(todo) > 0; attempt++ {
+			var resp *pb.EntryOpsResponse
+			err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) (err error) {
+				resp, err = c.Slave.EntryOps(ctx, &pb.EntryOpsRequest{Entries: todo})
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("send entry ops: %w", err)
+			}
+			var again []*pb.Entry
+			for i, r := range resp.GetResults() {
+				if r.GetErrno() == 0 {
+					continue
+				}
+				e := todo[i]
+				if attempt >= m.cfg.Retries {
+					g, _ := gfid.FromBytes(e.GetGfid())
+					failed[g] = failure{Kind: "entry", Op: strings.TrimPrefix(e.GetOp().String(), "ENTRY_OP_"),
+						Path: string(e.GetName()), GFID: g.String(), Code: r.GetCode(), Message: r.GetMessage(),
+						Attempts: attempt, At: time.Now()}
+					continue
+				}
+				again = append(again, e)
+			}
+			todo = again
+			if len(todo) > 0 {
+				if err := sleepCtx(ctx, time.Duration(attempt)*200*time.Millisecond); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map[gfid.GFID]failure) error {
+	var items []transfer.Item
+	paths := map[gfid.GFID]string{}
+	for _, d := range data {
+		if _, bad := failed[d.GFID]; bad {
+			continue
+		}
+		items = append(items, transfer.Item{GFID: d.GFID, RelPath: d.RelPath, LinkParent: d.Parent, LinkName: []byte(d.Name)})
+		paths[d.GFID] = d.RelPath
+	}
+	for attempt := 1; len(items) > 0; attempt++ {
+		var results []transfer.Result
+		err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) (err error) {
+			results, _, err = transfer.Send(ctx, c.Slave, m.root, items, transfer.Options{Jobs: m.cfg.SyncJobs, Logger: m.log})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("send file data: %w", err)
+		}
+		var again []transfer.Item
+		for i, r := range results {
+			if r.Err == nil {
+				continue
+			}
+			it := items[i]
+			if errors.Is(r.Err, os.ErrNotExist) && !r.Retryable() {
+				// Removed since the scan: the next batch deletes it.
+				continue
+			}
+			if attempt >= m.cfg.Retries && !errors.Is(r.Err, transfer.ErrChanged) || attempt >= 4*m.cfg.Retries {
+				failed[it.GFID] = failure{Kind: "data", Op: "DATA", Path: paths[it.GFID], GFID: it.GFID.String(),
+					Code: errCode(r.Err), Message: r.Err.Error(), Attempts: attempt, At: time.Now()}
+				continue
+			}
+			again = append(again, it)
+		}
+		items = again
+		if len(items) > 0 {
+			if err := sleepCtx(ctx, time.Duration(attempt)*100*time.Millisecond); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed map[gfid.GFID]failure) error {
+	for start := 0; start < len(meta); start += batchSize {
+		var todo []*pb.MetaEntry
+		for _, e := range meta[start:min(start+batchSize, len(meta))] {
+			if g, err := gfid.FromBytes(e.GetGfid()); err == nil {
+				if _, bad := failed[g]; bad {
+					continue
+				}
+			}
+			todo = append(todo, e)
+		}
+		for attempt := 1; len(todo) > 0; attempt++ {
+			var resp *pb.MetaOpsResponse
+			err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) (err error) {
+				resp, err = c.Slave.MetaOps(ctx, &pb.MetaOpsRequest{Entries: todo})
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("send meta ops: %w", err)
+			}
+			var again []*pb.MetaEntry
+			for i, r := range resp.GetResults() {
+				if r.GetErrno() == 0 {
+					continue
+				}
+				if attempt >= m.cfg.Retries {
+					g, _ := gfid.FromBytes(todo[i].GetGfid())
+					failed[g] = failure{Kind: "meta", Op: "SETATTR", GFID: g.String(), Code: r.GetCode(),
+						Message: r.GetMessage(), Attempts: attempt, At: time.Now()}
+					continue
+				}
+				again = append(again, todo[i])
+			}
+			todo = again
+			if len(todo) > 0 {
+				if err := sleepCtx(ctx, time.Duration(attempt)*200*time.Millisecond); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// commit makes what the slave applied durable there (its SetStime syncs
+// the slave filesystem first), then records in one index transaction what
+// the slave now holds — every change except those of items given up on,
+// which stay different so the next crawl tries them again — and the new
+// stime. In that order, a crash between the two re-sends idempotent work
+// instead of believing in changes a slave crash could have lost.
+//
+// An item given up on holds the stime back: stime never passes work the
+// slave does not have (gsyncd moved on and lost it silently). The lag then
+// grows in the status until a later crawl gets the item through.
+func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]failure, cutAt time.Time) error {
+	m.mu.Lock()
+	stime := m.st.LastSynced
+	m.mu.Unlock()
+	if len(failed) == 0 {
+		stime = cutAt
+	}
+	if !stime.IsZero() {
+		err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) error {
+			_, err := c.Slave.SetStime(ctx, &pb.SetStimeRequest{MasterUuid: m.id.Bytes(),
+				Stime: &pb.Timestamp{Sec: stime.Unix(), Nsec: uint32(stime.Nanosecond())}})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("record stime on the slave: %w", err)
+		}
+	}
+	err := m.db.Update(func(tx *index.Tx) error {
+		kept := *p
+		kept.Changes = nil
+		for _, c := range p.Changes {
+			g := gfid.GFID{}
+			if c.Object != nil {
+				g = c.Object.GFID
+			} else if o, ok, err := tx.Get(c.Key); err != nil {
+				return err
+			} else if ok {
+				g = o.GFID
+			}
+			if f, bad := failed[g]; bad {
+				if err := tx.RecordFailure(g, f.Message); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := tx.ClearFailure(g); err != nil {
+				return err
+			}
+			kept.Changes = append(kept.Changes, c)
+		}
+		if err := kept.Commit(tx); err != nil {
+			return err
+		}
+		if stime.IsZero() {
+			return nil
+		}
+		return tx.SetStime(stime.UnixNano())
+	})
+	if err != nil {
+		return fmt.Errorf("commit the index: %w", err)
+	}
+	var recent []failure
+	for _, f := range failed {
+		recent = append(recent, f)
+	}
+	m.publish(func(s *status.Status) {
+		s.LastSynced = stime
+		s.Pending = status.Pending{}
+		if len(failed) == 0 {
+			s.OldestPending = time.Time{}
+		}
+		s.Failures += int64(len(failed))
+		if len(recent) > 0 {
+			s.RecentFailures = append(recent, s.RecentFailures...)
+			if len(s.RecentFailures) > 50 {
+				s.RecentFailures = s.RecentFailures[:50]
+			}
+		}
+		if s.State != status.Faulty {
+			s.State = status.Active
+		}
+	})
+	return nil
+}
+
+// publish applies change to the status and writes it out.
+func (m *master) publish(change func(*status.Status)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if change != nil {
+		change(&m.st)
+	}
+	m.st.Updated = time.Now()
+	if err := status.Write(m.cfg.StateDir, &m.st); err != nil {
+		m.log.Warn("cannot write the session status", "err", err)
+	}
+}
+
+// masterID is this master's volume uuid, made once per state directory.
+func masterID(dir string) (gfid.GFID, error) {
+	p := filepath.Join(dir, "master-id")
+	if b, err := os.ReadFile(p); err == nil {
+		return gfid.Parse(strings.TrimSpace(string(b)))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return gfid.GFID{}, fmt.Errorf("read master id: %w", err)
+	}
+	g := gfid.New()
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(g.String()+"\n"), 0o600); err != nil {
+		return gfid.GFID{}, fmt.Errorf("write master id: %w", err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return gfid.GFID{}, fmt.Errorf("write master id: %w", err)
+	}
+	return g, nil
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "localhost"
+	}
+	return h
+}
+
+func errCode(err error) string {
+	var re *transfer.RemoteError
+	if errors.As(err, &re) {
+		return re.Code
+	}
+	if errors.Is(err, transfer.ErrChanged) {
+		return "ECHANGED"
+	}
+	return "EIO"
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
