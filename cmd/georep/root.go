@@ -29,10 +29,10 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		Long: `georep replicates a file tree (the master) to a tree on another host (the
 slave), continuously and one way, as GlusterFS geo-replication (gsyncd) did.
 
-This build provides the slave side: "georep slave --stdio" serves the
-georep.v1 Slave gRPC API over its stdin/stdout, for a master that runs it
-through ssh, and "georep slave --listen" serves it over mutual TLS, with
-certificates from "georep certs".`,
+"georep master" replicates a tree to a slave and "georep status" shows how
+far it got. "georep slave --stdio" serves the georep.v1 Slave gRPC API over
+its stdin/stdout, for a master that runs it through ssh, and "georep slave
+--listen" serves it over mutual TLS, with certificates from "georep certs".`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
