@@ -36,7 +36,7 @@ unit:
 
 ## fuzz: the backend's entry-op fuzzer for FUZZTIME
 fuzz:
-	$(GO) test ./server/backend -run '^$$' -fuzz FuzzEntryOps -fuzztime $(FUZZTIME)
+	$(GO) test ./server/backend -run '^$$' -fuzz FuzzEntryOps -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 
 ## lint: gofmt, go vet and buf lint must all be clean
 lint:
