@@ -170,6 +170,10 @@ func TestInodeAndGFIDs(t *testing.T) {
 		}
 	}
 	before := Inode(t, filepath.Join(root, "d/f"))
+	all, err := Inodes(root, Options{})
+	if err != nil || len(all) != 3 || all["d/f"] != before {
+		t.Errorf("Inodes = %v, %v; want 3 paths with d/f at %d", all, err, before)
+	}
 	must(t, os.Rename(filepath.Join(root, "d/f"), filepath.Join(root, "g")))
 	if after := Inode(t, filepath.Join(root, "g")); after != before {
 		t.Errorf("inode after rename %d, want %d", after, before)
