@@ -29,6 +29,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/georep/georep/internal/gfid"
@@ -212,11 +213,11 @@ func (d *DB) Update(fn func(*Tx) error) error {
 
 // Ctime returns the indexed ctime of key, for a scanner deciding whether
 // an object's xattrs need reading. It runs its own read transaction, so
-// scan workers may call it concurrently.
+// scan workers may call it concurrently; a crawl that already holds a
+// transaction uses Tx.Ctime instead.
 func (d *DB) Ctime(k Key) (ns int64, known bool, err error) {
 	err = d.View(func(tx *Tx) error {
-		o, ok, err := tx.Get(k)
-		ns, known = o.CtimeNs, ok
+		ns, known, err = tx.Ctime(k)
 		return err
 	})
 	return ns, known, err
@@ -259,6 +260,50 @@ func (t *Tx) Get(k Key) (Object, bool, error) {
 	}
 	return o, true, nil
 }
+
+// Ctime returns the indexed ctime of key k. It reads that one field of the
+// record instead of decoding it all: a crawl asks for every object it sees.
+func (t *Tx) Ctime(k Key) (ns int64, known bool, err error) {
+	v := t.objects.Get([]byte(k))
+	if v == nil {
+		return 0, false, nil
+	}
+	ns, err = ctimeOf(v)
+	if err != nil {
+		return 0, false, fmt.Errorf("index: decode object %x (the index is damaged; move it aside to rebuild it with a full crawl): %w", []byte(k), err)
+	}
+	return ns, true, nil
+}
+
+// ctimeOf reads ctime_ns from an encoded statev1.Object (the last value
+// wins, as proto.Unmarshal has it; absent means 0).
+func ctimeOf(v []byte) (int64, error) {
+	var ns int64
+	for len(v) > 0 {
+		num, typ, n := protowire.ConsumeTag(v)
+		if n < 0 {
+			return 0, protowire.ParseError(n)
+		}
+		v = v[n:]
+		if num == ctimeField && typ == protowire.VarintType {
+			x, n := protowire.ConsumeVarint(v)
+			if n < 0 {
+				return 0, protowire.ParseError(n)
+			}
+			ns, v = int64(x), v[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, v)
+		if n < 0 {
+			return 0, protowire.ParseError(n)
+		}
+		v = v[n:]
+	}
+	return ns, nil
+}
+
+// ctimeField is statev1.Object's ctime_ns field number.
+const ctimeField = 8
 
 // ByGFID returns the key of the object with GFID g.
 func (t *Tx) ByGFID(g gfid.GFID) (Key, bool) {

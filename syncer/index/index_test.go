@@ -249,3 +249,71 @@ func TestKeyOfFollowsIdentity(t *testing.T) {
 		t.Errorf("KeyOf(missing) = %v, want ENOENT", err)
 	}
 }
+
+// Tx.Ctime reads one field of the record; it must agree with a full decode.
+func TestCtimeAgreesWithGet(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), FileName))
+	big := obj("big", gfid.New(), Link{gfid.Root, "big"})
+	big.CtimeNs, big.Target = 1<<62+12345, []byte("target")
+	neg := obj("neg", gfid.New(), Link{gfid.Root, "neg"})
+	neg.CtimeNs = -5
+	zero := obj("zero", gfid.New())
+	zero.CtimeNs = 0
+	cases := []struct {
+		name    string
+		put     *Object
+		raw     []byte // stored as is instead of put
+		key     Key
+		want    int64
+		known   bool
+		wantErr bool
+	}{
+		{name: "absent", key: "nothing"},
+		{name: "ordinary", put: ptr(obj("a", gfid.New(), Link{gfid.Root, "a"})), key: "a", want: 19, known: true},
+		{name: "large, after other fields", put: &big, key: "big", want: 1<<62 + 12345, known: true},
+		{name: "negative", put: &neg, key: "neg", want: -5, known: true},
+		{name: "zero is not encoded", put: &zero, key: "zero", want: 0, known: true},
+		{name: "damaged", raw: []byte{0x42, 0xff}, key: "bad", wantErr: true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := db.Update(func(tx *Tx) error {
+				if c.put != nil {
+					return tx.Put(*c.put)
+				}
+				if c.raw != nil {
+					return tx.objects.Put([]byte(c.key), c.raw)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ns, known, err := db.Ctime(c.key)
+			if (err != nil) != c.wantErr {
+				t.Fatalf("Ctime(%q) error %v, want error %v", c.key, err, c.wantErr)
+			}
+			if ns != c.want || known != c.known {
+				t.Errorf("Ctime(%q) = %d, %v; want %d, %v", c.key, ns, known, c.want, c.known)
+			}
+			if c.wantErr {
+				return
+			}
+			err = db.View(func(tx *Tx) error {
+				o, ok, err := tx.Get(c.key)
+				if err != nil {
+					return err
+				}
+				if ok != known || o.CtimeNs != ns {
+					t.Errorf("Get(%q) ctime %d, %v; Ctime said %d, %v", c.key, o.CtimeNs, ok, ns, known)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
