@@ -77,6 +77,30 @@ func TestOnceWaves(t *testing.T) {
 	treecmp.Compare(t, s.master, s.slave, treecmp.Options{})
 }
 
+// TestOnceUnderChurn runs --once again and again while changes stream in
+// (each run races the stream), then once more in quiet: that last run must
+// leave the slave equal to the master whatever the earlier runs saw.
+func TestOnceUnderChurn(t *testing.T) {
+	base := t.TempDir()
+	s := newSession(t, filepath.Join(base, "master"), filepath.Join(base, "slave"))
+	smallTree(t, s.master)
+	churn := startChurn(t, filepath.Join(s.master, "churn"), 42, 100)
+	runs := 6
+	if inCI() {
+		runs = 3
+	}
+	for range runs {
+		s.mustOnce(t)
+	}
+	steps, err := churn.stop()
+	if err != nil {
+		t.Fatalf("the change stream failed: %v", err)
+	}
+	t.Logf("%d runs raced %d changes", runs, steps)
+	s.mustOnce(t)
+	treecmp.Compare(t, s.master, s.slave, treecmp.Options{})
+}
+
 // smallTree is a few files and directories: enough for the guard and
 // option tests.
 func smallTree(t *testing.T, root string) {
