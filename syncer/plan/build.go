@@ -69,7 +69,9 @@ func (d *differ) build() error {
 							mkdirOf[o.g] = n
 						} else {
 							g.creates = append(g.creates, n)
-							createOf[o.g] = n
+							if len(seen) > 1 {
+								createOf[o.g] = n // its LINKs wait for it
+							}
 						}
 						placed = append(placed, pending{n: n, dst: sl.link, self: o.key})
 					} else {
@@ -102,8 +104,8 @@ func (d *differ) build() error {
 					n := &node{e: e}
 					if i < len(gone) {
 						e.Op = pb.EntryOp_ENTRY_OP_RENAME
-						e.ParentGfid, e.Name = gone[i].Parent.Bytes(), []byte(gone[i].Name)
-						e.NewParentGfid, e.NewName = l.Parent.Bytes(), []byte(l.Name)
+						e.ParentGfid, e.Name = d.gfidBytes(gone[i].Parent), d.bytes(gone[i].Name)
+						e.NewParentGfid, e.NewName = d.gfidBytes(l.Parent), d.bytes(l.Name)
 						n.rename, n.src = true, gone[i]
 						renameFrom[gone[i]] = n
 						g.renames = append(g.renames, n)
@@ -356,13 +358,58 @@ func ts(ns int64) *pb.Timestamp {
 	return &pb.Timestamp{Sec: ns / 1e9, Nsec: uint32(ns % 1e9)}
 }
 
+// arenaChunk is the size of the blocks the plan's small byte slices (GFIDs,
+// names) are cut from: one allocation per few thousand instead of two or
+// three per object.
+const arenaChunk = 64 << 10
+
+// bytes returns a copy of s in the arena. The copy's capacity ends with it,
+// so an append to it reallocates instead of overwriting its neighbour.
+func (d *differ) bytes(s string) []byte {
+	if len(s) > arenaChunk/8 {
+		return []byte(s)
+	}
+	if len(d.arena)+len(s) > cap(d.arena) {
+		d.arena = make([]byte, 0, arenaChunk)
+	}
+	n := len(d.arena)
+	d.arena = append(d.arena, s...)
+	return d.arena[n:len(d.arena):len(d.arena)]
+}
+
+// gfidBytes returns g's 16 bytes, shared with every other message about
+// a scanned object g.
+func (d *differ) gfidBytes(g gfid.GFID) []byte {
+	if o := d.byGFID[g]; o != nil {
+		return d.objGFID(o)
+	}
+	return d.bytes(string(g[:]))
+}
+
+func (d *differ) objGFID(o *obj) []byte {
+	if o.gb == nil {
+		o.gb = d.bytes(string(o.g[:]))
+	}
+	return o.gb
+}
+
+// times returns o's atime and mtime messages, shared by its entry and meta
+// ops.
+func (d *differ) times(o *obj) (atime, mtime *pb.Timestamp) {
+	if o.atime == nil {
+		o.atime, o.mtime = ts(o.e.Stat.AtimeNs), ts(o.e.Stat.MtimeNs)
+	}
+	return o.atime, o.mtime
+}
+
 // entry is a placing entry for o at l, carrying what the slave needs to
 // (re)create o.
 func (d *differ) entry(o *obj, l index.Link) *pb.Entry {
 	st := o.e.Stat
-	e := &pb.Entry{Gfid: o.g.Bytes(), ParentGfid: l.Parent.Bytes(), Name: []byte(l.Name),
+	atime, mtime := d.times(o)
+	e := &pb.Entry{Gfid: d.objGFID(o), ParentGfid: d.gfidBytes(l.Parent), Name: d.bytes(l.Name),
 		Stat: &pb.Stat{Mode: st.Mode, Uid: st.UID, Gid: st.GID, Rdev: st.Rdev,
-			Atime: ts(st.AtimeNs), Mtime: ts(st.MtimeNs)}}
+			Atime: atime, Mtime: mtime}}
 	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
 		e.LinkTarget = o.e.Target
 	}
@@ -376,12 +423,16 @@ func (d *differ) metaAndData(o *obj, links []index.Link, linksChanged bool) {
 	rec := index.Object{
 		Key: o.key, GFID: o.g, Mode: st.Mode, UID: st.UID, GID: st.GID, Rdev: st.Rdev, Size: st.Size,
 		MtimeNs: st.MtimeNs, CtimeNs: st.CtimeNs, Ino: st.Ino, Dev: st.Dev, Target: o.e.Target,
-		XattrDigest: o.old.XattrDigest, Links: links,
+		Links: links,
 	}
+	old := &index.Object{}
+	if o.known {
+		old = o.old
+	}
+	rec.XattrDigest = old.XattrDigest
 	if o.e.XattrsRead {
 		rec.XattrDigest = o.e.XattrDigest
 	}
-	old := o.old
 	xattrsChanged := o.e.XattrsRead && (!o.known || o.e.XattrDigest != old.XattrDigest)
 	metaChanged := !o.known || st.Mode != old.Mode || st.UID != old.UID || st.GID != old.GID ||
 		st.MtimeNs != old.MtimeNs || xattrsChanged
@@ -408,7 +459,8 @@ func (d *differ) metaAndData(o *obj, links []index.Link, linksChanged bool) {
 		d.p.Data = append(d.p.Data, DataItem{GFID: o.g, RelPath: path, Size: st.Size, Parent: l.Parent, Name: l.Name})
 	}
 	if metaChanged {
-		m := &pb.MetaEntry{Gfid: o.g.Bytes(), Atime: ts(st.AtimeNs), Mtime: ts(st.MtimeNs)}
+		atime, mtime := d.times(o)
+		m := &pb.MetaEntry{Gfid: d.objGFID(o), Atime: atime, Mtime: mtime}
 		mode, uid, gid := st.Mode&0o7777, st.UID, st.GID
 		m.Uid, m.Gid = &uid, &gid
 		if typ != unix.S_IFLNK {
@@ -422,12 +474,13 @@ func (d *differ) metaAndData(o *obj, links []index.Link, linksChanged bool) {
 		}
 		d.p.Meta = append(d.p.Meta, m)
 	}
-	if !o.known || !sameRecord(old, rec) {
-		d.p.Changes = append(d.p.Changes, Change{Object: &rec})
+	if !o.known || !sameRecord(old, &rec) {
+		r := rec // on the heap only when kept
+		d.p.Changes = append(d.p.Changes, Change{Object: &r})
 	}
 }
 
-func sameRecord(a, b index.Object) bool {
+func sameRecord(a, b *index.Object) bool {
 	return a.GFID == b.GFID && a.Mode == b.Mode && a.UID == b.UID && a.GID == b.GID && a.Rdev == b.Rdev &&
 		a.Size == b.Size && a.MtimeNs == b.MtimeNs && a.CtimeNs == b.CtimeNs && a.Ino == b.Ino &&
 		a.Dev == b.Dev && string(a.Target) == string(b.Target) && a.XattrDigest == b.XattrDigest &&

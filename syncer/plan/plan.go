@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -94,28 +95,48 @@ func (p *Plan) Commit(tx *index.Tx) error {
 
 // Crawl scans dirs beneath rootDir and diffs the result against db: the
 // Hybrid Crawl. Xattrs are read only where the ctime moved since the index.
+//
+// The scan and the diff share one read transaction (a consistent view of
+// the index, and no transaction per object), and each scanned entry is
+// folded into the diff as it arrives, so the scan's entries are not all
+// held at once.
 func Crawl(ctx context.Context, db *index.DB, rootDir string, dirs []scan.Dirty, sopts scan.Options, opts Options) (*Plan, error) {
-	if sopts.Known == nil {
-		sopts.Known = db.Ctime
-	}
-	if sopts.Descend == nil {
-		sopts.Descend = func(e *scan.Entry) bool {
-			_, known, err := db.Ctime(e.Key)
-			return err != nil || !known
-		}
-	}
-	var entries []*scan.Entry
-	sum, err := scan.Scan(ctx, rootDir, dirs, sopts, func(e *scan.Entry) error {
-		entries = append(entries, e)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
 	var p *Plan
-	err = db.View(func(tx *index.Tx) error {
-		var err error
-		p, err = Diff(tx, rootDir, entries, sum, opts)
+	err := db.View(func(tx *index.Tx) error {
+		// Scan workers ask concurrently; a bbolt transaction is not
+		// documented as safe for concurrent use, so they take turns (a
+		// lookup is short beside the syscalls around it). The consumer's
+		// lookups (d.add) take the same lock.
+		var mu sync.Mutex
+		if sopts.Known == nil {
+			sopts.Known = func(k index.Key) (int64, bool, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				return tx.Ctime(k)
+			}
+		}
+		if sopts.Descend == nil {
+			sopts.Descend = func(e *scan.Entry) bool {
+				mu.Lock()
+				defer mu.Unlock()
+				_, known, err := tx.Ctime(e.Key)
+				return err != nil || !known
+			}
+		}
+		d, err := newDiffer(tx, rootDir, opts)
+		if err != nil {
+			return err
+		}
+		defer d.root.Close()
+		sum, err := scan.Scan(ctx, rootDir, dirs, sopts, func(e *scan.Entry) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return d.add(e)
+		})
+		if err != nil {
+			return err
+		}
+		p, err = d.finish(sum)
 		return err
 	})
 	return p, err
@@ -126,14 +147,38 @@ type seenLink struct {
 	path string
 }
 
+// attrs is what the diff keeps of an object's first sighting: the scan's
+// entry itself is let go once added.
+type attrs struct {
+	Stat        scan.Stat
+	Path        string
+	Target      []byte
+	XattrsRead  bool
+	XattrDigest uint64
+	Xattrs      []scan.Xattr
+}
+
 // obj is one object seen by the scan.
 type obj struct {
 	key   index.Key
-	e     *scan.Entry // attributes (the first sighting)
+	e     attrs // the first sighting
 	seen  []seenLink
-	old   index.Object
+	old   *index.Object // the index's record; nil unless known
 	known bool
 	g     gfid.GFID
+	// The object's GFID and times as the plan's messages carry them, made
+	// once and shared by its entry and meta ops (read-only once built).
+	gb           []byte
+	atime, mtime *pb.Timestamp
+}
+
+// sighting is one scanned name of an object, resolved to a Link once the
+// scan is over (its directory may be scanned after it).
+type sighting struct {
+	o         *obj
+	parentKey index.Key
+	path      string
+	name      string
 }
 
 type differ struct {
@@ -145,36 +190,64 @@ type differ struct {
 	objs    map[index.Key]*obj
 	order   []*obj // scan order, for determinism
 	byGFID  map[gfid.GFID]*obj
+	used    map[gfid.GFID]bool
 	seenAt  map[index.Link]index.Key
 	paths   map[gfid.GFID]string // index paths, memoised
 	deleted map[index.Key]*index.Object
 	unlinks []unlinkOp
 	p       *Plan
+
+	rootOld   index.Key
+	rootKnown bool
+	sightings []sighting
+	arena     []byte // backs the plan's small byte slices
 }
 
 // Diff compares scanned entries (with the scan's summary) with the index.
 func Diff(tx *index.Tx, rootDir string, entries []*scan.Entry, sum scan.Summary, opts Options) (*Plan, error) {
+	d, err := newDiffer(tx, rootDir, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer d.root.Close()
+	for _, e := range entries {
+		if err := d.add(e); err != nil {
+			return nil, err
+		}
+	}
+	return d.finish(sum)
+}
+
+func newDiffer(tx *index.Tx, rootDir string, opts Options) (*differ, error) {
 	root, err := dirfd.Open(rootDir)
 	if err != nil {
 		return nil, fmt.Errorf("open master root: %w", err)
 	}
-	defer root.Close()
 	d := &differ{
-		tx: tx, root: root, sum: sum, opts: opts,
+		tx: tx, root: root, opts: opts,
 		objs:    map[index.Key]*obj{},
 		byGFID:  map[gfid.GFID]*obj{},
+		used:    map[gfid.GFID]bool{},
 		seenAt:  map[index.Link]index.Key{},
 		paths:   map[gfid.GFID]string{gfid.Root: "."},
 		deleted: map[index.Key]*index.Object{},
 		p:       &Plan{},
 	}
 	if d.p.RootID, err = index.RootIDOf(root.Fd()); err != nil {
+		root.Close()
 		return nil, err
 	}
+	d.rootOld, d.rootKnown = tx.ByGFID(gfid.Root)
+	return d, nil
+}
+
+// finish diffs what was added against the index.
+func (d *differ) finish(sum scan.Summary) (*Plan, error) {
+	d.sum = sum
 	if err := d.guardRoot(); err != nil {
 		return nil, err
 	}
-	if err := d.collect(entries); err != nil {
+	if err := d.link(); err != nil {
 		return nil, err
 	}
 	if err := d.guardEmpty(); err != nil {
@@ -219,64 +292,75 @@ func (d *differ) guardEmpty() error {
 	return fmt.Errorf("the master root is empty but %d objects were replicated from it (an unmounted volume?); confirm with --allow-mass-delete if they were really deleted: %w", n, ErrGuard)
 }
 
-// collect groups the entries by object and gives each its GFID.
-func (d *differ) collect(entries []*scan.Entry) error {
-	var err error
-	rootOld, rootKnown := d.tx.ByGFID(gfid.Root)
-	for _, e := range entries {
-		o := d.objs[e.Key]
-		if o == nil {
-			o = &obj{key: e.Key, e: e}
-			if o.old, o.known, err = d.tx.Get(e.Key); err != nil {
-				return err
-			}
-			d.objs[e.Key] = o
-			d.order = append(d.order, o)
+// add groups an entry with the other sightings of its object and gives a
+// newly seen object its GFID: the index's, else the object's GFID xattr (a
+// cascaded slave tree) unless another object already has it, else a new
+// one. Entries come in scan order.
+func (d *differ) add(e *scan.Entry) error {
+	o := d.objs[e.Key]
+	if o == nil {
+		o = &obj{key: e.Key, e: attrs{Stat: e.Stat, Path: e.Path, Target: e.Target,
+			XattrsRead: e.XattrsRead, XattrDigest: e.XattrDigest, Xattrs: e.Xattrs}}
+		old, known, err := d.tx.Get(e.Key)
+		if err != nil {
+			return err
 		}
-		if e.Path == "." {
-			d.rootKey = e.Key
-			o.g = gfid.Root
-			if rootKnown && rootOld != e.Key {
-				// The root directory itself was replaced (same fs and
-				// inode checks passed, or were overridden): re-key it.
-				d.p.Changes = append(d.p.Changes, Change{Key: rootOld})
-			}
+		if known {
+			o.old, o.known = &old, true
 		}
-	}
-	// GFIDs: the index's, else the object's GFID xattr (a cascaded slave
-	// tree) unless another object already has it, else a new one.
-	used := map[gfid.GFID]bool{}
-	for _, o := range d.order {
+		d.objs[e.Key] = o
+		d.order = append(d.order, o)
 		switch {
-		case o.g == gfid.Root:
+		case e.Path == ".":
+			o.g = gfid.Root
 		case o.known:
 			o.g = o.old.GFID
 		default:
-			g := o.e.GFID
-			if k, taken := d.tx.ByGFID(g); g.IsZero() || g == gfid.Root || used[g] || (taken && k != o.key) {
+			g := e.GFID
+			if k, taken := d.tx.ByGFID(g); g.IsZero() || g == gfid.Root || d.used[g] || (taken && k != o.key) {
 				g = gfid.New()
 			}
 			o.g = g
 		}
-		used[o.g] = true
+		d.used[o.g] = true
 		d.byGFID[o.g] = o
 	}
-	for _, e := range entries {
-		if e.Path == "." {
-			continue
+	if e.Path == "." {
+		d.rootKey = e.Key
+		if o.g != gfid.Root {
+			// Seen under another name first: it is the root all the same.
+			delete(d.byGFID, o.g)
+			o.g = gfid.Root
+			d.used[o.g] = true
+			d.byGFID[o.g] = o
 		}
-		pg, ok := d.gfidOfKey(e.ParentKey)
+		if d.rootKnown && d.rootOld != e.Key {
+			// The root directory itself was replaced (same fs and
+			// inode checks passed, or were overridden): re-key it.
+			d.p.Changes = append(d.p.Changes, Change{Key: d.rootOld})
+		}
+		return nil
+	}
+	d.sightings = append(d.sightings, sighting{o: o, parentKey: e.ParentKey, path: e.Path, name: e.Name})
+	return nil
+}
+
+// link resolves the sightings into links, now that every scanned
+// directory has its GFID.
+func (d *differ) link() error {
+	for _, s := range d.sightings {
+		pg, ok := d.gfidOfKey(s.parentKey)
 		if !ok {
-			return fmt.Errorf("directory of %s is neither scanned nor indexed: scan its parent directory: %w", e.Path, unix.ENOENT)
+			return fmt.Errorf("directory of %s is neither scanned nor indexed: scan its parent directory: %w", s.path, unix.ENOENT)
 		}
-		l := index.Link{Parent: pg, Name: e.Name}
+		l := index.Link{Parent: pg, Name: s.name}
 		if _, dup := d.seenAt[l]; dup {
 			continue
 		}
-		d.seenAt[l] = e.Key
-		o := d.objs[e.Key]
-		o.seen = append(o.seen, seenLink{link: l, path: e.Path})
+		d.seenAt[l] = s.o.key
+		s.o.seen = append(s.o.seen, seenLink{link: l, path: s.path})
 	}
+	d.sightings = nil
 	return nil
 }
 
