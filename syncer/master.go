@@ -183,9 +183,20 @@ func (m *master) onSessionState(st client.State, err error) {
 
 func (m *master) runOnce(ctx context.Context) error {
 	start := time.Now()
-	failed, err := m.crawl(ctx, scan.All, status.HybridCrawl, start)
+	failed, deferrals, err := m.crawl(ctx, scan.All, status.HybridCrawl, start)
+	// Data that moved while it was being sent is found again by another
+	// pass; a tree that never stops moving is reported, not chased forever.
+	for pass := 2; err == nil && deferrals > 0 && pass <= 5; pass++ {
+		m.log.Info("files moved during the crawl; crawling again", "files", deferrals, "pass", pass)
+		var f int
+		f, deferrals, err = m.crawl(ctx, scan.All, status.HybridCrawl, time.Now())
+		failed += f
+	}
 	if err != nil {
 		return err
+	}
+	if deferrals > 0 {
+		failed += deferrals
 	}
 	if failed > 0 {
 		return fmt.Errorf("%w: %d item(s) failed after %d attempts; see georep status --state %s --detail",
@@ -198,7 +209,7 @@ func (m *master) runOnce(ctx context.Context) error {
 func (m *master) runXsync(ctx context.Context) error {
 	for {
 		start := time.Now()
-		if _, err := m.crawl(ctx, scan.All, status.HybridCrawl, start); err != nil {
+		if _, _, err := m.crawl(ctx, scan.All, status.HybridCrawl, start); err != nil {
 			return err
 		}
 		select {
@@ -218,27 +229,29 @@ func (m *master) runChangelog(ctx context.Context) error {
 	defer cl.Close()
 	// The detector watches from Open: whatever changes during the first
 	// Hybrid Crawl is also in the journal.
-	start := time.Now()
-	if _, err := m.crawl(ctx, scan.All, status.HybridCrawl, start); err != nil {
+	var retry retryTimer
+	failed, deferrals, err := m.crawl(ctx, scan.All, status.HybridCrawl, time.Now())
+	if err != nil {
 		return err
 	}
+	retry.after(failed, deferrals)
+	m.publish(func(s *status.Status) { s.Crawl = status.ChangelogCrawl })
 	clCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	runErr := make(chan error, 1)
 	go func() { runErr <- cl.Run(clCtx) }()
 	defer func() { stop(); <-runErr }()
 
-	var retry retryTimer
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-retry.C():
-			failed, err := m.crawl(ctx, scan.All, status.HybridCrawl, time.Now())
+			failed, deferrals, err := m.crawl(ctx, scan.All, status.HybridCrawl, time.Now())
 			if err != nil {
 				return err
 			}
-			retry.after(failed)
+			retry.after(failed, deferrals)
 		case err := <-runErr:
 			runErr <- err
 			if ctx.Err() != nil {
@@ -257,12 +270,12 @@ func (m *master) runChangelog(ctx context.Context) error {
 			} else if dirs, err = m.dirtyPaths(b.Dirty); err != nil {
 				return err
 			}
-			failed, err := m.crawl(ctx, dirs, crawl, b.CutAt)
+			failed, deferrals, err := m.crawl(ctx, dirs, crawl, b.CutAt)
 			if err != nil {
 				return err
 			}
-			if failed > 0 {
-				retry.after(failed)
+			if failed+deferrals > 0 {
+				retry.after(failed, deferrals)
 			}
 			if err := cl.Ack(b.Last); err != nil {
 				return fmt.Errorf("acknowledge journal records up to %d: %w", b.Last, err)
@@ -271,8 +284,9 @@ func (m *master) runChangelog(ctx context.Context) error {
 	}
 }
 
-// retryTimer schedules a Hybrid Crawl after a batch gave items up, with
-// a backoff that doubles up to five minutes while they keep failing.
+// retryTimer schedules a Hybrid Crawl after a batch left items behind:
+// soon for deferred data (a file that moved), with a backoff that doubles
+// up to five minutes while items keep failing.
 type retryTimer struct {
 	wait time.Duration
 	c    <-chan time.Time
@@ -280,12 +294,16 @@ type retryTimer struct {
 
 func (r *retryTimer) C() <-chan time.Time { return r.c }
 
-func (r *retryTimer) after(failed int) {
-	if failed == 0 {
+func (r *retryTimer) after(failed, deferrals int) {
+	switch {
+	case failed > 0:
+		r.wait = min(max(2*r.wait, 5*time.Second), 5*time.Minute)
+	case deferrals > 0:
+		r.wait = time.Second
+	default:
 		r.wait, r.c = 0, nil
 		return
 	}
-	r.wait = min(max(2*r.wait, 5*time.Second), 5*time.Minute)
 	r.c = time.After(r.wait)
 }
 
@@ -307,9 +325,15 @@ func (m *master) dirtyPaths(set changelog.DirtySet) ([]scan.Dirty, error) {
 	}
 	err := m.db.View(func(tx *index.Tx) error {
 		for key, d := range set {
-			p, ok := pathOf(tx, key)
-			if !ok {
-				p = d.Rel
+			// The detector resolved the directory's path when the change
+			// happened; the index only knows where it was at the last
+			// commit, which is wrong for a directory renamed in this
+			// very batch.
+			p := d.Rel
+			if p == "" {
+				if ip, ok := pathOf(tx, key); ok {
+					p = ip
+				}
 			}
 			add(p)
 			if d.Self && p != "." && p != "" {
@@ -351,7 +375,7 @@ func pathOf(tx *index.Tx, key index.Key) (string, bool) {
 
 // crawl scans dirs, applies what changed and commits it with stime cutAt.
 // It returns how many items were given up on.
-func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Crawl, cutAt time.Time) (int, error) {
+func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Crawl, cutAt time.Time) (failures, deferrals int, err error) {
 	m.publish(func(s *status.Status) { s.Crawl = crawl })
 	began := time.Now()
 	p, err := plan.Crawl(ctx, m.db, m.cfg.Root, dirs,
@@ -362,7 +386,7 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 			err = fmt.Errorf("%w; the slave is left as it is: if the master root really was emptied or replaced on purpose, rerun with --allow-mass-delete", err)
 		}
 		m.publish(func(s *status.Status) { s.State = status.Faulty; s.Reason = err.Error() })
-		return 0, err
+		return 0, 0, err
 	}
 	pending := status.Pending{Entry: int64(len(p.Entries)), Data: int64(len(p.Data)), Meta: int64(len(p.Meta))}
 	m.publish(func(s *status.Status) {
@@ -373,20 +397,39 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 	})
 	failed, err := m.apply(ctx, p)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := m.commit(ctx, p, failed, cutAt); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
+	failures, deferrals = counts(failed)
 	if !p.Empty() {
 		m.log.Info("batch applied", "crawl", string(crawl), "entries", len(p.Entries), "data", len(p.Data),
-			"meta", len(p.Meta), "failed", len(failed), "took", time.Since(began).Round(time.Millisecond))
+			"meta", len(p.Meta), "failed", failures, "deferred", deferrals, "took", time.Since(began).Round(time.Millisecond))
 	}
-	return len(failed), nil
+	return failures, deferrals, nil
 }
 
-// failure is an item given up on, by GFID.
+// failure is an item not applied in a batch, by GFID: given up on after
+// its retries, or (Kind deferred) left for the next crawl.
 type failure = status.Failure
+
+// deferred marks data that could not be read where the scan saw it (the
+// file moved or went away, or never stopped changing): the next crawl
+// sends it; it is no failure.
+const deferred = "deferred"
+
+// counts splits a batch's unapplied items into failures and deferrals.
+func counts(failed map[gfid.GFID]failure) (failures, deferrals int) {
+	for _, f := range failed {
+		if f.Kind == deferred {
+			deferrals++
+		} else {
+			failures++
+		}
+	}
+	return failures, deferrals
+}
 
 // apply sends p's entries, data and meta, retrying failing items, and
 // returns the GFIDs given up on.
@@ -467,11 +510,15 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 				continue
 			}
 			it := items[i]
-			if errors.Is(r.Err, os.ErrNotExist) && !r.Retryable() {
-				// Removed since the scan: the next batch deletes it.
+			if errors.Is(r.Err, os.ErrNotExist) && !r.Retryable() || errors.Is(r.Err, transfer.ErrChanged) && attempt >= 4*m.cfg.Retries {
+				// Moved or removed since the scan, or written to without
+				// pause: not a failure, but not on the slave either. The
+				// next crawl (which sees the move or removal) sends it.
+				failed[it.GFID] = failure{Kind: deferred, Op: "DATA", Path: paths[it.GFID], GFID: it.GFID.String(),
+					Code: errCode(r.Err), Message: r.Err.Error(), Attempts: attempt, At: time.Now()}
 				continue
 			}
-			if attempt >= m.cfg.Retries && !errors.Is(r.Err, transfer.ErrChanged) || attempt >= 4*m.cfg.Retries {
+			if attempt >= m.cfg.Retries && !errors.Is(r.Err, transfer.ErrChanged) {
 				failed[it.GFID] = failure{Kind: "data", Op: "DATA", Path: paths[it.GFID], GFID: it.GFID.String(),
 					Code: errCode(r.Err), Message: r.Err.Error(), Attempts: attempt, At: time.Now()}
 				continue
@@ -572,9 +619,23 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 				g = o.GFID
 			}
 			if f, bad := failed[g]; bad {
-				if err := tx.RecordFailure(g, f.Message); err != nil {
-					return err
+				if f.Kind != deferred {
+					if err := tx.RecordFailure(g, f.Message); err != nil {
+						return err
+					}
 				}
+				if f.Kind == "entry" || c.Object == nil {
+					// The slave did not take the namespace change: keep
+					// the old record so the next crawl plans it again.
+					continue
+				}
+				// The entry went through but not the data or attributes:
+				// record the object (the slave has it, by this GFID, at
+				// these names) with times no file has, so the next crawl
+				// sends its data and attributes again.
+				o := *c.Object
+				o.MtimeNs, o.CtimeNs = -1, -1
+				kept.Changes = append(kept.Changes, plan.Change{Key: c.Key, Object: &o})
 				continue
 			}
 			if err := tx.ClearFailure(g); err != nil {
@@ -595,7 +656,9 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 	}
 	var recent []failure
 	for _, f := range failed {
-		recent = append(recent, f)
+		if f.Kind != deferred {
+			recent = append(recent, f)
+		}
 	}
 	m.publish(func(s *status.Status) {
 		s.LastSynced = stime
@@ -603,7 +666,7 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 		if len(failed) == 0 {
 			s.OldestPending = time.Time{}
 		}
-		s.Failures += int64(len(failed))
+		s.Failures += int64(len(recent))
 		if len(recent) > 0 {
 			s.RecentFailures = append(recent, s.RecentFailures...)
 			if len(s.RecentFailures) > 50 {
