@@ -30,6 +30,10 @@ type node struct {
 	out    []int // nodes waiting for this one
 	vacate []int // of out: those waiting for it to leave its source name
 	done   bool
+	// What its dependencies are found from.
+	dst        index.Link // the name it places
+	needCreate gfid.GFID  // LINK of a new object: the object's CREATE
+	self       index.Key  // the object placed
 }
 
 type graph struct {
@@ -42,28 +46,38 @@ func (d *differ) build() error {
 	mkdirOf := map[gfid.GFID]*node{}
 	createOf := map[gfid.GFID]*node{}
 	renameFrom := map[index.Link]*node{}
-	type pending struct {
-		n          *node
-		dst        index.Link
-		needCreate gfid.GFID
-		self       index.Key
-	}
-	var placed []pending
 
-	for _, o := range d.order {
+	// From here on, objects are found by GFID, and only directories are:
+	// the rest is let go as soon as its work is planned.
+	d.objs = nil
+	dirs := map[gfid.GFID]*obj{}
+	for g, o := range d.byGFID {
+		if o.e.Stat.IsDir() {
+			dirs[g] = o
+		}
+	}
+	d.byGFID = dirs
+
+	for i, o := range d.order {
+		d.order[i] = nil
+		var m msgs
 		st := o.e.Stat
 		typ := st.Mode & unix.S_IFMT
 		linksChanged := false
 		var final []index.Link
 		if o.g != gfid.Root {
-			seen := slices.Clone(o.seen)
-			slices.SortFunc(seen, func(a, b seenLink) int { return strings.Compare(a.path, b.path) })
+			seen := o.seen
+			if len(seen) > 1 {
+				// Sorted by path, while o.seen keeps scan order.
+				seen = slices.Clone(seen)
+				slices.SortFunc(seen, func(a, b seenLink) int { return strings.Compare(a.path, b.path) })
+			}
 			if !o.known {
 				for i, sl := range seen {
-					e := d.entry(o, sl.link)
+					e := d.entry(o, &m, sl.link)
 					if i == 0 {
 						e.Op = createOp(typ)
-						n := &node{e: e}
+						n := &node{e: e, dst: sl.link, self: o.key}
 						if typ == unix.S_IFDIR {
 							g.mkdirs = append(g.mkdirs, n)
 							mkdirOf[o.g] = n
@@ -73,12 +87,9 @@ func (d *differ) build() error {
 								createOf[o.g] = n // its LINKs wait for it
 							}
 						}
-						placed = append(placed, pending{n: n, dst: sl.link, self: o.key})
 					} else {
 						e.Op = pb.EntryOp_ENTRY_OP_LINK
-						n := &node{e: e}
-						g.links = append(g.links, n)
-						placed = append(placed, pending{n: n, dst: sl.link, needCreate: o.g, self: o.key})
+						g.links = append(g.links, &node{e: e, dst: sl.link, needCreate: o.g, self: o.key})
 					}
 					final = append(final, sl.link)
 				}
@@ -100,8 +111,8 @@ func (d *differ) build() error {
 				}
 				linksChanged = len(gone) > 0 || len(added) > 0
 				for i, l := range added {
-					e := d.entry(o, l)
-					n := &node{e: e}
+					e := d.entry(o, &m, l)
+					n := &node{e: e, dst: l, self: o.key}
 					if i < len(gone) {
 						e.Op = pb.EntryOp_ENTRY_OP_RENAME
 						e.ParentGfid, e.Name = d.gfidBytes(gone[i].Parent), d.bytes(gone[i].Name)
@@ -113,14 +124,13 @@ func (d *differ) build() error {
 						e.Op = pb.EntryOp_ENTRY_OP_LINK
 						g.links = append(g.links, n)
 					}
-					placed = append(placed, pending{n: n, dst: l, self: o.key})
 				}
 				for i := len(added); i < len(gone); i++ {
 					d.unlinks = append(d.unlinks, unlinkOp{g: o.g, l: gone[i]})
 				}
 			}
 		}
-		d.metaAndData(o, final, linksChanged)
+		d.metaAndData(o, &m, final, linksChanged)
 	}
 
 	// Order the placing ops' groups: parents' MKDIRs first, then moves,
@@ -145,20 +155,23 @@ func (d *differ) build() error {
 		to.indeg++
 	}
 	var ancestry map[*node][]gfid.GFID
-	for _, pd := range placed {
-		pg, _ := gfid.FromBytes(pd.n.e.GetParentGfid())
-		if pd.n.rename {
-			pg, _ = gfid.FromBytes(pd.n.e.GetNewParentGfid())
+	// Edges are found node by node; the order they are added in does not
+	// change the order sortPlacing emits (it always takes the lowest id
+	// that is free to go).
+	for _, n := range g.nodes {
+		pg, _ := gfid.FromBytes(n.e.GetParentGfid())
+		if n.rename {
+			pg, _ = gfid.FromBytes(n.e.GetNewParentGfid())
 		}
-		edge(mkdirOf[pg], pd.n, false)
-		edge(createOf[pd.needCreate], pd.n, false)
+		edge(mkdirOf[pg], n, false)
+		edge(createOf[n.needCreate], n, false)
 		// The destination name must be free of what is leaving it.
-		y, held := d.tx.Child(pd.dst.Parent, pd.dst.Name)
-		if !held || y == pd.self {
+		y, held := d.tx.Child(n.dst.Parent, n.dst.Name)
+		if !held || y == n.self {
 			continue
 		}
-		if r := renameFrom[pd.dst]; r != nil {
-			edge(r, pd.n, true)
+		if r := renameFrom[n.dst]; r != nil {
+			edge(r, n, true)
 			continue
 		}
 		if yo := d.deleted[y]; yo != nil && yo.IsDir() {
@@ -172,7 +185,7 @@ func (d *differ) build() error {
 			}
 			for _, r := range g.renames {
 				if slices.Contains(ancestry[r], yo.GFID) {
-					edge(r, pd.n, true)
+					edge(r, n, true)
 				}
 			}
 		}
@@ -377,52 +390,64 @@ func (d *differ) bytes(s string) []byte {
 	return d.arena[n:len(d.arena):len(d.arena)]
 }
 
-// gfidBytes returns g's 16 bytes, shared with every other message about
-// a scanned object g.
+// gfidBytes returns g's 16 bytes; a directory's are shared by every
+// message that names it.
 func (d *differ) gfidBytes(g gfid.GFID) []byte {
-	if o := d.byGFID[g]; o != nil {
-		return d.objGFID(o)
+	if b := d.dirGFIDs[g]; b != nil {
+		return b
 	}
-	return d.bytes(string(g[:]))
+	b := d.bytes(string(g[:]))
+	if o := d.byGFID[g]; o != nil && o.e.Stat.IsDir() {
+		if d.dirGFIDs == nil {
+			d.dirGFIDs = map[gfid.GFID][]byte{}
+		}
+		d.dirGFIDs[g] = b
+	}
+	return b
 }
 
-func (d *differ) objGFID(o *obj) []byte {
-	if o.gb == nil {
-		o.gb = d.bytes(string(o.g[:]))
-	}
-	return o.gb
+// msgs are the parts of one object's messages its entry and meta ops share
+// (read-only once built), made on first use.
+type msgs struct {
+	gfid         []byte
+	atime, mtime *pb.Timestamp
 }
 
-// times returns o's atime and mtime messages, shared by its entry and meta
-// ops.
-func (d *differ) times(o *obj) (atime, mtime *pb.Timestamp) {
-	if o.atime == nil {
-		o.atime, o.mtime = ts(o.e.Stat.AtimeNs), ts(o.e.Stat.MtimeNs)
+func (m *msgs) gfidOf(d *differ, o *obj) []byte {
+	if m.gfid == nil {
+		m.gfid = d.gfidBytes(o.g)
 	}
-	return o.atime, o.mtime
+	return m.gfid
+}
+
+func (m *msgs) times(o *obj) (atime, mtime *pb.Timestamp) {
+	if m.atime == nil {
+		m.atime, m.mtime = ts(o.e.Stat.AtimeNs), ts(o.e.Stat.MtimeNs)
+	}
+	return m.atime, m.mtime
 }
 
 // entry is a placing entry for o at l, carrying what the slave needs to
 // (re)create o.
-func (d *differ) entry(o *obj, l index.Link) *pb.Entry {
+func (d *differ) entry(o *obj, m *msgs, l index.Link) *pb.Entry {
 	st := o.e.Stat
-	atime, mtime := d.times(o)
-	e := &pb.Entry{Gfid: d.objGFID(o), ParentGfid: d.gfidBytes(l.Parent), Name: d.bytes(l.Name),
+	atime, mtime := m.times(o)
+	e := &pb.Entry{Gfid: m.gfidOf(d, o), ParentGfid: d.gfidBytes(l.Parent), Name: d.bytes(l.Name),
 		Stat: &pb.Stat{Mode: st.Mode, Uid: st.UID, Gid: st.GID, Rdev: st.Rdev,
 			Atime: atime, Mtime: mtime}}
 	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
-		e.LinkTarget = o.e.Target
+		e.LinkTarget = o.e.Target()
 	}
 	return e
 }
 
 // metaAndData adds o's meta and data work and its index record.
-func (d *differ) metaAndData(o *obj, links []index.Link, linksChanged bool) {
+func (d *differ) metaAndData(o *obj, msg *msgs, links []index.Link, linksChanged bool) {
 	st := o.e.Stat
 	typ := st.Mode & unix.S_IFMT
 	rec := index.Object{
 		Key: o.key, GFID: o.g, Mode: st.Mode, UID: st.UID, GID: st.GID, Rdev: st.Rdev, Size: st.Size,
-		MtimeNs: st.MtimeNs, CtimeNs: st.CtimeNs, Ino: st.Ino, Dev: st.Dev, Target: o.e.Target,
+		MtimeNs: st.MtimeNs, CtimeNs: st.CtimeNs, Ino: st.Ino, Dev: st.Dev, Target: o.e.Target(),
 		Links: links,
 	}
 	old := &index.Object{}
@@ -459,15 +484,15 @@ func (d *differ) metaAndData(o *obj, links []index.Link, linksChanged bool) {
 		d.p.Data = append(d.p.Data, DataItem{GFID: o.g, RelPath: path, Size: st.Size, Parent: l.Parent, Name: l.Name})
 	}
 	if metaChanged {
-		atime, mtime := d.times(o)
-		m := &pb.MetaEntry{Gfid: d.objGFID(o), Atime: atime, Mtime: mtime}
+		atime, mtime := msg.times(o)
+		m := &pb.MetaEntry{Gfid: msg.gfidOf(d, o), Atime: atime, Mtime: mtime}
 		mode, uid, gid := st.Mode&0o7777, st.UID, st.GID
 		m.Uid, m.Gid = &uid, &gid
 		if typ != unix.S_IFLNK {
 			m.Mode = &mode
 			if xattrsChanged {
 				m.ReplaceXattrs = true
-				for _, x := range o.e.Xattrs {
+				for _, x := range o.e.Xattrs() {
 					m.SetXattrs = append(m.SetXattrs, &pb.Xattr{Name: x.Name, Value: x.Value})
 				}
 			}

@@ -152,10 +152,30 @@ type seenLink struct {
 type attrs struct {
 	Stat        scan.Stat
 	Path        string
-	Target      []byte
 	XattrsRead  bool
 	XattrDigest uint64
-	Xattrs      []scan.Xattr
+	more        *moreAttrs // only for the few objects that have any
+}
+
+type moreAttrs struct {
+	target []byte
+	xattrs []scan.Xattr
+}
+
+// Target is the symlink target.
+func (a *attrs) Target() []byte {
+	if a.more == nil {
+		return nil
+	}
+	return a.more.target
+}
+
+// Xattrs are the user xattrs read.
+func (a *attrs) Xattrs() []scan.Xattr {
+	if a.more == nil {
+		return nil
+	}
+	return a.more.xattrs
 }
 
 // obj is one object seen by the scan.
@@ -166,10 +186,6 @@ type obj struct {
 	old   *index.Object // the index's record; nil unless known
 	known bool
 	g     gfid.GFID
-	// The object's GFID and times as the plan's messages carry them, made
-	// once and shared by its entry and meta ops (read-only once built).
-	gb           []byte
-	atime, mtime *pb.Timestamp
 }
 
 // sighting is one scanned name of an object, resolved to a Link once the
@@ -190,7 +206,6 @@ type differ struct {
 	objs    map[index.Key]*obj
 	order   []*obj // scan order, for determinism
 	byGFID  map[gfid.GFID]*obj
-	used    map[gfid.GFID]bool
 	seenAt  map[index.Link]index.Key
 	paths   map[gfid.GFID]string // index paths, memoised
 	deleted map[index.Key]*index.Object
@@ -201,6 +216,7 @@ type differ struct {
 	rootKnown bool
 	sightings []sighting
 	arena     []byte // backs the plan's small byte slices
+	dirGFIDs  map[gfid.GFID][]byte
 }
 
 // Diff compares scanned entries (with the scan's summary) with the index.
@@ -227,7 +243,6 @@ func newDiffer(tx *index.Tx, rootDir string, opts Options) (*differ, error) {
 		tx: tx, root: root, opts: opts,
 		objs:    map[index.Key]*obj{},
 		byGFID:  map[gfid.GFID]*obj{},
-		used:    map[gfid.GFID]bool{},
 		seenAt:  map[index.Link]index.Key{},
 		paths:   map[gfid.GFID]string{gfid.Root: "."},
 		deleted: map[index.Key]*index.Object{},
@@ -299,8 +314,10 @@ func (d *differ) guardEmpty() error {
 func (d *differ) add(e *scan.Entry) error {
 	o := d.objs[e.Key]
 	if o == nil {
-		o = &obj{key: e.Key, e: attrs{Stat: e.Stat, Path: e.Path, Target: e.Target,
-			XattrsRead: e.XattrsRead, XattrDigest: e.XattrDigest, Xattrs: e.Xattrs}}
+		o = &obj{key: e.Key, e: attrs{Stat: e.Stat, Path: e.Path, XattrsRead: e.XattrsRead, XattrDigest: e.XattrDigest}}
+		if e.Target != nil || e.Xattrs != nil {
+			o.e.more = &moreAttrs{target: e.Target, xattrs: e.Xattrs}
+		}
 		old, known, err := d.tx.Get(e.Key)
 		if err != nil {
 			return err
@@ -317,12 +334,11 @@ func (d *differ) add(e *scan.Entry) error {
 			o.g = o.old.GFID
 		default:
 			g := e.GFID
-			if k, taken := d.tx.ByGFID(g); g.IsZero() || g == gfid.Root || d.used[g] || (taken && k != o.key) {
+			if k, taken := d.tx.ByGFID(g); g.IsZero() || g == gfid.Root || d.byGFID[g] != nil || (taken && k != o.key) {
 				g = gfid.New()
 			}
 			o.g = g
 		}
-		d.used[o.g] = true
 		d.byGFID[o.g] = o
 	}
 	if e.Path == "." {
@@ -331,7 +347,6 @@ func (d *differ) add(e *scan.Entry) error {
 			// Seen under another name first: it is the root all the same.
 			delete(d.byGFID, o.g)
 			o.g = gfid.Root
-			d.used[o.g] = true
 			d.byGFID[o.g] = o
 		}
 		if d.rootKnown && d.rootOld != e.Key {
