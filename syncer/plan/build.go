@@ -22,14 +22,13 @@ type unlinkOp struct {
 // node is one placing op (MKDIR, CREATE, SYMLINK, MKNOD, LINK, RENAME) in
 // the dependency graph.
 type node struct {
-	id     int
-	e      *pb.Entry
-	rename bool
-	src    index.Link // RENAME: where the object is now
-	indeg  int
-	out    []int // nodes waiting for this one
-	vacate []int // of out: those waiting for it to leave its source name
-	done   bool
+	id           int
+	e            *pb.Entry
+	rename, done bool
+	src          *index.Link // RENAME: where the object is now
+	indeg        int
+	out          []int // nodes waiting for this one
+	vacate       []int // of out: those waiting for it to leave its source name
 	// What its dependencies are found from.
 	dst        index.Link // the name it places
 	needCreate gfid.GFID  // LINK of a new object: the object's CREATE
@@ -117,7 +116,7 @@ func (d *differ) build() error {
 						e.Op = pb.EntryOp_ENTRY_OP_RENAME
 						e.ParentGfid, e.Name = d.gfidBytes(gone[i].Parent), d.bytes(gone[i].Name)
 						e.NewParentGfid, e.NewName = d.gfidBytes(l.Parent), d.bytes(l.Name)
-						n.rename, n.src = true, gone[i]
+						n.rename, n.src = true, &gone[i]
 						renameFrom[gone[i]] = n
 						g.renames = append(g.renames, n)
 					} else {
@@ -132,6 +131,8 @@ func (d *differ) build() error {
 		}
 		d.metaAndData(o, &m, final, linksChanged)
 	}
+	// Names seen are only asked about while objects are planned.
+	d.seenAt = nil
 
 	// Order the placing ops' groups: parents' MKDIRs first, then moves,
 	// then creations, then extra links; dependencies refine it.
