@@ -12,6 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	grpcstatus "google.golang.org/grpc/status"
+
 	"github.com/georep/georep/client"
 	"github.com/georep/georep/internal/gfid"
 	"github.com/georep/georep/internal/status"
@@ -160,6 +163,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		Logger: log, OnState: m.onSessionState})
 	defer m.sess.Close()
 
+	if err := m.recoverIntents(ctx); err != nil {
+		return err
+	}
 	if cfg.Once {
 		return m.runOnce(ctx)
 	}
@@ -395,6 +401,9 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 			s.OldestPending = cutAt
 		}
 	})
+	if err := m.recordIntents(p); err != nil {
+		return 0, 0, err
+	}
 	failed, err := m.apply(ctx, p)
 	if err != nil {
 		return 0, 0, err
@@ -408,6 +417,116 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 			"meta", len(p.Meta), "failed", failures, "deferred", deferrals, "took", time.Since(began).Round(time.Millisecond))
 	}
 	return failures, deferrals, nil
+}
+
+// recordIntents durably notes, before anything is sent, the objects p
+// creates, moves or links on the slave: a master killed before the commit
+// finds them in recoverIntents.
+func (m *master) recordIntents(p *plan.Plan) error {
+	return m.db.Update(func(tx *index.Tx) error {
+		for _, c := range p.Changes {
+			if c.Object != nil {
+				if err := tx.PutIntent(*c.Object); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// recoverIntents runs before the first crawl. A killed master may have
+// created, moved or linked objects on the slave that its index never
+// learnt of; left so, a later delete on the master would never reach them.
+// For each such object, every name it was meant to have and every name the
+// index knows is checked on the slave, and the names that hold its GFID
+// become its record, with times no file has so that the next crawl sends
+// its data and attributes again (or deletes it, if the master no longer
+// has it).
+func (m *master) recoverIntents(ctx context.Context) error {
+	var intents []index.Object
+	if err := m.db.View(func(tx *index.Tx) (err error) {
+		intents, err = tx.Intents()
+		return err
+	}); err != nil {
+		return fmt.Errorf("read the index's pending creations: %w", err)
+	}
+	if len(intents) == 0 {
+		return nil
+	}
+	// The names the index knows for each intended object, checked too.
+	known := map[index.Key][]index.Link{}
+	if err := m.db.View(func(tx *index.Tx) error {
+		for _, o := range intents {
+			if old, ok, err := tx.Get(o.Key); err != nil {
+				return err
+			} else if ok {
+				known[o.Key] = old.Links
+			}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("read the index: %w", err)
+	}
+	var adopt []index.Object
+	err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) error {
+		adopt = adopt[:0]
+		for _, o := range intents {
+			var kept []index.Link
+			candidates := append(append([]index.Link(nil), o.Links...), known[o.Key]...)
+			seen := map[index.Link]bool{}
+			for _, l := range candidates {
+				if seen[l] {
+					continue
+				}
+				seen[l] = true
+				resp, err := c.Slave.Gfid(ctx, &pb.GfidRequest{ParentGfid: l.Parent.Bytes(), Name: []byte(l.Name)})
+				if grpcstatus.Code(err) == codes.NotFound {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if g, err := gfid.FromBytes(resp.GetGfid()); err == nil && g == o.GFID {
+					kept = append(kept, l)
+				}
+			}
+			if len(kept) > 0 {
+				o.Links = kept
+				poison(&o)
+				adopt = append(adopt, o)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("check the slave for creations of an interrupted batch: %w", err)
+	}
+	err = m.db.Update(func(tx *index.Tx) error {
+		for _, o := range adopt {
+			if k, taken := tx.ByGFID(o.GFID); taken && k != o.Key {
+				continue
+			}
+			if err := tx.Put(o); err != nil {
+				return err
+			}
+		}
+		return tx.ClearIntents()
+	})
+	if err != nil {
+		return fmt.Errorf("adopt creations of an interrupted batch: %w", err)
+	}
+	m.log.Info("recovered an interrupted batch", "intended", len(intents), "on_slave", len(adopt))
+	return nil
+}
+
+// poison gives a record times and an xattr digest no object has, so the
+// next crawl finds it changed and sends its data and all its attributes,
+// xattrs included, again: for an object whose data or attributes may not
+// have reached the slave.
+func poison(o *index.Object) {
+	o.MtimeNs, o.CtimeNs = -1, -1
+	o.XattrDigest ^= 0x9e3779b97f4a7c15
 }
 
 // failure is an item not applied in a batch, by GFID: given up on after
@@ -634,7 +753,7 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 				// these names) with times no file has, so the next crawl
 				// sends its data and attributes again.
 				o := *c.Object
-				o.MtimeNs, o.CtimeNs = -1, -1
+				poison(&o)
 				kept.Changes = append(kept.Changes, plan.Change{Key: c.Key, Object: &o})
 				continue
 			}
@@ -644,6 +763,9 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 			kept.Changes = append(kept.Changes, c)
 		}
 		if err := kept.Commit(tx); err != nil {
+			return err
+		}
+		if err := tx.ClearIntents(); err != nil {
 			return err
 		}
 		if stime.IsZero() {
