@@ -48,7 +48,7 @@ func (c *masterConfig) bindFlags(cmd *cobra.Command) {
 	fs.BoolVar(&c.Once, "once", false, "bring the slave to the master's state as of start-up, then exit (0 when everything synced)")
 	fs.StringVar(&c.SyncMode, "sync-mode", "native", "how file data moves: native (a gRPC stream over the session's connection)")
 	fs.StringVar(&c.Detector, "change-detector", syncer.DetectorChangelog, "how changes are found in continuous mode: changelog (fanotify/inotify, live) or xsync (a full Hybrid Crawl per --change-interval)")
-	fs.DurationVar(&c.ChangeInterval, "change-interval", time.Second, "how long live changes are gathered into one batch (xsync: the time between crawls)")
+	fs.DurationVar(&c.ChangeInterval, "change-interval", syncer.DefaultChangeInterval, "how long live changes are gathered into one batch (xsync: the time between crawls)")
 	fs.IntVar(&c.SyncJobs, "sync-jobs", 3, "file data streams in parallel")
 	fs.BoolVar(&c.IgnoreDeletes, "ignore-deletes", false, "do not propagate deletions on the master to the slave")
 	fs.BoolVar(&c.AllowMassDelete, "allow-mass-delete", false, "confirm that an emptied (or replaced) master root should empty the slave; without it the session halts as Faulty")
