@@ -217,6 +217,20 @@ type differ struct {
 	sightings []sighting
 	arena     []byte // backs the plan's small byte slices
 	dirGFIDs  map[gfid.GFID][]byte
+	// successors are new objects whose GFID xattr names an indexed object
+	// of another key: in a cascaded slave tree, new content arrives as a
+	// new inode carrying the same GFID. Resolved by adoptSuccessors.
+	successors []successor
+	// replaced holds keys whose object was succeeded by another inode.
+	replaced map[index.Key]bool
+}
+
+// successor is a new object that may continue the indexed object at key
+// prev, whose GFID its xattr carries.
+type successor struct {
+	o    *obj
+	g    gfid.GFID
+	prev index.Key
 }
 
 // Diff compares scanned entries (with the scan's summary) with the index.
@@ -263,6 +277,9 @@ func (d *differ) finish(sum scan.Summary) (*Plan, error) {
 		return nil, err
 	}
 	if err := d.link(); err != nil {
+		return nil, err
+	}
+	if err := d.adoptSuccessors(); err != nil {
 		return nil, err
 	}
 	if err := d.guardEmpty(); err != nil {
@@ -334,7 +351,11 @@ func (d *differ) add(e *scan.Entry) error {
 			o.g = o.old.GFID
 		default:
 			g := e.GFID
-			if k, taken := d.tx.ByGFID(g); g.IsZero() || g == gfid.Root || d.byGFID[g] != nil || (taken && k != o.key) {
+			k, taken := d.tx.ByGFID(g)
+			if taken && k != o.key && !g.IsZero() && g != gfid.Root && d.byGFID[g] == nil {
+				d.successors = append(d.successors, successor{o: o, g: g, prev: k})
+			}
+			if g.IsZero() || g == gfid.Root || d.byGFID[g] != nil || (taken && k != o.key) {
 				g = gfid.New()
 			}
 			o.g = g
@@ -458,6 +479,48 @@ func (d *differ) linkGone(l index.Link, key index.Key) bool {
 	return err != nil || k != key
 }
 
+// adoptSuccessors lets a new inode carrying an indexed object's GFID
+// continue that object when the old inode is nowhere to be seen and none
+// of its names still holds it: a slave tree used as a master (a cascade)
+// replaces a file's content with a new inode under the same GFID, and the
+// GFID must carry through unchanged. A GFID copied onto a second, live
+// object (cp -a of a slave file) still gets a fresh GFID.
+func (d *differ) adoptSuccessors() error {
+	for _, s := range d.successors {
+		if d.objs[s.prev] != nil || d.byGFID[s.g] != nil || d.replaced[s.prev] {
+			continue
+		}
+		prev, ok, err := d.tx.Get(s.prev)
+		if err != nil {
+			return err
+		}
+		if !ok || prev.IsDir() != (s.o.e.Stat.Mode&unix.S_IFMT == unix.S_IFDIR) {
+			continue
+		}
+		gone := true
+		for _, l := range prev.Links {
+			if !d.linkGone(l, s.prev) {
+				gone = false
+				break
+			}
+		}
+		if !gone {
+			continue
+		}
+		delete(d.byGFID, s.o.g)
+		s.o.g = s.g
+		s.o.old, s.o.known = &prev, true
+		d.byGFID[s.g] = s.o
+		if d.replaced == nil {
+			d.replaced = map[index.Key]bool{}
+		}
+		d.replaced[s.prev] = true
+		d.p.Changes = append(d.p.Changes, Change{Key: s.prev})
+	}
+	d.successors = nil
+	return nil
+}
+
 // findDeleted marks indexed objects missing from the listed directories.
 func (d *differ) findDeleted() error {
 	var todo []index.Key
@@ -479,7 +542,7 @@ func (d *differ) findDeleted() error {
 	for len(todo) > 0 {
 		k := todo[len(todo)-1]
 		todo = todo[:len(todo)-1]
-		if d.deleted[k] != nil || d.objs[k] != nil {
+		if d.deleted[k] != nil || d.objs[k] != nil || d.replaced[k] {
 			continue
 		}
 		o, ok, err := d.tx.Get(k)

@@ -435,3 +435,39 @@ func TestCascadedGFIDIsKept(t *testing.T) {
 		t.Errorf("two objects got the same gfid %s", gotF)
 	}
 }
+
+// TestCascadedNewContentKeepsGFID: a slave tree used as a master gets new
+// content as a new inode under the same GFID (the slave's rename
+// install). The next crawl must continue the object — data, no CREATE, the
+// same GFID — while a live second object with a copied GFID still gets its
+// own.
+func TestCascadedNewContentKeepsGFID(t *testing.T) {
+	r := newRig(t)
+	want := gfid.New()
+	r.write("f", "version 1")
+	r.must(unix.Lsetxattr(r.p("f"), "trusted.georep.gfid", want.Bytes(), 0))
+	r.sync()
+
+	// New content as the slave installs it: a new inode, same xattr,
+	// renamed over the name.
+	r.write("f.new", "version 2, longer")
+	r.must(unix.Lsetxattr(r.p("f.new"), "trusted.georep.gfid", want.Bytes(), 0))
+	r.must(os.Rename(r.p("f.new"), r.p("f")))
+	p := r.sync()
+	for _, e := range p.Entries {
+		t.Errorf("new content of a cascaded file planned an entry: %v", describeAll([]*pb.Entry{e}))
+	}
+	if len(p.Data) != 1 || p.Data[0].GFID != want {
+		t.Errorf("data = %+v, want one item for %s", p.Data, want)
+	}
+
+	// A copy carrying the same GFID beside the live original is a new object.
+	r.write("copy", "copied")
+	r.must(unix.Lsetxattr(r.p("copy"), "trusted.georep.gfid", want.Bytes(), 0))
+	p = r.sync()
+	for _, e := range p.Entries {
+		if string(e.GetName()) == "copy" && gfid.GFID(e.GetGfid()) == want {
+			t.Errorf("the copy took the live original's gfid %s", want)
+		}
+	}
+}
