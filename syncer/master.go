@@ -121,18 +121,19 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	m.st = status.Status{Master: cfg.Root, Slave: cfg.Slave.String(), State: status.Initializing,
 		Crawl: status.HybridCrawl, PID: os.Getpid()}
 
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("create state directory %s: %w", cfg.StateDir, err)
-	}
-	if m.id, err = masterID(cfg.StateDir); err != nil {
-		return err
-	}
+	// Check the master root before anything is written anywhere.
 	if m.root, err = os.Open(cfg.Root); err != nil {
 		return fmt.Errorf("open master root: %w", err)
 	}
 	defer m.root.Close()
 	if fi, err := m.root.Stat(); err != nil || !fi.IsDir() {
 		return fmt.Errorf("master root %s is not a directory", cfg.Root)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state directory %s: %w", cfg.StateDir, err)
+	}
+	if m.id, err = masterID(cfg.StateDir); err != nil {
+		return err
 	}
 	if m.db, err = index.Open(filepath.Join(cfg.StateDir, index.FileName), index.Options{}); err != nil {
 		return err
