@@ -16,6 +16,7 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/georep/georep/client"
+	"github.com/georep/georep/internal/checkpoint"
 	"github.com/georep/georep/internal/gfid"
 	"github.com/georep/georep/internal/status"
 	pb "github.com/georep/georep/proto/georep/v1"
@@ -77,6 +78,9 @@ type Config struct {
 	KeepAliveInterval time.Duration
 	// Logger receives the session's logs; nil discards.
 	Logger *slog.Logger
+	// Observer is told what the session does (metrics, progress); nil
+	// tells nobody.
+	Observer Observer
 }
 
 // batchSize bounds the entries or meta entries of one RPC.
@@ -89,13 +93,15 @@ var ErrFailures = errors.New("some changes could not be replicated")
 type master struct {
 	cfg  Config
 	log  *slog.Logger
+	obs  Observer
 	db   *index.DB
 	root *os.File
 	sess *client.Session
 	id   gfid.GFID
 
-	mu sync.Mutex
-	st status.Status
+	mu   sync.Mutex
+	st   status.Status
+	ckpt *checkpoint.Watcher // made by the first publish, under mu
 }
 
 // Run runs a master session until ctx ends (continuous) or, with
@@ -117,7 +123,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m := &master{cfg: cfg, log: log}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	m := &master{cfg: cfg, log: log, obs: cfg.Observer}
 	m.st = status.Status{Master: cfg.Root, Slave: cfg.Slave.String(), State: status.Initializing,
 		Crawl: status.HybridCrawl, PID: os.Getpid()}
 
@@ -184,6 +193,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 // onSessionState mirrors the connection's health into the status file.
 func (m *master) onSessionState(st client.State, err error) {
+	m.obs.StateChanged(st, m.sess.Reconnects())
 	m.publish(func(s *status.Status) {
 		s.State = st
 		s.Reason = ""
@@ -401,6 +411,11 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 		m.publish(func(s *status.Status) { s.State = status.Faulty; s.Reason = err.Error() })
 		return 0, 0, err
 	}
+	var dataBytes int64
+	for _, d := range p.Data {
+		dataBytes += d.Size
+	}
+	m.obs.CrawlPlanned(crawl, len(p.Entries), len(p.Meta), len(p.Data), dataBytes, time.Since(began))
 	pending := status.Pending{Entry: int64(len(p.Entries)), Data: int64(len(p.Data)), Meta: int64(len(p.Meta))}
 	m.publish(func(s *status.Status) {
 		s.Pending = pending
@@ -586,8 +601,10 @@ func (m *master) applyEntries(ctx context.Context, entries []*pb.Entry, failed m
 				return fmt.Errorf("send entry ops: %w", err)
 			}
 			var again []*pb.Entry
+			ok := 0
 			for i, r := range resp.GetResults() {
 				if r.GetErrno() == 0 {
+					ok++
 					continue
 				}
 				e := todo[i]
@@ -600,6 +617,7 @@ func (m *master) applyEntries(ctx context.Context, entries []*pb.Entry, failed m
 				}
 				again = append(again, e)
 			}
+			m.obs.EntriesApplied(ok)
 			todo = again
 			if len(todo) > 0 {
 				if err := sleepCtx(ctx, time.Duration(attempt)*200*time.Millisecond); err != nil {
@@ -624,7 +642,8 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 	for attempt := 1; len(items) > 0; attempt++ {
 		var results []transfer.Result
 		err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) (err error) {
-			results, _, err = transfer.Send(ctx, c.Slave, m.root, items, transfer.Options{Jobs: m.cfg.SyncJobs, Logger: m.log})
+			results, _, err = transfer.Send(ctx, c.Slave, m.root, items, transfer.Options{Jobs: m.cfg.SyncJobs, Logger: m.log,
+				Installed: func(_ transfer.Item, sent int64) { m.obs.FileSent(sent) }})
 			return err
 		})
 		if err != nil {
@@ -682,8 +701,10 @@ func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed map
 				return fmt.Errorf("send meta ops: %w", err)
 			}
 			var again []*pb.MetaEntry
+			ok := 0
 			for i, r := range resp.GetResults() {
 				if r.GetErrno() == 0 {
+					ok++
 					continue
 				}
 				if attempt >= m.cfg.Retries {
@@ -694,6 +715,7 @@ func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed map
 				}
 				again = append(again, todo[i])
 			}
+			m.obs.MetaApplied(ok)
 			todo = again
 			if len(todo) > 0 {
 				if err := sleepCtx(ctx, time.Duration(attempt)*200*time.Millisecond); err != nil {
@@ -787,8 +809,10 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 	for _, f := range failed {
 		if f.Kind != deferred {
 			recent = append(recent, f)
+			m.obs.Failed(f.Kind, 1)
 		}
 	}
+	m.obs.Committed(stime)
 	m.publish(func(s *status.Status) {
 		s.LastSynced = stime
 		s.Pending = status.Pending{}
@@ -816,6 +840,16 @@ func (m *master) publish(change func(*status.Status)) {
 	if change != nil {
 		change(&m.st)
 	}
+	// The operator's checkpoint completes when the stime passes it; a
+	// stat per publish notices one set or cleared meanwhile.
+	if m.ckpt == nil {
+		m.ckpt = checkpoint.NewWatcher(m.cfg.StateDir)
+	}
+	cp, err := m.ckpt.Update(m.st.LastSynced, time.Now())
+	if err != nil {
+		m.log.Warn("cannot read the checkpoint", "err", err)
+	}
+	m.st.Checkpoint = cp
 	m.st.Updated = time.Now()
 	if err := status.Write(m.cfg.StateDir, &m.st); err != nil {
 		m.log.Warn("cannot write the session status", "err", err)

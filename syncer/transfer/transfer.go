@@ -114,6 +114,10 @@ type Options struct {
 	ChunkSize int
 	// Logger receives per-file failures at debug level; nil discards.
 	Logger *slog.Logger
+	// Installed, when set, is called once for each file the slave
+	// installed, with the content bytes sent for it (for progress and
+	// metrics). It is called from the streams' goroutines, concurrently.
+	Installed func(it Item, sent int64)
 
 	// hooks are test probes; nil in production.
 	hooks *hooks
@@ -268,6 +272,9 @@ func (st *stream) receive() {
 			s.fail(i, &RemoteError{Errno: unix.Errno(r.GetErrno()), Code: r.GetCode(), Message: r.GetMessage()})
 		default:
 			s.files.Add(1)
+			if s.opts.Installed != nil {
+				s.opts.Installed(s.items[i], s.results[i].Sent)
+			}
 		}
 	}
 	if st.broken == nil {
