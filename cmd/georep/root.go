@@ -30,7 +30,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 slave), continuously and one way, as GlusterFS geo-replication (gsyncd) did.
 
 "georep master" replicates a tree to a slave and "georep status" shows how
-far it got. "georep slave --stdio" serves the georep.v1 Slave gRPC API over
+far it got; "georep checkpoint" asks it to note when a point in time is
+on the slave. "georep slave --stdio" serves the georep.v1 Slave gRPC API over
 its stdin/stdout, for a master that runs it through ssh, and "georep slave
 --listen" serves it over mutual TLS, with certificates from "georep certs".`,
 		SilenceUsage:  true,
@@ -41,7 +42,8 @@ its stdin/stdout, for a master that runs it through ssh, and "georep slave
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &usageError{err: err}
 	})
-	root.AddCommand(newVersionCommand(), newSlaveCommand(), newMasterCommand(), newStatusCommand(), newCertsCommand())
+	root.AddCommand(newVersionCommand(), newSlaveCommand(), newMasterCommand(), newStatusCommand(), newCertsCommand(),
+		newCheckpointCommand())
 	return root
 }
 

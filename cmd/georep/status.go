@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/georep/georep/internal/checkpoint"
 	"github.com/georep/georep/internal/status"
 )
 
@@ -36,6 +37,13 @@ everything changed on the master before it is on the slave.`,
 			if err != nil {
 				return err
 			}
+			// A checkpoint set or cleared since the master last wrote
+			// (or while none runs) shows as requested.
+			cpTime, cpSet, err := checkpoint.Read(cfg.State)
+			if err != nil {
+				return err
+			}
+			checkpoint.Merge(st, cpTime, cpSet)
 			if st.State != status.Stopped && st.State != status.Faulty && !st.Running() {
 				// The master died without saying so (kill -9, a crash).
 				st.State = status.Stopped
@@ -96,6 +104,9 @@ func checkpointDone(c status.Checkpoint) string {
 	switch {
 	case c.Time.IsZero():
 		return "N/A"
+	case c.Completed && c.CompletedAt.IsZero():
+		// Passed while no master watched: when is unknown.
+		return "Yes"
 	case c.Completed:
 		return "Yes (" + c.CompletedAt.Local().Format(time.DateTime) + ")"
 	default:
