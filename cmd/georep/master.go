@@ -37,6 +37,7 @@ type masterConfig struct {
 	ServerName      string
 	KeepAlive       time.Duration
 	SlaveTimeout    time.Duration
+	MetricsAddr     string
 	Log             logConfig
 }
 
@@ -62,6 +63,7 @@ func (c *masterConfig) bindFlags(cmd *cobra.Command) {
 	fs.StringVar(&c.ServerName, "server-name", "", "the name to verify the slave's certificate against (default: the URL's host)")
 	fs.DurationVar(&c.KeepAlive, "keepalive-interval", 10*time.Second, "how often the master tells the slave it is alive")
 	fs.DurationVar(&c.SlaveTimeout, "slave-timeout", 0, "passed to an ssh or local slave as --timeout (0: the slave's default)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port, logged at start)")
 	fs.StringVar(&c.Log.Level, "log-level", "info", "least severe log level written: debug, info, warn or error")
 	fs.StringVar(&c.Log.Format, "log-format", "text", "log line format: text or json")
 	fs.StringVar(&c.Log.File, "log-file", "", "append logs to this file instead of stderr")
@@ -88,6 +90,9 @@ func (c *masterConfig) check() (client.SlaveURL, error) {
 	}
 	if c.ChangeInterval < 10*time.Millisecond || c.ChangeInterval > time.Minute {
 		return u, &usageError{fmt.Errorf("--change-interval %v: must be between 10ms and 1m", c.ChangeInterval)}
+	}
+	if err := checkMetricsAddr(c.MetricsAddr); err != nil {
+		return u, &usageError{err}
 	}
 	if u.Kind == client.KindMTLS && (c.Cert == "" || c.Key == "" || c.CA == "") {
 		return u, &usageError{errors.New("a grpcs:// slave needs --cert, --key and --ca (georep certs makes them)")}
@@ -137,11 +142,16 @@ func runMaster(ctx context.Context, cfg masterConfig, u client.SlaveURL, stderr 
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	metricsObs, stopMetrics, err := startMetrics(ctx, cfg.MetricsAddr, logger)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	err = syncer.Run(ctx, syncer.Config{
 		Root: root, StateDir: state, Slave: u, Once: cfg.Once, Detector: cfg.Detector,
 		ChangeInterval: cfg.ChangeInterval, SyncJobs: cfg.SyncJobs, IgnoreDeletes: cfg.IgnoreDeletes,
 		AllowMassDelete: cfg.AllowMassDelete, Force: cfg.Force, Excludes: cfg.Excludes,
-		KeepAliveInterval: cfg.KeepAlive, Logger: logger,
+		KeepAliveInterval: cfg.KeepAlive, Logger: logger, Observer: multiObserver(metricsObs),
 		Dial: client.Options{SSHCommand: cfg.SSHCommand, RemoteGeorep: cfg.RemoteGeorep, StateDir: state,
 			SlaveTimeout: cfg.SlaveTimeout, CertFile: cfg.Cert, KeyFile: cfg.Key, CAFile: cfg.CA, ServerName: cfg.ServerName,
 			Logger: logger},
