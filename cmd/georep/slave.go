@@ -104,6 +104,7 @@ SIGHUP, without dropping connections. georep certs makes the files.`,
 		},
 	}
 	cfg.bindFlags(cmd)
+	cmd.AddCommand(newSlaveInstallCommand())
 	return cmd
 }
 
