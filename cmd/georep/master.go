@@ -39,6 +39,7 @@ type masterConfig struct {
 	SlaveTimeout    time.Duration
 	MetricsAddr     string
 	Log             logConfig
+	Progress        string
 }
 
 func (c *masterConfig) bindFlags(cmd *cobra.Command) {
@@ -67,6 +68,8 @@ func (c *masterConfig) bindFlags(cmd *cobra.Command) {
 	fs.StringVar(&c.Log.Level, "log-level", "info", "least severe log level written: debug, info, warn or error")
 	fs.StringVar(&c.Log.Format, "log-format", "text", "log line format: text or json")
 	fs.StringVar(&c.Log.File, "log-file", "", "append logs to this file instead of stderr")
+	fs.StringVar(&c.Progress, "progress", progressAuto, "draw a progress bar on stderr during --once and the first crawl: auto (only on a terminal), true or false")
+	fs.Lookup("progress").NoOptDefVal = progressOn
 }
 
 func (c *masterConfig) check() (client.SlaveURL, error) {
@@ -84,6 +87,9 @@ func (c *masterConfig) check() (client.SlaveURL, error) {
 	}
 	if c.Detector != syncer.DetectorChangelog && c.Detector != syncer.DetectorXsync {
 		return u, &usageError{fmt.Errorf("--change-detector %q: accepted values are changelog and xsync", c.Detector)}
+	}
+	if c.Progress != progressAuto && c.Progress != progressOn && c.Progress != progressOff {
+		return u, &usageError{fmt.Errorf("--progress %q: accepted values are auto, true and false", c.Progress)}
 	}
 	if c.SyncJobs < 1 || c.SyncJobs > 64 {
 		return u, &usageError{fmt.Errorf("--sync-jobs %d: must be 1 to 64", c.SyncJobs)}
@@ -126,6 +132,11 @@ start, then live changes (Changelog Crawl). Its state, including what
 }
 
 func runMaster(ctx context.Context, cfg masterConfig, u client.SlaveURL, stderr io.Writer) error {
+	var observers []syncer.Observer
+	if wantProgress(cfg.Progress, stderr) {
+		prog := newProgress(stderr, cfg.Once)
+		observers, stderr = append(observers, prog), prog.logWriter(stderr)
+	}
 	logger, logW, closeLog, err := newLogger(cfg.Log, stderr)
 	if err != nil {
 		return &usageError{err}
@@ -151,7 +162,7 @@ func runMaster(ctx context.Context, cfg masterConfig, u client.SlaveURL, stderr 
 		Root: root, StateDir: state, Slave: u, Once: cfg.Once, Detector: cfg.Detector,
 		ChangeInterval: cfg.ChangeInterval, SyncJobs: cfg.SyncJobs, IgnoreDeletes: cfg.IgnoreDeletes,
 		AllowMassDelete: cfg.AllowMassDelete, Force: cfg.Force, Excludes: cfg.Excludes,
-		KeepAliveInterval: cfg.KeepAlive, Logger: logger, Observer: multiObserver(metricsObs),
+		KeepAliveInterval: cfg.KeepAlive, Logger: logger, Observer: multiObserver(append(observers, metricsObs)...),
 		Dial: client.Options{SSHCommand: cfg.SSHCommand, RemoteGeorep: cfg.RemoteGeorep, StateDir: state,
 			SlaveTimeout: cfg.SlaveTimeout, CertFile: cfg.Cert, KeyFile: cfg.Key, CAFile: cfg.CA, ServerName: cfg.ServerName,
 			Logger: logger},
