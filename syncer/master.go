@@ -156,10 +156,19 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	})
 	m.publish(nil)
 	defer func() {
+		// Stopped on request (SIGINT/SIGTERM): whatever a call cut short
+		// said (gRPC reports Canceled its own way) is no fault. A --once
+		// run stopped early did not finish, and says so.
+		if ctx.Err() != nil {
+			err = nil
+			if cfg.Once {
+				err = fmt.Errorf("stopped before the slave was in sync: %w", ctx.Err())
+			}
+		}
 		m.publish(func(s *status.Status) {
 			s.State = status.Stopped
 			s.PID = 0
-			if err != nil && !errors.Is(err, context.Canceled) {
+			if err != nil && ctx.Err() == nil {
 				s.State = status.Faulty
 				s.Reason = err.Error()
 			}

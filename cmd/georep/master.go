@@ -167,8 +167,7 @@ func runMaster(ctx context.Context, cfg masterConfig, u client.SlaveURL, stderr 
 			SlaveTimeout: cfg.SlaveTimeout, CertFile: cfg.Cert, KeyFile: cfg.Key, CAFile: cfg.CA, ServerName: cfg.ServerName,
 			Logger: logger},
 	})
-	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		return nil
-	}
+	// syncer.Run already tells a requested stop (nil; for --once an error
+	// saying it did not finish) from a failure.
 	return err
 }
