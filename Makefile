@@ -13,7 +13,7 @@ PROTOC_GEN_GO_VERSION      ?= v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.2
 GRPCURL_VERSION            ?= v1.9.4
 
-.PHONY: all build proto test unit fuzz lint bench tools clean
+.PHONY: all build proto test unit fuzz lint bench tools clean demo
 
 all: build
 
@@ -55,6 +55,10 @@ tools:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	$(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
+## demo: build, then replicate a small tree to a local slave and show the status
+demo: build
+	scripts/demo.sh
 
 ## clean: remove build outputs
 clean:
