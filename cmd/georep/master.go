@@ -128,6 +128,7 @@ start, then live changes (Changelog Crawl). Its state, including what
 		},
 	}
 	cfg.bindFlags(cmd)
+	bindConfigFile(cmd, "master")
 	return cmd
 }
 

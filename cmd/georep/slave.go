@@ -104,6 +104,7 @@ SIGHUP, without dropping connections. georep certs makes the files.`,
 		},
 	}
 	cfg.bindFlags(cmd)
+	bindConfigFile(cmd, "slave")
 	cmd.AddCommand(newSlaveInstallCommand())
 	return cmd
 }
