@@ -209,3 +209,18 @@ func TestMasterRunsFromConfigFile(t *testing.T) {
 		t.Errorf("slave keep.txt = %q, %v; want %q", data, err, "kept")
 	}
 }
+
+// TestConfigExampleIsComplete: deploy/georep.yaml.example loads, and sets
+// every key of both sections, so it documents the whole schema.
+func TestConfigExampleIsComplete(t *testing.T) {
+	example := filepath.Join("..", "..", "deploy", "georep.yaml.example")
+	code, stdout, stderr := runGeorep(t, "config", "show", "--config", example)
+	if code != 0 {
+		t.Fatalf("config show of the example: exit %d: %s", code, stderr)
+	}
+	for l := range strings.SplitSeq(strings.TrimSpace(stdout), "\n") {
+		if strings.HasPrefix(l, "  ") && !strings.Contains(l, "# "+example+":") {
+			t.Errorf("the example does not set this key: %q", strings.TrimSpace(l))
+		}
+	}
+}
