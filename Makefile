@@ -13,7 +13,7 @@ PROTOC_GEN_GO_VERSION      ?= v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.2
 GRPCURL_VERSION            ?= v1.9.4
 
-.PHONY: all build proto test unit fuzz lint bench tools clean demo
+.PHONY: all build proto test unit fuzz lint lint-deploy bench tools clean demo
 
 all: build
 
@@ -38,12 +38,19 @@ unit:
 fuzz:
 	$(GO) test ./server/backend -run '^$$' -fuzz FuzzEntryOps -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 
-## lint: gofmt, go vet and buf lint must all be clean
-lint:
+## lint: gofmt, go vet and buf lint must all be clean, and deploy/ must check out
+lint: lint-deploy
 	@unformatted="$$(gofmt -l .)"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	buf lint
+
+## lint-deploy: systemd-analyze verify on deploy/systemd (against a copy
+## that runs bin/georep), and deploy/'s tests: the Kubernetes manifests decoded
+## strictly into k8s.io/api types, the Dockerfile's rules, a static build
+lint-deploy: build
+	deploy/systemd/verify.sh $(BIN)
+	$(GO) test -count=1 ./deploy
 
 ## bench: every benchmark once, with allocations
 bench:
