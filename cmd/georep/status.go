@@ -72,6 +72,9 @@ func printStatus(w io.Writer, st *status.Status, detail bool, now time.Time) {
 		st.Pending.Entry, st.Pending.Data, st.Pending.Meta, st.Failures,
 		timeOrNA(st.Checkpoint.Time), checkpointDone(st.Checkpoint))
 	tw.Flush()
+	if !st.OldestPending.IsZero() {
+		fmt.Fprintf(w, "\noldest pending change: seen %s ago\n", now.Sub(st.OldestPending).Round(time.Second))
+	}
 	if st.Reason != "" {
 		fmt.Fprintf(w, "\nreason: %s\n", st.Reason)
 	}

@@ -33,6 +33,7 @@ const (
 	NamePending       = "georep_pending"
 	NameLag           = "georep_lag_seconds"
 	NameStime         = "georep_stime_seconds"
+	NameOldestPending = "georep_oldest_pending_seconds"
 	NameCrawlDuration = "georep_crawl_duration_seconds"
 	NameReconnects    = "georep_reconnects_total"
 	NameSessionState  = "georep_session_state"
@@ -60,6 +61,9 @@ type Session struct {
 	mu sync.Mutex
 	// stime is the last committed stime; zero until a first commit.
 	stime time.Time
+	// pendingSince is when the oldest work not yet committed was found
+	// (the start of the crawl that found it); zero when none is pending.
+	pendingSince time.Time
 	// left is the pending work of the batch in flight, kept here so a
 	// decrement never takes a gauge below zero.
 	left map[string]int64
@@ -122,6 +126,10 @@ func New(now func() time.Time) *Session {
 	for _, st := range states {
 		s.state.WithLabelValues(string(st))
 	}
+	oldest := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: NameOldestPending, Help: "Seconds since the oldest change not yet on the slave was found (from the start of the crawl that found it); 0 when nothing is pending.",
+	}, s.oldestPending)
+	s.reg.MustRegister(oldest)
 	s.reg.MustRegister(s.ops, s.bytesSent, s.failures, s.pending, s.crawl, s.reconnects, s.state, lag, stime,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return s
@@ -145,6 +153,15 @@ func (s *Session) lag() float64 {
 	return s.now().Sub(s.stime).Seconds()
 }
 
+func (s *Session) oldestPending() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pendingSince.IsZero() {
+		return 0
+	}
+	return s.now().Sub(s.pendingSince).Seconds()
+}
+
 func (s *Session) stimeSeconds() float64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -166,6 +183,9 @@ func (s *Session) CrawlPlanned(crawl status.Crawl, entries, meta, files int, _ i
 	s.crawl.WithLabelValues(crawlLabel(crawl)).Observe(took.Seconds())
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if entries+meta+files > 0 && s.pendingSince.IsZero() {
+		s.pendingSince = s.now().Add(-took)
+	}
 	s.setLeft(KindEntry, int64(entries))
 	s.setLeft(KindMeta, int64(meta))
 	s.setLeft(KindData, int64(files))
@@ -228,6 +248,7 @@ func (s *Session) Committed(stime time.Time) {
 	for _, k := range []string{KindEntry, KindData, KindMeta} {
 		s.setLeft(k, 0)
 	}
+	s.pendingSince = time.Time{}
 }
 
 // StateChanged makes st the one state set and counts new reconnects.

@@ -211,3 +211,27 @@ func TestSessionsAreIndependent(t *testing.T) {
 		t.Errorf("first session's entry ops = %v, want 5", got)
 	}
 }
+
+// TestOldestPendingAge: the age of the oldest change not yet on the slave
+// grows while work is pending and drops to zero once it is committed.
+func TestOldestPendingAge(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	s := New(func() time.Time { return now })
+	if v, _ := value(t, s, NameOldestPending, nil); v != 0 {
+		t.Fatalf("%s = %v before any work, want 0", NameOldestPending, v)
+	}
+	s.CrawlPlanned(status.ChangelogCrawl, 3, 1, 2, 100, 2*time.Second)
+	now = now.Add(10 * time.Second)
+	if v, _ := value(t, s, NameOldestPending, nil); v != 12 {
+		t.Fatalf("%s = %v with work found 12 s ago (crawl of 2 s), want 12", NameOldestPending, v)
+	}
+	// A later batch does not make the oldest change younger.
+	s.CrawlPlanned(status.ChangelogCrawl, 1, 0, 0, 0, 0)
+	if v, _ := value(t, s, NameOldestPending, nil); v != 12 {
+		t.Fatalf("%s = %v after a second batch, want 12", NameOldestPending, v)
+	}
+	s.Committed(now)
+	if v, _ := value(t, s, NameOldestPending, nil); v != 0 {
+		t.Fatalf("%s = %v after the commit, want 0", NameOldestPending, v)
+	}
+}
