@@ -13,7 +13,7 @@ PROTOC_GEN_GO_VERSION      ?= v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.2
 GRPCURL_VERSION            ?= v1.9.4
 
-.PHONY: all build proto test unit fuzz lint lint-deploy bench tools clean demo
+.PHONY: all build proto test unit fuzz lint lint-deploy bench bench-compare tools clean demo
 
 all: build
 
@@ -55,6 +55,15 @@ lint-deploy: build
 ## bench: every benchmark once, with allocations
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## bench-compare: georep vs rsync -aHAX on the data plane, issue 5's workload
+## (about 10 minutes); rewrites the "Data plane vs rsync" section of
+## BENCHMARKS.md and docs/bench-data-plane.png. For a quick run shrink it with
+## GEOREP_BENCH_SMALL, GEOREP_BENCH_LARGE, GEOREP_BENCH_LARGE_MIB,
+## GEOREP_BENCH_RUNS, or GEOREP_BENCH_WAN=0
+bench-compare: build
+	GEOREP_BENCH_GEOREP=$(abspath $(BIN)) GEOREP_BENCH_WRITE=$(CURDIR) \
+		$(GO) test -tags benchcompare -run '^$$' -bench DataPlaneVsRsync -benchtime 1x -timeout 60m ./bench
 
 ## tools: install the pinned code generators and grpcurl into $(go env GOPATH)/bin
 tools:

@@ -1,0 +1,377 @@
+//go:build benchcompare
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/georep/georep/internal/testbin"
+	"github.com/georep/georep/internal/testproxy"
+	"github.com/georep/georep/internal/testsshd"
+	"github.com/georep/georep/internal/treegen"
+)
+
+// config is the workload; every count can be shrunk from the environment
+// for a quick run (the defaults are issue 5's workload).
+type config struct {
+	small     int // files of smallSize
+	smallSize int // bytes
+	large     int // files of largeMiB
+	largeMiB  int // MiB
+	runs      int // timed runs per tool and measurement
+	changePct float64
+	wan       bool
+}
+
+func envInt(b *testing.B, name string, def int) int {
+	b.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 0 {
+		b.Fatalf("%s=%q: want a non-negative integer", name, s)
+	}
+	return v
+}
+
+func loadConfig(b *testing.B) config {
+	b.Helper()
+	return config{
+		small:     envInt(b, "GEOREP_BENCH_SMALL", 20000),
+		smallSize: envInt(b, "GEOREP_BENCH_SMALL_SIZE", 4096),
+		large:     envInt(b, "GEOREP_BENCH_LARGE", 4),
+		largeMiB:  envInt(b, "GEOREP_BENCH_LARGE_MIB", 32),
+		runs:      envInt(b, "GEOREP_BENCH_RUNS", 3),
+		changePct: 1,
+		wan:       envInt(b, "GEOREP_BENCH_WAN", 1) != 0,
+	}
+}
+
+// sample is one timed sync.
+type sample struct {
+	wall      time.Duration
+	wireBytes int64
+	cpuLocal  time.Duration // the tool's process tree on the master side
+	cpuRemote time.Duration // the sshd sessions' trees on the slave side
+}
+
+// key names one cell of the results: network, tool, phase.
+type key struct{ net, tool, phase string }
+
+// bed is what every run shares: the master tree, the one sshd, the relay
+// scripts, and the binaries.
+type bed struct {
+	cfg      config
+	georep   string
+	master   string
+	work     string
+	sshd     *testsshd.Server
+	sshdPID  int
+	counts   string
+	sshCmd   map[string]string // by network: "loopback", "wan"
+	mutation int
+}
+
+func BenchmarkDataPlaneVsRsync(b *testing.B) {
+	for _, tool := range []string{"rsync", "ssh"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Fatalf("%s is required on PATH: %v", tool, err)
+		}
+	}
+	cfg := loadConfig(b)
+	if cfg.runs < 1 {
+		b.Fatalf("GEOREP_BENCH_RUNS must be at least 1")
+	}
+	work := b.TempDir()
+	// GEOREP_BENCH_GEOREP names a prebuilt binary (make bench-compare
+	// passes bin/georep); otherwise the checkout is built.
+	georep := os.Getenv("GEOREP_BENCH_GEOREP")
+	if georep == "" {
+		var err error
+		if georep, err = testbin.Build(work); err != nil {
+			b.Fatal(err)
+		}
+	} else if _, err := os.Stat(georep); err != nil {
+		b.Fatalf("GEOREP_BENCH_GEOREP: %v", err)
+	}
+	t := &bed{cfg: cfg, georep: georep, work: work, master: filepath.Join(work, "master"),
+		counts: filepath.Join(work, "relay.counts"), sshCmd: map[string]string{}}
+	start := time.Now()
+	t.generate(b)
+	b.Logf("generated %d × %d B + %d × %d MiB in %v", cfg.small, cfg.smallSize, cfg.large, cfg.largeMiB,
+		time.Since(start).Round(time.Millisecond))
+
+	t.sshd = testsshd.Start(b, testsshd.Options{})
+	pidData, err := os.ReadFile(filepath.Join(t.sshd.Dir, "sshd.pid"))
+	if err != nil {
+		b.Fatalf("read sshd's pid file: %v", err)
+	}
+	if t.sshdPID, err = strconv.Atoi(strings.TrimSpace(string(pidData))); err != nil {
+		b.Fatalf("sshd pid file: %v", err)
+	}
+	sshdAddr := fmt.Sprintf("%s:%d", t.sshd.Host, t.sshd.Port)
+	nets := []string{"loopback"}
+	t.sshCmd["loopback"] = t.relaySSH(b, "loopback", sshdAddr)
+	if cfg.wan {
+		p := testproxy.Start(b, sshdAddr)
+		p.AddLatency(b, 25*time.Millisecond)
+		t.sshCmd["wan"] = t.relaySSH(b, "wan", p.Addr())
+		nets = append(nets, "wan")
+	}
+
+	results := map[key][]sample{}
+	tools := []string{"georep", "rsync"}
+	b.ResetTimer()
+	for _, network := range nets {
+		for run := range cfg.runs {
+			// Alternate which tool goes first, so neither always meets a
+			// cold (or warm) page cache.
+			order := slices.Clone(tools)
+			if run%2 == 1 {
+				slices.Reverse(order)
+			}
+			slaves := map[string]string{}
+			states := map[string]string{}
+			for _, tool := range order {
+				slaves[tool] = filepath.Join(work, fmt.Sprintf("slave-%s-%s-%d", network, tool, run))
+				states[tool] = filepath.Join(work, fmt.Sprintf("state-%s-%s-%d", network, tool, run))
+				for _, d := range []string{slaves[tool], states[tool]} {
+					if err := os.MkdirAll(d, 0o755); err != nil {
+						b.Fatal(err)
+					}
+				}
+				s := t.sync(b, network, tool, slaves[tool], states[tool])
+				results[key{network, tool, "initial"}] = append(results[key{network, tool, "initial"}], s)
+				b.Logf("%s %s initial run %d: %v, %d B on the wire", network, tool, run+1, s.wall.Round(time.Millisecond), s.wireBytes)
+			}
+			t.mutate(b)
+			for _, tool := range order {
+				s := t.sync(b, network, tool, slaves[tool], states[tool])
+				results[key{network, tool, "incremental"}] = append(results[key{network, tool, "incremental"}], s)
+				b.Logf("%s %s incremental run %d: %v, %d B on the wire", network, tool, run+1, s.wall.Round(time.Millisecond), s.wireBytes)
+				t.verify(b, slaves[tool])
+			}
+			for _, tool := range order {
+				if err := os.RemoveAll(slaves[tool]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	b.StopTimer()
+	rows := summarize(nets, tools, results)
+	for _, r := range rows {
+		b.ReportMetric(r.wall.Seconds(), fmt.Sprintf("s/%s-%s-%s", r.net, r.tool, r.phase))
+	}
+	if out := os.Getenv("GEOREP_BENCH_WRITE"); out != "" {
+		if err := writeReport(out, cfg, rows, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// generate writes the master tree: small files in directories of 1000,
+// and the large files, all of pseudo-random (incompressible) content.
+func (t *bed) generate(b *testing.B) {
+	b.Helper()
+	for i := range t.cfg.small {
+		dir := filepath.Join(t.master, fmt.Sprintf("d%03d", i/1000))
+		if i%1000 == 0 {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%05d", i)), treegen.Random(uint64(i)+1, t.cfg.smallSize), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(t.master, "large"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	for i := range t.cfg.large {
+		data := treegen.Random(uint64(1_000_000+i), t.cfg.largeMiB<<20)
+		if err := os.WriteFile(filepath.Join(t.master, "large", fmt.Sprintf("l%d", i)), data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// mutate changes changePct% of the small files (rewritten whole, same
+// size) and 64 KiB in the middle of the first large file, in place, each
+// time with new content, so every incremental run has the same work.
+func (t *bed) mutate(b *testing.B) {
+	b.Helper()
+	t.mutation++
+	n := int(float64(t.cfg.small) * t.cfg.changePct / 100)
+	if n == 0 && t.cfg.small > 0 {
+		n = 1
+	}
+	step := max(t.cfg.small/max(n, 1), 1)
+	for j := range n {
+		i := (j*step + t.mutation) % t.cfg.small
+		p := filepath.Join(t.master, fmt.Sprintf("d%03d", i/1000), fmt.Sprintf("f%05d", i))
+		if err := os.WriteFile(p, treegen.Random(uint64(t.mutation)<<32|uint64(i), t.cfg.smallSize), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if t.cfg.large == 0 {
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(t.master, "large", "l0"), os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	off := int64(t.cfg.largeMiB<<20)/2 + int64(t.mutation)*4096
+	if _, err := f.WriteAt(treegen.Random(uint64(2_000_000+t.mutation), 64<<10), off); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// relaySSH writes a ProxyCommand script that runs this test binary as a
+// counting relay to addr, and returns the ssh command line using it. The
+// script takes no spaces into the ssh command, which georep and rsync
+// both split on whitespace.
+func (t *bed) relaySSH(b *testing.B, name, addr string) string {
+	b.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		b.Fatalf("find the test binary: %v", err)
+	}
+	script := filepath.Join(t.work, "relay-"+name+".sh")
+	body := fmt.Sprintf("#!/bin/sh\nexec env %s=%s %s %s\n", relayEnv, t.counts, self, addr)
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	// Host and port stay sshd's own, so known_hosts matches; the relay
+	// decides where the bytes actually go.
+	return t.sshd.SSHCommand() + " -o ProxyCommand=" + script
+}
+
+// sync runs one tool once from the master to slave and measures it.
+func (t *bed) sync(b *testing.B, network, tool, slave, state string) sample {
+	b.Helper()
+	if err := os.Remove(t.counts); err != nil && !os.IsNotExist(err) {
+		b.Fatal(err)
+	}
+	var argv []string
+	switch tool {
+	case "georep":
+		t.sshd.SetAuthorizedKeyOptions(b, fmt.Sprintf(`restrict,command="%s slave --stdio --root %s"`, t.georep, slave))
+		argv = []string{t.georep, "master", "--once", "--progress=false", "--root", t.master,
+			"--slave", fmt.Sprintf("ssh://%s@%s:%d%s", t.sshd.User, t.sshd.Host, t.sshd.Port, slave),
+			"--state", state, "--ssh-command", t.sshCmd[network]}
+	case "rsync":
+		t.sshd.SetAuthorizedKeyOptions(b, "")
+		argv = []string{"rsync", "-aHAX", "--numeric-ids", "-e", t.sshCmd[network],
+			t.master + "/", fmt.Sprintf("%s@%s:%s/", t.sshd.User, t.sshd.Host, slave)}
+	}
+	remoteBefore := t.sshdChildCPU(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	wall := time.Since(start)
+	if err != nil {
+		b.Fatalf("%s %s: %v\n%s\nsshd:\n%s", network, strings.Join(argv, " "), err, out, t.sshd.Log())
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	local := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+
+	// Wait for every relay to report and every sshd session to be reaped,
+	// so the bytes and the slave side's CPU are complete.
+	var bytes int64
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		started, ended, n, err := relayTotals(t.counts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if started > 0 && started == ended && !t.sshdHasChildren(b) {
+			bytes = n
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("relays (%d started, %d ended) or sshd sessions did not finish within 30s", started, ended)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return sample{wall: wall, wireBytes: bytes, cpuLocal: local, cpuRemote: t.sshdChildCPU(b) - remoteBefore}
+}
+
+// sshdChildCPU is the user+sys time of sshd's reaped children (the
+// sessions, and through them the slave processes), from /proc/PID/stat.
+func (t *bed) sshdChildCPU(b *testing.B) time.Duration {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", t.sshdPID))
+	if err != nil {
+		b.Fatalf("read sshd's stat: %v", err)
+	}
+	// Fields after the parenthesised command name; cutime and cstime are
+	// fields 16 and 17 of the whole line.
+	rest := string(data[strings.LastIndexByte(string(data), ')')+2:])
+	f := strings.Fields(rest)
+	var ticks int64
+	for _, s := range f[13:15] {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			b.Fatalf("sshd stat field %q: %v", s, err)
+		}
+		ticks += v
+	}
+	// USER_HZ is 100 on Linux.
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+func (t *bed) sshdHasChildren(b *testing.B) bool {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", t.sshdPID, t.sshdPID))
+	if err != nil {
+		b.Fatalf("read sshd's children: %v", err)
+	}
+	return strings.TrimSpace(string(data)) != ""
+}
+
+// verify checks the slave holds the master's content for the files the
+// mutations touch and a sample of the rest: a benchmark of a tool that
+// copies the wrong bytes measures nothing.
+func (t *bed) verify(b *testing.B, slave string) {
+	b.Helper()
+	var rels []string
+	if t.cfg.large > 0 {
+		rels = append(rels, filepath.Join("large", "l0"))
+	}
+	for i := 0; i < t.cfg.small; i += max(t.cfg.small/50, 1) {
+		rels = append(rels, filepath.Join(fmt.Sprintf("d%03d", i/1000), fmt.Sprintf("f%05d", i)))
+	}
+	for j := range 5 {
+		i := (j*max(t.cfg.small/max(int(float64(t.cfg.small)*t.cfg.changePct/100), 1), 1) + t.mutation) % max(t.cfg.small, 1)
+		rels = append(rels, filepath.Join(fmt.Sprintf("d%03d", i/1000), fmt.Sprintf("f%05d", i)))
+	}
+	for _, rel := range rels {
+		want, err := os.ReadFile(filepath.Join(t.master, rel))
+		if err != nil {
+			b.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(slave, rel))
+		if err != nil {
+			b.Fatalf("slave lacks %s after sync: %v", rel, err)
+		}
+		if string(got) != string(want) {
+			b.Fatalf("slave's %s differs from the master's after sync", rel)
+		}
+	}
+}

@@ -1,0 +1,122 @@
+//go:build benchcompare
+
+package bench
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// relayEnv names the file a relay appends its byte counts to. When it is
+// set, the test binary is not a test but ssh's ProxyCommand: it joins its
+// stdio to a TCP address and counts what crosses, so both tools' bytes on
+// the wire are counted at the same place (the ssh transport, encrypted).
+const relayEnv = "GEOREP_BENCH_RELAY_COUNTS"
+
+// runRelay copies stdin to addr and addr to stdout until both directions
+// end or ssh hangs up on it (ssh ends its ProxyCommand with SIGHUP), then
+// appends "end UP DOWN" to the counts file. A "start" line is written
+// first, so the harness can wait until every relay has reported.
+func runRelay(counts, addr string) int {
+	if err := appendLine(counts, "start"); err != nil {
+		fmt.Fprintf(os.Stderr, "bench relay: %v\n", err)
+		return 1
+	}
+	var up, down atomic.Int64
+	report := sync.OnceFunc(func() {
+		if err := appendLine(counts, fmt.Sprintf("end %d %d", up.Load(), down.Load())); err != nil {
+			fmt.Fprintf(os.Stderr, "bench relay: %v\n", err)
+		}
+	})
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-sigs
+		report()
+		os.Exit(0)
+	}()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench relay: connect to %s: %v\n", addr, err)
+		report()
+		return 1
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		n, _ := io.Copy(countingWriter{conn, &up}, os.Stdin)
+		_ = n
+		_ = conn.(*net.TCPConn).CloseWrite()
+	}()
+	go func() {
+		defer wg.Done()
+		_, _ = io.Copy(countingWriter{os.Stdout, &down}, conn)
+		_ = os.Stdout.Close()
+	}()
+	wg.Wait()
+	report()
+	return 0
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// appendLine appends one line with O_APPEND, so concurrent relays' lines
+// never interleave.
+func appendLine(path, line string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open relay counts %s: %w", path, err)
+	}
+	if _, err := f.WriteString(line + "\n"); err != nil {
+		f.Close()
+		return fmt.Errorf("write relay counts %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// relayTotals reads a counts file: relays started, relays ended, and the
+// bytes they carried both ways.
+func relayTotals(path string) (started, ended int, bytes int64, err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return 0, 0, 0, nil
+		}
+		return 0, 0, 0, fmt.Errorf("read relay counts: %w", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 1 && f[0] == "start":
+			started++
+		case len(f) == 3 && f[0] == "end":
+			ended++
+			for _, s := range f[1:] {
+				v, err := strconv.ParseInt(s, 10, 64)
+				if err != nil {
+					return 0, 0, 0, fmt.Errorf("relay counts line %q: %w", line, err)
+				}
+				bytes += v
+			}
+		}
+	}
+	return started, ended, bytes, nil
+}
