@@ -2316,6 +2316,7 @@ type PutFilesRequest struct {
 	//	*PutFilesRequest_Header
 	//	*PutFilesRequest_Chunk
 	//	*PutFilesRequest_Trailer
+	//	*PutFilesRequest_Copy
 	Part          isPutFilesRequest_Part `protobuf_oneof:"part"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2385,6 +2386,15 @@ func (x *PutFilesRequest) GetTrailer() *FileTrailer {
 	return nil
 }
 
+func (x *PutFilesRequest) GetCopy() *FileCopy {
+	if x != nil {
+		if x, ok := x.Part.(*PutFilesRequest_Copy); ok {
+			return x.Copy
+		}
+	}
+	return nil
+}
+
 type isPutFilesRequest_Part interface {
 	isPutFilesRequest_Part()
 }
@@ -2404,11 +2414,19 @@ type PutFilesRequest_Trailer struct {
 	Trailer *FileTrailer `protobuf:"bytes,3,opt,name=trailer,proto3,oneof"`
 }
 
+type PutFilesRequest_Copy struct {
+	// A piece of the current file's content taken from the slave's own
+	// previous content of the file (only after a header with delta set).
+	Copy *FileCopy `protobuf:"bytes,4,opt,name=copy,proto3,oneof"`
+}
+
 func (*PutFilesRequest_Header) isPutFilesRequest_Part() {}
 
 func (*PutFilesRequest_Chunk) isPutFilesRequest_Part() {}
 
 func (*PutFilesRequest_Trailer) isPutFilesRequest_Part() {}
+
+func (*PutFilesRequest_Copy) isPutFilesRequest_Part() {}
 
 // FileHeader starts the transfer of one file's content.
 type FileHeader struct {
@@ -2429,7 +2447,10 @@ type FileHeader struct {
 	// Permission bits, owner, atime and mtime to give the file once its new
 	// content is in place (type bits, rdev, size, ctime, nlink and ino are
 	// ignored). Unset times are left as the write made them.
-	Stat          *Stat `protobuf:"bytes,5,opt,name=stat,proto3" json:"stat,omitempty"`
+	Stat *Stat `protobuf:"bytes,5,opt,name=stat,proto3" json:"stat,omitempty"`
+	// True when the file's content may come partly as FileCopy parts: the
+	// slave opens the file's current content once, to copy from.
+	Delta         bool `protobuf:"varint,6,opt,name=delta,proto3" json:"delta,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2499,6 +2520,13 @@ func (x *FileHeader) GetStat() *Stat {
 	return nil
 }
 
+func (x *FileHeader) GetDelta() bool {
+	if x != nil {
+		return x.Delta
+	}
+	return false
+}
+
 // FileChunk is a piece of the current file's content.
 type FileChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2555,6 +2583,76 @@ func (x *FileChunk) GetData() []byte {
 	return nil
 }
 
+// FileCopy is a piece of the current file's content the slave copies from
+// its own previous content of the file (a block the master found
+// unchanged). Like a chunk, it starts at or after the end of the previous
+// chunk or copy. The trailer's digest covers the copied bytes too, so a
+// previous content that changed since BlockSums fails the file (EBADMSG)
+// instead of installing a wrong result.
+type FileCopy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the bytes go in the new content.
+	Offset int64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	// How many bytes; offset plus length is at most the size.
+	Length int64 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	// Where they are in the previous content; source_offset plus length is
+	// at most the previous content's size.
+	SourceOffset  int64 `protobuf:"varint,3,opt,name=source_offset,json=sourceOffset,proto3" json:"source_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileCopy) Reset() {
+	*x = FileCopy{}
+	mi := &file_georep_v1_slave_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileCopy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileCopy) ProtoMessage() {}
+
+func (x *FileCopy) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileCopy.ProtoReflect.Descriptor instead.
+func (*FileCopy) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *FileCopy) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *FileCopy) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *FileCopy) GetSourceOffset() int64 {
+	if x != nil {
+		return x.SourceOffset
+	}
+	return 0
+}
+
 // FileTrailer ends the current file.
 type FileTrailer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2571,7 +2669,7 @@ type FileTrailer struct {
 
 func (x *FileTrailer) Reset() {
 	*x = FileTrailer{}
-	mi := &file_georep_v1_slave_proto_msgTypes[38]
+	mi := &file_georep_v1_slave_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2583,7 +2681,7 @@ func (x *FileTrailer) String() string {
 func (*FileTrailer) ProtoMessage() {}
 
 func (x *FileTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[38]
+	mi := &file_georep_v1_slave_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2596,7 +2694,7 @@ func (x *FileTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileTrailer.ProtoReflect.Descriptor instead.
 func (*FileTrailer) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{38}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *FileTrailer) GetBlake3() []byte {
@@ -2630,7 +2728,7 @@ type PutFilesResponse struct {
 
 func (x *PutFilesResponse) Reset() {
 	*x = PutFilesResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[39]
+	mi := &file_georep_v1_slave_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2642,7 +2740,7 @@ func (x *PutFilesResponse) String() string {
 func (*PutFilesResponse) ProtoMessage() {}
 
 func (x *PutFilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[39]
+	mi := &file_georep_v1_slave_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2655,7 +2753,7 @@ func (x *PutFilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFilesResponse.ProtoReflect.Descriptor instead.
 func (*PutFilesResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{39}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PutFilesResponse) GetGfid() []byte {
@@ -2677,6 +2775,184 @@ func (x *PutFilesResponse) GetBytesWritten() int64 {
 		return x.BytesWritten
 	}
 	return 0
+}
+
+// BlockSumsRequest asks for the block checksums of a file's content.
+type BlockSumsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file's GFID (16 bytes).
+	Gfid []byte `protobuf:"bytes,1,opt,name=gfid,proto3" json:"gfid,omitempty"`
+	// The block size in bytes, a power of two from 2 KiB to 128 KiB. A file
+	// would need more than 131072 blocks of it is refused (InvalidArgument):
+	// choose a bigger block.
+	BlockSize     uint32 `protobuf:"varint,2,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockSumsRequest) Reset() {
+	*x = BlockSumsRequest{}
+	mi := &file_georep_v1_slave_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockSumsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockSumsRequest) ProtoMessage() {}
+
+func (x *BlockSumsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockSumsRequest.ProtoReflect.Descriptor instead.
+func (*BlockSumsRequest) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *BlockSumsRequest) GetGfid() []byte {
+	if x != nil {
+		return x.Gfid
+	}
+	return nil
+}
+
+func (x *BlockSumsRequest) GetBlockSize() uint32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
+// BlockSumsResponse holds one Block per block_size bytes of the content;
+// the last block may be shorter.
+type BlockSumsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The content's size in bytes when it was read.
+	Size int64 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	// The block size used.
+	BlockSize uint32 `protobuf:"varint,2,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	// The blocks, in order.
+	Blocks        []*Block `protobuf:"bytes,3,rep,name=blocks,proto3" json:"blocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockSumsResponse) Reset() {
+	*x = BlockSumsResponse{}
+	mi := &file_georep_v1_slave_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockSumsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockSumsResponse) ProtoMessage() {}
+
+func (x *BlockSumsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockSumsResponse.ProtoReflect.Descriptor instead.
+func (*BlockSumsResponse) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *BlockSumsResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *BlockSumsResponse) GetBlockSize() uint32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
+func (x *BlockSumsResponse) GetBlocks() []*Block {
+	if x != nil {
+		return x.Blocks
+	}
+	return nil
+}
+
+// Block is the checksums of one block of content.
+type Block struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rsync-style rolling checksum: the low 16 bits are the sum of the
+	// bytes, the high 16 bits the sum of the running sums, both mod 2^16.
+	Weak uint32 `protobuf:"varint,1,opt,name=weak,proto3" json:"weak,omitempty"`
+	// The XXH3-128 of the block, 16 bytes, big-endian (high half first).
+	Strong        []byte `protobuf:"bytes,2,opt,name=strong,proto3" json:"strong,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Block) Reset() {
+	*x = Block{}
+	mi := &file_georep_v1_slave_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Block) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Block) ProtoMessage() {}
+
+func (x *Block) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Block.ProtoReflect.Descriptor instead.
+func (*Block) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *Block) GetWeak() uint32 {
+	if x != nil {
+		return x.Weak
+	}
+	return 0
+}
+
+func (x *Block) GetStrong() []byte {
+	if x != nil {
+		return x.Strong
+	}
+	return nil
 }
 
 var File_georep_v1_slave_proto protoreflect.FileDescriptor
@@ -2831,29 +3107,47 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"parentGfid\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\fR\x05names\")\n" +
 	"\rPurgeResponse\x12\x18\n" +
-	"\aremoved\x18\x01 \x01(\x04R\aremoved\"\xac\x01\n" +
+	"\aremoved\x18\x01 \x01(\x04R\aremoved\"\xd7\x01\n" +
 	"\x0fPutFilesRequest\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.georep.v1.FileHeaderH\x00R\x06header\x12,\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x14.georep.v1.FileChunkH\x00R\x05chunk\x122\n" +
-	"\atrailer\x18\x03 \x01(\v2\x16.georep.v1.FileTrailerH\x00R\atrailerB\x06\n" +
-	"\x04part\"\xa0\x01\n" +
+	"\atrailer\x18\x03 \x01(\v2\x16.georep.v1.FileTrailerH\x00R\atrailer\x12)\n" +
+	"\x04copy\x18\x04 \x01(\v2\x13.georep.v1.FileCopyH\x00R\x04copyB\x06\n" +
+	"\x04part\"\xb6\x01\n" +
 	"\n" +
 	"FileHeader\x12\x12\n" +
 	"\x04gfid\x18\x01 \x01(\fR\x04gfid\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12(\n" +
 	"\x10link_parent_gfid\x18\x03 \x01(\fR\x0elinkParentGfid\x12\x1b\n" +
 	"\tlink_name\x18\x04 \x01(\fR\blinkName\x12#\n" +
-	"\x04stat\x18\x05 \x01(\v2\x0f.georep.v1.StatR\x04stat\"7\n" +
+	"\x04stat\x18\x05 \x01(\v2\x0f.georep.v1.StatR\x04stat\x12\x14\n" +
+	"\x05delta\x18\x06 \x01(\bR\x05delta\"7\n" +
 	"\tFileChunk\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"?\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"_\n" +
+	"\bFileCopy\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x03R\x06length\x12#\n" +
+	"\rsource_offset\x18\x03 \x01(\x03R\fsourceOffset\"?\n" +
 	"\vFileTrailer\x12\x16\n" +
 	"\x06blake3\x18\x01 \x01(\fR\x06blake3\x12\x18\n" +
 	"\aabandon\x18\x02 \x01(\bR\aabandon\"{\n" +
 	"\x10PutFilesResponse\x12\x12\n" +
 	"\x04gfid\x18\x01 \x01(\fR\x04gfid\x12.\n" +
 	"\x06result\x18\x02 \x01(\v2\x16.georep.v1.EntryResultR\x06result\x12#\n" +
-	"\rbytes_written\x18\x03 \x01(\x03R\fbytesWritten*\xc7\x01\n" +
+	"\rbytes_written\x18\x03 \x01(\x03R\fbytesWritten\"E\n" +
+	"\x10BlockSumsRequest\x12\x12\n" +
+	"\x04gfid\x18\x01 \x01(\fR\x04gfid\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\x02 \x01(\rR\tblockSize\"p\n" +
+	"\x11BlockSumsResponse\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\x02 \x01(\rR\tblockSize\x12(\n" +
+	"\x06blocks\x18\x03 \x03(\v2\x10.georep.v1.BlockR\x06blocks\"3\n" +
+	"\x05Block\x12\x12\n" +
+	"\x04weak\x18\x01 \x01(\rR\x04weak\x12\x16\n" +
+	"\x06strong\x18\x02 \x01(\fR\x06strong*\xc7\x01\n" +
 	"\aEntryOp\x12\x18\n" +
 	"\x14ENTRY_OP_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fENTRY_OP_CREATE\x10\x01\x12\x12\n" +
@@ -2871,7 +3165,7 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x1cRESOLUTION_REPLACED_CONFLICT\x10\x02\x12!\n" +
 	"\x1dRESOLUTION_GFID_MISMATCH_KEPT\x10\x03\x12\x18\n" +
 	"\x14RESOLUTION_RECREATED\x10\x04\x12 \n" +
-	"\x1cRESOLUTION_LINKED_FROM_INDEX\x10\x052\xa7\a\n" +
+	"\x1cRESOLUTION_LINKED_FROM_INDEX\x10\x052\xef\a\n" +
 	"\x05Slave\x12F\n" +
 	"\tHandshake\x12\x1b.georep.v1.HandshakeRequest\x1a\x1c.georep.v1.HandshakeResponse\x12C\n" +
 	"\bEntryOps\x12\x1a.georep.v1.EntryOpsRequest\x1a\x1b.georep.v1.EntryOpsResponse\x12@\n" +
@@ -2887,7 +3181,8 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x05Lstat\x12\x17.georep.v1.LstatRequest\x1a\x18.georep.v1.LstatResponse\x127\n" +
 	"\x04Gfid\x12\x16.georep.v1.GfidRequest\x1a\x17.georep.v1.GfidResponse\x12:\n" +
 	"\x05Purge\x12\x17.georep.v1.PurgeRequest\x1a\x18.georep.v1.PurgeResponse\x12G\n" +
-	"\bPutFiles\x12\x1a.georep.v1.PutFilesRequest\x1a\x1b.georep.v1.PutFilesResponse(\x010\x01B3Z1github.com/georep/georep/proto/georep/v1;georepv1b\x06proto3"
+	"\bPutFiles\x12\x1a.georep.v1.PutFilesRequest\x1a\x1b.georep.v1.PutFilesResponse(\x010\x01\x12F\n" +
+	"\tBlockSums\x12\x1b.georep.v1.BlockSumsRequest\x1a\x1c.georep.v1.BlockSumsResponseB3Z1github.com/georep/georep/proto/georep/v1;georepv1b\x06proto3"
 
 var (
 	file_georep_v1_slave_proto_rawDescOnce sync.Once
@@ -2902,7 +3197,7 @@ func file_georep_v1_slave_proto_rawDescGZIP() []byte {
 }
 
 var file_georep_v1_slave_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_georep_v1_slave_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_georep_v1_slave_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_georep_v1_slave_proto_goTypes = []any{
 	(EntryOp)(0),               // 0: georep.v1.EntryOp
 	(Resolution)(0),            // 1: georep.v1.Resolution
@@ -2944,8 +3239,12 @@ var file_georep_v1_slave_proto_goTypes = []any{
 	(*PutFilesRequest)(nil),    // 37: georep.v1.PutFilesRequest
 	(*FileHeader)(nil),         // 38: georep.v1.FileHeader
 	(*FileChunk)(nil),          // 39: georep.v1.FileChunk
-	(*FileTrailer)(nil),        // 40: georep.v1.FileTrailer
-	(*PutFilesResponse)(nil),   // 41: georep.v1.PutFilesResponse
+	(*FileCopy)(nil),           // 40: georep.v1.FileCopy
+	(*FileTrailer)(nil),        // 41: georep.v1.FileTrailer
+	(*PutFilesResponse)(nil),   // 42: georep.v1.PutFilesResponse
+	(*BlockSumsRequest)(nil),   // 43: georep.v1.BlockSumsRequest
+	(*BlockSumsResponse)(nil),  // 44: georep.v1.BlockSumsResponse
+	(*Block)(nil),              // 45: georep.v1.Block
 }
 var file_georep_v1_slave_proto_depIdxs = []int32{
 	2,  // 0: georep.v1.VolumeMark.version:type_name -> georep.v1.Version
@@ -2982,42 +3281,46 @@ var file_georep_v1_slave_proto_depIdxs = []int32{
 	5,  // 31: georep.v1.LstatResponse.stat:type_name -> georep.v1.Stat
 	38, // 32: georep.v1.PutFilesRequest.header:type_name -> georep.v1.FileHeader
 	39, // 33: georep.v1.PutFilesRequest.chunk:type_name -> georep.v1.FileChunk
-	40, // 34: georep.v1.PutFilesRequest.trailer:type_name -> georep.v1.FileTrailer
-	5,  // 35: georep.v1.FileHeader.stat:type_name -> georep.v1.Stat
-	10, // 36: georep.v1.PutFilesResponse.result:type_name -> georep.v1.EntryResult
-	6,  // 37: georep.v1.Slave.Handshake:input_type -> georep.v1.HandshakeRequest
-	9,  // 38: georep.v1.Slave.EntryOps:input_type -> georep.v1.EntryOpsRequest
-	14, // 39: georep.v1.Slave.MetaOps:input_type -> georep.v1.MetaOpsRequest
-	16, // 40: georep.v1.Slave.Stime:input_type -> georep.v1.StimeRequest
-	18, // 41: georep.v1.Slave.SetStime:input_type -> georep.v1.SetStimeRequest
-	20, // 42: georep.v1.Slave.Xtime:input_type -> georep.v1.XtimeRequest
-	22, // 43: georep.v1.Slave.SetXtime:input_type -> georep.v1.SetXtimeRequest
-	24, // 44: georep.v1.Slave.KeepAlive:input_type -> georep.v1.KeepAliveRequest
-	26, // 45: georep.v1.Slave.VolumeInfo:input_type -> georep.v1.VolumeInfoRequest
-	29, // 46: georep.v1.Slave.Entries:input_type -> georep.v1.EntriesRequest
-	31, // 47: georep.v1.Slave.Lstat:input_type -> georep.v1.LstatRequest
-	33, // 48: georep.v1.Slave.Gfid:input_type -> georep.v1.GfidRequest
-	35, // 49: georep.v1.Slave.Purge:input_type -> georep.v1.PurgeRequest
-	37, // 50: georep.v1.Slave.PutFiles:input_type -> georep.v1.PutFilesRequest
-	7,  // 51: georep.v1.Slave.Handshake:output_type -> georep.v1.HandshakeResponse
-	11, // 52: georep.v1.Slave.EntryOps:output_type -> georep.v1.EntryOpsResponse
-	15, // 53: georep.v1.Slave.MetaOps:output_type -> georep.v1.MetaOpsResponse
-	17, // 54: georep.v1.Slave.Stime:output_type -> georep.v1.StimeResponse
-	19, // 55: georep.v1.Slave.SetStime:output_type -> georep.v1.SetStimeResponse
-	21, // 56: georep.v1.Slave.Xtime:output_type -> georep.v1.XtimeResponse
-	23, // 57: georep.v1.Slave.SetXtime:output_type -> georep.v1.SetXtimeResponse
-	25, // 58: georep.v1.Slave.KeepAlive:output_type -> georep.v1.KeepAliveResponse
-	27, // 59: georep.v1.Slave.VolumeInfo:output_type -> georep.v1.VolumeInfoResponse
-	30, // 60: georep.v1.Slave.Entries:output_type -> georep.v1.EntriesResponse
-	32, // 61: georep.v1.Slave.Lstat:output_type -> georep.v1.LstatResponse
-	34, // 62: georep.v1.Slave.Gfid:output_type -> georep.v1.GfidResponse
-	36, // 63: georep.v1.Slave.Purge:output_type -> georep.v1.PurgeResponse
-	41, // 64: georep.v1.Slave.PutFiles:output_type -> georep.v1.PutFilesResponse
-	51, // [51:65] is the sub-list for method output_type
-	37, // [37:51] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	41, // 34: georep.v1.PutFilesRequest.trailer:type_name -> georep.v1.FileTrailer
+	40, // 35: georep.v1.PutFilesRequest.copy:type_name -> georep.v1.FileCopy
+	5,  // 36: georep.v1.FileHeader.stat:type_name -> georep.v1.Stat
+	10, // 37: georep.v1.PutFilesResponse.result:type_name -> georep.v1.EntryResult
+	45, // 38: georep.v1.BlockSumsResponse.blocks:type_name -> georep.v1.Block
+	6,  // 39: georep.v1.Slave.Handshake:input_type -> georep.v1.HandshakeRequest
+	9,  // 40: georep.v1.Slave.EntryOps:input_type -> georep.v1.EntryOpsRequest
+	14, // 41: georep.v1.Slave.MetaOps:input_type -> georep.v1.MetaOpsRequest
+	16, // 42: georep.v1.Slave.Stime:input_type -> georep.v1.StimeRequest
+	18, // 43: georep.v1.Slave.SetStime:input_type -> georep.v1.SetStimeRequest
+	20, // 44: georep.v1.Slave.Xtime:input_type -> georep.v1.XtimeRequest
+	22, // 45: georep.v1.Slave.SetXtime:input_type -> georep.v1.SetXtimeRequest
+	24, // 46: georep.v1.Slave.KeepAlive:input_type -> georep.v1.KeepAliveRequest
+	26, // 47: georep.v1.Slave.VolumeInfo:input_type -> georep.v1.VolumeInfoRequest
+	29, // 48: georep.v1.Slave.Entries:input_type -> georep.v1.EntriesRequest
+	31, // 49: georep.v1.Slave.Lstat:input_type -> georep.v1.LstatRequest
+	33, // 50: georep.v1.Slave.Gfid:input_type -> georep.v1.GfidRequest
+	35, // 51: georep.v1.Slave.Purge:input_type -> georep.v1.PurgeRequest
+	37, // 52: georep.v1.Slave.PutFiles:input_type -> georep.v1.PutFilesRequest
+	43, // 53: georep.v1.Slave.BlockSums:input_type -> georep.v1.BlockSumsRequest
+	7,  // 54: georep.v1.Slave.Handshake:output_type -> georep.v1.HandshakeResponse
+	11, // 55: georep.v1.Slave.EntryOps:output_type -> georep.v1.EntryOpsResponse
+	15, // 56: georep.v1.Slave.MetaOps:output_type -> georep.v1.MetaOpsResponse
+	17, // 57: georep.v1.Slave.Stime:output_type -> georep.v1.StimeResponse
+	19, // 58: georep.v1.Slave.SetStime:output_type -> georep.v1.SetStimeResponse
+	21, // 59: georep.v1.Slave.Xtime:output_type -> georep.v1.XtimeResponse
+	23, // 60: georep.v1.Slave.SetXtime:output_type -> georep.v1.SetXtimeResponse
+	25, // 61: georep.v1.Slave.KeepAlive:output_type -> georep.v1.KeepAliveResponse
+	27, // 62: georep.v1.Slave.VolumeInfo:output_type -> georep.v1.VolumeInfoResponse
+	30, // 63: georep.v1.Slave.Entries:output_type -> georep.v1.EntriesResponse
+	32, // 64: georep.v1.Slave.Lstat:output_type -> georep.v1.LstatResponse
+	34, // 65: georep.v1.Slave.Gfid:output_type -> georep.v1.GfidResponse
+	36, // 66: georep.v1.Slave.Purge:output_type -> georep.v1.PurgeResponse
+	42, // 67: georep.v1.Slave.PutFiles:output_type -> georep.v1.PutFilesResponse
+	44, // 68: georep.v1.Slave.BlockSums:output_type -> georep.v1.BlockSumsResponse
+	54, // [54:69] is the sub-list for method output_type
+	39, // [39:54] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_georep_v1_slave_proto_init() }
@@ -3030,6 +3333,7 @@ func file_georep_v1_slave_proto_init() {
 		(*PutFilesRequest_Header)(nil),
 		(*PutFilesRequest_Chunk)(nil),
 		(*PutFilesRequest_Trailer)(nil),
+		(*PutFilesRequest_Copy)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3037,7 +3341,7 @@ func file_georep_v1_slave_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_georep_v1_slave_proto_rawDesc), len(file_georep_v1_slave_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   40,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,7 @@ const (
 	Slave_Gfid_FullMethodName       = "/georep.v1.Slave/Gfid"
 	Slave_Purge_FullMethodName      = "/georep.v1.Slave/Purge"
 	Slave_PutFiles_FullMethodName   = "/georep.v1.Slave/PutFiles"
+	Slave_BlockSums_FullMethodName  = "/georep.v1.Slave/BlockSums"
 )
 
 // SlaveClient is the client API for Slave service.
@@ -101,6 +102,12 @@ type SlaveClient interface {
 	// content intact. It answers one PutFilesResponse per file, in the order
 	// the files were sent; one file's failure never fails the stream.
 	PutFiles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PutFilesRequest, PutFilesResponse], error)
+	// BlockSums returns per-block checksums of a regular file's current
+	// content, read through its GFID index entry, so the master can send only
+	// the blocks that differ (FileCopy for the rest). Read-only. No file with
+	// that GFID: NotFound; not a regular file: FailedPrecondition or
+	// InvalidArgument.
+	BlockSums(ctx context.Context, in *BlockSumsRequest, opts ...grpc.CallOption) (*BlockSumsResponse, error)
 }
 
 type slaveClient struct {
@@ -254,6 +261,16 @@ func (c *slaveClient) PutFiles(ctx context.Context, opts ...grpc.CallOption) (gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Slave_PutFilesClient = grpc.BidiStreamingClient[PutFilesRequest, PutFilesResponse]
 
+func (c *slaveClient) BlockSums(ctx context.Context, in *BlockSumsRequest, opts ...grpc.CallOption) (*BlockSumsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BlockSumsResponse)
+	err := c.cc.Invoke(ctx, Slave_BlockSums_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SlaveServer is the server API for Slave service.
 // All implementations must embed UnimplementedSlaveServer
 // for forward compatibility.
@@ -312,6 +329,12 @@ type SlaveServer interface {
 	// content intact. It answers one PutFilesResponse per file, in the order
 	// the files were sent; one file's failure never fails the stream.
 	PutFiles(grpc.BidiStreamingServer[PutFilesRequest, PutFilesResponse]) error
+	// BlockSums returns per-block checksums of a regular file's current
+	// content, read through its GFID index entry, so the master can send only
+	// the blocks that differ (FileCopy for the rest). Read-only. No file with
+	// that GFID: NotFound; not a regular file: FailedPrecondition or
+	// InvalidArgument.
+	BlockSums(context.Context, *BlockSumsRequest) (*BlockSumsResponse, error)
 	mustEmbedUnimplementedSlaveServer()
 }
 
@@ -363,6 +386,9 @@ func (UnimplementedSlaveServer) Purge(context.Context, *PurgeRequest) (*PurgeRes
 }
 func (UnimplementedSlaveServer) PutFiles(grpc.BidiStreamingServer[PutFilesRequest, PutFilesResponse]) error {
 	return status.Error(codes.Unimplemented, "method PutFiles not implemented")
+}
+func (UnimplementedSlaveServer) BlockSums(context.Context, *BlockSumsRequest) (*BlockSumsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BlockSums not implemented")
 }
 func (UnimplementedSlaveServer) mustEmbedUnimplementedSlaveServer() {}
 func (UnimplementedSlaveServer) testEmbeddedByValue()               {}
@@ -626,6 +652,24 @@ func _Slave_PutFiles_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Slave_PutFilesServer = grpc.BidiStreamingServer[PutFilesRequest, PutFilesResponse]
 
+func _Slave_BlockSums_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BlockSumsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SlaveServer).BlockSums(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Slave_BlockSums_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SlaveServer).BlockSums(ctx, req.(*BlockSumsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Slave_ServiceDesc is the grpc.ServiceDesc for Slave service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -684,6 +728,10 @@ var Slave_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Purge",
 			Handler:    _Slave_Purge_Handler,
+		},
+		{
+			MethodName: "BlockSums",
+			Handler:    _Slave_BlockSums_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
