@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,11 @@ func (s *Service) PutFiles(stream pb.Slave_PutFilesServer) error {
 				return invalid("a chunk came outside a file: send a header first")
 			}
 			cur.write(p.Chunk)
+		case *pb.PutFilesRequest_Copy:
+			if cur == nil {
+				return invalid("a copy came outside a file: send a header first")
+			}
+			cur.copy(p.Copy)
 		case *pb.PutFilesRequest_Trailer:
 			if cur == nil {
 				return invalid("a trailer came outside a file: send a header first")
@@ -61,7 +67,7 @@ func (s *Service) PutFiles(stream pb.Slave_PutFilesServer) error {
 				return err
 			}
 		default:
-			return invalid("a PutFiles message must carry a header, a chunk or a trailer")
+			return invalid("a PutFiles message must carry a header, a chunk, a copy or a trailer")
 		}
 	}
 }
@@ -99,7 +105,7 @@ func putHeader(h *pb.FileHeader) (backend.PutHeader, error) {
 	if err != nil {
 		return backend.PutHeader{}, fmt.Errorf("gfid: %v: %w", err, unix.EINVAL)
 	}
-	ph := backend.PutHeader{GFID: g, Size: h.GetSize(), Stat: h.GetStat()}
+	ph := backend.PutHeader{GFID: g, Size: h.GetSize(), Stat: h.GetStat(), Delta: h.GetDelta()}
 	hasParent, hasName := len(h.GetLinkParentGfid()) > 0, len(h.GetLinkName()) > 0
 	if hasParent != hasName {
 		return ph, fmt.Errorf("link hint: set link_parent_gfid and link_name together, or neither: %w", unix.EINVAL)
@@ -120,6 +126,26 @@ func (f *incomingFile) write(c *pb.FileChunk) {
 	if f.err = f.w.WriteAt(c.GetData(), c.GetOffset()); f.err != nil {
 		f.w.Abort()
 	}
+}
+
+func (f *incomingFile) copy(c *pb.FileCopy) {
+	if f.err != nil {
+		return
+	}
+	if f.err = f.w.CopyAt(c.GetOffset(), c.GetLength(), c.GetSourceOffset()); f.err != nil {
+		f.w.Abort()
+	}
+}
+
+// BlockSums returns the block checksums of a file's current content, for
+// a master that sends only what changed.
+func (s *Service) BlockSums(ctx context.Context, req *pb.BlockSumsRequest) (*pb.BlockSumsResponse, error) {
+	g, err := parseGFID("gfid", req.GetGfid())
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.backend.BlockSums(g, int(req.GetBlockSize()))
+	return resp, statusFromBackend(err)
 }
 
 func (f *incomingFile) abort() {

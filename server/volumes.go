@@ -184,6 +184,11 @@ func (v *Volumes) Purge(ctx context.Context, req *pb.PurgeRequest) (*pb.PurgeRes
 	return route(ctx, v, req, (*Service).Purge)
 }
 
+// BlockSums routes to the named volume's Service.
+func (v *Volumes) BlockSums(ctx context.Context, req *pb.BlockSumsRequest) (*pb.BlockSumsResponse, error) {
+	return route(ctx, v, req, (*Service).BlockSums)
+}
+
 // PutFiles routes the stream to the named volume's Service.
 func (v *Volumes) PutFiles(stream pb.Slave_PutFilesServer) error {
 	svc, err := v.Service(stream.Context())

@@ -43,6 +43,9 @@ type PutHeader struct {
 	// Stat carries permission bits, owner and times to apply after the
 	// content; nil keeps the file's own.
 	Stat *pb.Stat
+	// Delta opens the file's current content, so CopyAt can take unchanged
+	// pieces from it.
+	Delta bool
 }
 
 // Install says how Commit put new content in place.
@@ -83,6 +86,8 @@ type FileWriter struct {
 	pos     int64 // end of the content hashed so far
 	written int64
 	done    bool
+	// old is the file's previous content (Delta only), read-only.
+	old *os.File
 
 	// installHook, set by tests, runs at named install steps; an error
 	// makes that step fail.
@@ -137,6 +142,14 @@ func (b *Backend) BeginPut(h PutHeader) (*FileWriter, error) {
 	}
 	w.f = f
 	successful := false
+	if h.Delta {
+		// Opened now, under the lock that found the index entry: every copy
+		// reads this one inode, whatever renames happen meanwhile.
+		if w.old, err = openIndexed(o, h.GFID); err != nil {
+			w.discard()
+			return nil, fmt.Errorf("put content of %s: open previous content to copy from: %w", h.GFID, err)
+		}
+	}
 	defer func() {
 		if !successful {
 			w.discard()
@@ -263,6 +276,9 @@ func (w *FileWriter) discard() {
 	}
 	w.done = true
 	w.f.Close()
+	if w.old != nil {
+		w.old.Close()
+	}
 	// Under the lock, so a closed backend's tmp fd is never used.
 	s, err := w.b.rlock()
 	if err != nil {
