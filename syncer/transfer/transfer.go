@@ -1,8 +1,10 @@
-// Package transfer is the master's data sender: it streams whole-file
-// content, read fd-relative beneath the master root, to a slave's PutFiles
-// RPC by GFID, many files pipelined over each stream and several streams
-// in parallel, and reports one result per file. Files that change while
-// being read are abandoned and reported as retryable, never installed torn.
+// Package transfer is the master's data sender: it streams file content,
+// read fd-relative beneath the master root, to a slave's PutFiles RPC by
+// GFID, many files pipelined over each stream and several streams in
+// parallel, and reports one result per file. A file the slave already has
+// goes as a delta (only the blocks its BlockSums do not match, see
+// delta.go). Files that change while being read are abandoned and
+// reported as retryable, never installed torn.
 package transfer
 
 import (
@@ -65,6 +67,9 @@ type Result struct {
 	Sent int64
 	// Written is how many content bytes the slave reports it wrote.
 	Written int64
+	// Delta is true when the content went as a delta against the slave's
+	// previous content.
+	Delta bool
 }
 
 // Retryable reports whether sending the item again may succeed without
@@ -98,11 +103,17 @@ type Stats struct {
 	Files int64
 	// Failed is how many files were not installed.
 	Failed int64
-	// DataBytes is the content sent (holes excluded).
+	// DataBytes is the content sent (holes excluded; for a delta, only
+	// the literal bytes).
 	DataBytes int64
 	// WireBytes is the size of every message sent, as encoded by protobuf
-	// (before HTTP/2 framing).
+	// (before HTTP/2 framing), BlockSums requests and answers included.
 	WireBytes int64
+	// DeltaFiles is how many installed files went as a delta.
+	DeltaFiles int64
+	// WholeRetries is how many delta files failed their digest (the
+	// slave's content changed meanwhile) and were sent again whole.
+	WholeRetries int64
 }
 
 // Options tunes Send.
@@ -118,6 +129,8 @@ type Options struct {
 	// installed, with the content bytes sent for it (for progress and
 	// metrics). It is called from the streams' goroutines, concurrently.
 	Installed func(it Item, sent int64)
+	// WholeFile turns the delta transfer off: every file goes whole.
+	WholeFile bool
 
 	// hooks are test probes; nil in production.
 	hooks *hooks
@@ -129,6 +142,8 @@ type hooks struct {
 	afterChunk func(it Item, off int64)
 	// corrupt may alter a chunk after it was hashed, before it is sent.
 	corrupt func(it Item, data []byte)
+	// afterSums runs once the slave's block sums of it arrived.
+	afterSums func(it Item)
 }
 
 // sender is one Send call's shared state.
@@ -139,8 +154,10 @@ type sender struct {
 	log     *slog.Logger
 	items   []Item
 	results []Result
+	// whole marks items to send whole, never as a delta; set between passes.
+	whole []bool
 
-	files, failed, data, wire atomic.Int64
+	files, failed, data, wire, deltas atomic.Int64
 }
 
 // Send sends the content of items, read beneath root (an open directory),
@@ -152,26 +169,50 @@ func Send(ctx context.Context, slave pb.SlaveClient, root *os.File, items []Item
 		return nil, Stats{}, fmt.Errorf("chunk size %d: must be between 1 and %d bytes", opts.ChunkSize, MaxChunk)
 	}
 	s := &sender{root: int(root.Fd()), opts: opts, chunk: opts.ChunkSize, log: opts.Logger,
-		items: items, results: make([]Result, len(items))}
+		items: items, results: make([]Result, len(items)), whole: make([]bool, len(items))}
 	if s.chunk == 0 {
 		s.chunk = MaxChunk
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	jobs := max(opts.Jobs, 1)
+	all := make([]int, len(items))
+	for i := range all {
+		all[i] = i
+	}
+	s.run(ctx, slave, all)
+	// A delta whose digest failed met a slave content that changed after
+	// its block sums; the whole file does not depend on it.
+	var again []int
+	for i, r := range s.results {
+		if r.Delta && errors.Is(r.Err, unix.EBADMSG) {
+			again = append(again, i)
+			s.results[i] = Result{}
+			s.whole[i] = true
+			s.failed.Add(-1)
+		}
+	}
+	if len(again) > 0 {
+		s.log.Debug("delta digests failed; sending those files whole", "files", len(again))
+		s.run(ctx, slave, again)
+	}
+	st := Stats{Files: s.files.Load(), Failed: s.failed.Load(), DataBytes: s.data.Load(), WireBytes: s.wire.Load(),
+		DeltaFiles: s.deltas.Load(), WholeRetries: int64(len(again))}
+	return s.results, st, nil
+}
+
+// run sends the items indexed by idx over opts.Jobs streams.
+func (s *sender) run(ctx context.Context, slave pb.SlaveClient, idx []int) {
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for range jobs {
+	for range max(s.opts.Jobs, 1) {
 		wg.Go(func() { s.worker(ctx, slave, next) })
 	}
-	for i := range items {
+	for _, i := range idx {
 		next <- i
 	}
 	close(next)
 	wg.Wait()
-	st := Stats{Files: s.files.Load(), Failed: s.failed.Load(), DataBytes: s.data.Load(), WireBytes: s.wire.Load()}
-	return s.results, st, nil
 }
 
 func (s *sender) fail(i int, err error) {
@@ -212,6 +253,8 @@ func (s *sender) worker(ctx context.Context, slave pb.SlaveClient, next <-chan i
 // stream is one PutFiles stream and its receiver.
 type stream struct {
 	s        *sender
+	ctx      context.Context // the stream's, for its BlockSums calls
+	slave    pb.SlaveClient
 	cancel   context.CancelFunc
 	ps       pb.Slave_PutFilesClient
 	inflight chan int // items whose trailer was sent, in order
@@ -231,7 +274,7 @@ func (s *sender) openStream(ctx context.Context, slave pb.SlaveClient) (*stream,
 		cancel()
 		return nil, fmt.Errorf("open a PutFiles stream to the slave: %w", err)
 	}
-	st := &stream{s: s, cancel: cancel, ps: ps, inflight: make(chan int, pipelineDepth),
+	st := &stream{s: s, ctx: sctx, slave: slave, cancel: cancel, ps: ps, inflight: make(chan int, pipelineDepth),
 		recvDone: make(chan struct{}), changed: map[int]bool{}}
 	go st.receive()
 	return st, nil
@@ -272,6 +315,9 @@ func (st *stream) receive() {
 			s.fail(i, &RemoteError{Errno: unix.Errno(r.GetErrno()), Code: r.GetCode(), Message: r.GetMessage()})
 		default:
 			s.files.Add(1)
+			if s.results[i].Delta {
+				s.deltas.Add(1)
+			}
 			if s.opts.Installed != nil {
 				s.opts.Installed(s.items[i], s.results[i].Sent)
 			}
@@ -341,15 +387,23 @@ func (st *stream) sendFile(i int) error {
 			Atime: &pb.Timestamp{Sec: before.Atim.Sec, Nsec: uint32(before.Atim.Nsec)},
 			Mtime: &pb.Timestamp{Sec: before.Mtim.Sec, Nsec: uint32(before.Mtim.Nsec)}}
 	}
-	h := &pb.FileHeader{Gfid: it.GFID.Bytes(), Size: before.Size, Stat: stat}
+	sums := st.blockSums(i, before.Size)
+	h := &pb.FileHeader{Gfid: it.GFID.Bytes(), Size: before.Size, Stat: stat, Delta: sums != nil}
 	if len(it.LinkName) > 0 {
 		h.LinkParentGfid, h.LinkName = it.LinkParent.Bytes(), it.LinkName
 	}
+	s.results[i].Delta = sums != nil
 	if err := st.send(&pb.PutFilesRequest{Part: &pb.PutFilesRequest_Header{Header: h}}); err != nil {
 		s.fail(i, st.streamErr(err))
 		return err
 	}
-	digest, changed, err := st.sendContent(i, fd, before.Size)
+	var digest []byte
+	var changed bool
+	if sums != nil {
+		digest, changed, err = st.sendDelta(i, fd, before.Size, sums)
+	} else {
+		digest, changed, err = st.sendContent(i, fd, before.Size)
+	}
 	if err != nil {
 		s.fail(i, st.streamErr(err))
 		return err
