@@ -387,7 +387,12 @@ func (st *stream) sendFile(i int) error {
 			Atime: &pb.Timestamp{Sec: before.Atim.Sec, Nsec: uint32(before.Atim.Nsec)},
 			Mtime: &pb.Timestamp{Sec: before.Mtim.Sec, Nsec: uint32(before.Mtim.Nsec)}}
 	}
-	sums := st.blockSums(i, before.Size)
+	var sums *pb.BlockSumsResponse
+	// A sparse file goes whole: that path skips its holes, while the delta
+	// would send or copy them as zeros and leave the slave's copy dense.
+	if before.Blocks*512 >= before.Size {
+		sums = st.blockSums(i, before.Size)
+	}
 	h := &pb.FileHeader{Gfid: it.GFID.Bytes(), Size: before.Size, Stat: stat, Delta: sums != nil}
 	if len(it.LinkName) > 0 {
 		h.LinkParentGfid, h.LinkName = it.LinkParent.Bytes(), it.LinkName

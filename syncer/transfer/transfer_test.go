@@ -567,3 +567,44 @@ func TestSendENOSPC(t *testing.T) {
 		})
 	}
 }
+
+// TestSendSparseChangedStaysSparse: a sparse file the slave already has
+// goes whole when it changes (the whole-file path skips holes; the delta
+// would copy or send them as zeros and make the slave's copy dense).
+func TestSendSparseChangedStaysSparse(t *testing.T) {
+	e := newEnv(t, "")
+	g := e.create(t, "f")
+	mp := filepath.Join(e.master, "dir", "m")
+	writeFile(t, mp, nil)
+	f, err := os.OpenFile(mp, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(randomBytes(1<<20, 7), 100<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(1 << 30); err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 2; round++ {
+		if round == 1 {
+			if _, err := f.WriteAt(randomBytes(4096, 8), 100<<20+8192); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rs, st := e.send(t, []Item{item(g, "dir/m", "f")}, Options{})
+		wantOK(t, rs)
+		if rs[0].Delta {
+			t.Errorf("round %d: a sparse file went as a delta", round)
+		}
+		s := lstat(t, filepath.Join(e.slave, "f"))
+		if s.Blocks*512 > 10<<20 {
+			t.Errorf("round %d: slave file allocates %d bytes for 1 MiB of data (not sparse)", round, s.Blocks*512)
+		}
+		if st.DataBytes > 2<<20 {
+			t.Errorf("round %d: sent %d data bytes for 1 MiB of data", round, st.DataBytes)
+		}
+		sameFiles(t, mp, filepath.Join(e.slave, "f"))
+	}
+}
