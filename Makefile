@@ -57,7 +57,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 ## bench-compare: georep vs rsync -aHAX on the data plane, issue 5's workload
-## (about 10 minutes); rewrites the "Data plane vs rsync" section of
+## (about 6 minutes); rewrites the "Data plane vs rsync" section of
 ## BENCHMARKS.md and docs/bench-data-plane.png. For a quick run shrink it with
 ## GEOREP_BENCH_SMALL, GEOREP_BENCH_LARGE, GEOREP_BENCH_LARGE_MIB,
 ## GEOREP_BENCH_RUNS, or GEOREP_BENCH_WAN=0

@@ -53,7 +53,7 @@ func loadConfig(b *testing.B) config {
 		smallSize: envInt(b, "GEOREP_BENCH_SMALL_SIZE", 4096),
 		large:     envInt(b, "GEOREP_BENCH_LARGE", 4),
 		largeMiB:  envInt(b, "GEOREP_BENCH_LARGE_MIB", 32),
-		runs:      envInt(b, "GEOREP_BENCH_RUNS", 3),
+		runs:      envInt(b, "GEOREP_BENCH_RUNS", 5),
 		changePct: 1,
 		wan:       envInt(b, "GEOREP_BENCH_WAN", 1) != 0,
 	}
