@@ -16,6 +16,7 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 
 	"github.com/georep/georep/client"
+	"github.com/georep/georep/internal/atomicfile"
 	"github.com/georep/georep/internal/checkpoint"
 	"github.com/georep/georep/internal/gfid"
 	"github.com/georep/georep/internal/status"
@@ -874,12 +875,8 @@ func masterID(dir string) (gfid.GFID, error) {
 		return gfid.GFID{}, fmt.Errorf("read master id: %w", err)
 	}
 	g := gfid.New()
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(g.String()+"\n"), 0o600); err != nil {
-		return gfid.GFID{}, fmt.Errorf("write master id: %w", err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		return gfid.GFID{}, fmt.Errorf("write master id: %w", err)
+	if err := atomicfile.Write(dir, "master-id", []byte(g.String()+"\n"), 0o600, true); err != nil {
+		return gfid.GFID{}, fmt.Errorf("record master id: %w", err)
 	}
 	return g, nil
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/georep/georep/internal/atomicfile"
 	"github.com/georep/georep/internal/status"
 )
 
@@ -51,30 +52,9 @@ func Set(dir string, t time.Time) error {
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
-	f, err := os.CreateTemp(dir, "."+FileName+".*")
-	if err != nil {
-		return fmt.Errorf("write checkpoint in %s: %w", dir, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(append(data, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("write checkpoint %s: %w", tmp, err)
-	}
-	// Synced before the rename so a crash leaves the old or the new
-	// request, never an empty file.
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write checkpoint %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write checkpoint %s: %w", tmp, err)
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		return fmt.Errorf("write checkpoint %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, FileName)); err != nil {
-		return fmt.Errorf("record checkpoint in %s: %w", dir, err)
+	// Synced: an operator's request must survive a crash whole.
+	if err := atomicfile.Write(dir, FileName, append(data, '\n'), 0o644, true); err != nil {
+		return fmt.Errorf("record checkpoint: %w", err)
 	}
 	return nil
 }

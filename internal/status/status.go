@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/georep/georep/internal/atomicfile"
 )
 
 // FileName is the status file inside a session's state directory.
@@ -132,24 +134,10 @@ func Write(dir string, s *Status) error {
 	if err != nil {
 		return fmt.Errorf("encode session status: %w", err)
 	}
-	f, err := os.CreateTemp(dir, "."+FileName+".*")
-	if err != nil {
-		return fmt.Errorf("write session status in %s: %w", dir, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(append(data, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("write session status %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write session status %s: %w", tmp, err)
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		return fmt.Errorf("write session status %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, FileName)); err != nil {
-		return fmt.Errorf("publish session status in %s: %w", dir, err)
+	// Not synced: the master rewrites it at every change, and a status
+	// lost in a crash is rewritten at the next start.
+	if err := atomicfile.Write(dir, FileName, append(data, '\n'), 0o644, false); err != nil {
+		return fmt.Errorf("publish session status: %w", err)
 	}
 	return nil
 }
