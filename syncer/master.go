@@ -599,35 +599,55 @@ func (m *master) apply(ctx context.Context, p *plan.Plan) (map[gfid.GFID]failure
 }
 
 func (m *master) applyEntries(ctx context.Context, entries []*pb.Entry, failed map[gfid.GFID]failure) error {
-	for start := 0; start < len(entries); start += batchSize {
-		todo := entries[start:min(start+batchSize, len(entries))]
+	return sendBatches(ctx, m, entries, "entry ops",
+		func(ctx context.Context, c *client.Conn, todo []*pb.Entry) ([]*pb.EntryResult, error) {
+			resp, err := c.Slave.EntryOps(ctx, &pb.EntryOpsRequest{Entries: todo})
+			return resp.GetResults(), err
+		},
+		m.obs.EntriesApplied,
+		func(e *pb.Entry, r *pb.EntryResult, attempt int) {
+			g, _ := gfid.FromBytes(e.GetGfid())
+			failed[g] = failure{Kind: "entry", Op: strings.TrimPrefix(e.GetOp().String(), "ENTRY_OP_"),
+				Path: string(e.GetName()), GFID: g.String(), Code: r.GetCode(), Message: r.GetMessage(),
+				Attempts: attempt, At: time.Now()}
+		})
+}
+
+// sendBatches sends items in batches of batchSize in order, re-sending
+// the items whose result is an error up to m.cfg.Retries times with a
+// growing pause; an item still failing then goes to giveUp. applied is
+// told how many items of each attempt the slave took. An error is for a
+// call that failed as a whole (after the session's own reconnects).
+func sendBatches[T any](ctx context.Context, m *master, items []T, what string,
+	call func(ctx context.Context, c *client.Conn, todo []T) ([]*pb.EntryResult, error),
+	applied func(n int), giveUp func(it T, r *pb.EntryResult, attempt int)) error {
+	for start := 0; start < len(items); start += batchSize {
+		todo := items[start:min(start+batchSize, len(items))]
 		for attempt := 1; len(todo) > 0; attempt++ {
-			var resp *pb.EntryOpsResponse
+			var results []*pb.EntryResult
 			err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) (err error) {
-				resp, err = c.Slave.EntryOps(ctx, &pb.EntryOpsRequest{Entries: todo})
+				results, err = call(ctx, c, todo)
 				return err
 			})
 			if err != nil {
-				return fmt.Errorf("send entry ops: %w", err)
+				return fmt.Errorf("send %s: %w", what, err)
 			}
-			var again []*pb.Entry
+			if len(results) != len(todo) {
+				return fmt.Errorf("send %s: the slave answered %d results for %d items", what, len(results), len(todo))
+			}
+			var again []T
 			ok := 0
-			for i, r := range resp.GetResults() {
-				if r.GetErrno() == 0 {
+			for i, r := range results {
+				switch {
+				case r.GetErrno() == 0:
 					ok++
-					continue
+				case attempt >= m.cfg.Retries:
+					giveUp(todo[i], r, attempt)
+				default:
+					again = append(again, todo[i])
 				}
-				e := todo[i]
-				if attempt >= m.cfg.Retries {
-					g, _ := gfid.FromBytes(e.GetGfid())
-					failed[g] = failure{Kind: "entry", Op: strings.TrimPrefix(e.GetOp().String(), "ENTRY_OP_"),
-						Path: string(e.GetName()), GFID: g.String(), Code: r.GetCode(), Message: r.GetMessage(),
-						Attempts: attempt, At: time.Now()}
-					continue
-				}
-				again = append(again, e)
 			}
-			m.obs.EntriesApplied(ok)
+			applied(ok)
 			todo = again
 			if len(todo) > 0 {
 				if err := sleepCtx(ctx, time.Duration(attempt)*200*time.Millisecond); err != nil {
@@ -691,50 +711,28 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 }
 
 func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed map[gfid.GFID]failure) error {
-	for start := 0; start < len(meta); start += batchSize {
-		var todo []*pb.MetaEntry
-		for _, e := range meta[start:min(start+batchSize, len(meta))] {
-			if g, err := gfid.FromBytes(e.GetGfid()); err == nil {
-				if _, bad := failed[g]; bad {
-					continue
-				}
-			}
-			todo = append(todo, e)
-		}
-		for attempt := 1; len(todo) > 0; attempt++ {
-			var resp *pb.MetaOpsResponse
-			err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) (err error) {
-				resp, err = c.Slave.MetaOps(ctx, &pb.MetaOpsRequest{Entries: todo})
-				return err
-			})
-			if err != nil {
-				return fmt.Errorf("send meta ops: %w", err)
-			}
-			var again []*pb.MetaEntry
-			ok := 0
-			for i, r := range resp.GetResults() {
-				if r.GetErrno() == 0 {
-					ok++
-					continue
-				}
-				if attempt >= m.cfg.Retries {
-					g, _ := gfid.FromBytes(todo[i].GetGfid())
-					failed[g] = failure{Kind: "meta", Op: "SETATTR", GFID: g.String(), Code: r.GetCode(),
-						Message: r.GetMessage(), Attempts: attempt, At: time.Now()}
-					continue
-				}
-				again = append(again, todo[i])
-			}
-			m.obs.MetaApplied(ok)
-			todo = again
-			if len(todo) > 0 {
-				if err := sleepCtx(ctx, time.Duration(attempt)*200*time.Millisecond); err != nil {
-					return err
-				}
+	// The attributes of an object whose entry or data failed are not sent:
+	// the object is not (or not wholly) on the slave.
+	var todo []*pb.MetaEntry
+	for _, e := range meta {
+		if g, err := gfid.FromBytes(e.GetGfid()); err == nil {
+			if _, bad := failed[g]; bad {
+				continue
 			}
 		}
+		todo = append(todo, e)
 	}
-	return nil
+	return sendBatches(ctx, m, todo, "meta ops",
+		func(ctx context.Context, c *client.Conn, todo []*pb.MetaEntry) ([]*pb.EntryResult, error) {
+			resp, err := c.Slave.MetaOps(ctx, &pb.MetaOpsRequest{Entries: todo})
+			return resp.GetResults(), err
+		},
+		m.obs.MetaApplied,
+		func(e *pb.MetaEntry, r *pb.EntryResult, attempt int) {
+			g, _ := gfid.FromBytes(e.GetGfid())
+			failed[g] = failure{Kind: "meta", Op: "SETATTR", GFID: g.String(), Code: r.GetCode(),
+				Message: r.GetMessage(), Attempts: attempt, At: time.Now()}
+		})
 }
 
 // commit makes what the slave applied durable there (its SetStime syncs
