@@ -90,7 +90,9 @@ func serve(t testing.TB, svc *Service, tr transport, logger *slog.Logger, opts .
 // clients.
 func dial(t testing.TB, svc *Service, tr transport, logger *slog.Logger, opts ...grpc.ServerOption) *grpc.ClientConn {
 	t.Helper()
-	gs := NewGRPCServer(svc, logger, opts...)
+	// Stop must wait for handlers: a stream handler logging to t after
+	// the test returned is a data race the race detector reports.
+	gs := NewGRPCServer(svc, logger, append([]grpc.ServerOption{grpc.WaitForHandlers(true)}, opts...)...)
 
 	var lis net.Listener
 	dialOpts := []grpc.DialOption{
