@@ -29,7 +29,7 @@ func serveVolumes(t *testing.T, v *Volumes) pb.SlaveClient {
 // serveVolumesConn is serveVolumes returning the raw connection.
 func serveVolumesConn(t *testing.T, v *Volumes) *grpc.ClientConn {
 	t.Helper()
-	gs := NewGRPCServer(v, testLogger(t, nil))
+	gs := NewGRPCServer(v, testLogger(t, nil), grpc.WaitForHandlers(true))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen on 127.0.0.1: %v", err)
