@@ -29,6 +29,56 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Compression is how a FileChunk's data is encoded.
+type Compression int32
+
+const (
+	// Not compressed (the data is the chunk's bytes as they are); the only
+	// value a slave that names no compression accepts.
+	Compression_COMPRESSION_UNSPECIFIED Compression = 0
+	// One zstd frame holding the chunk's bytes.
+	Compression_COMPRESSION_ZSTD Compression = 1
+)
+
+// Enum value maps for Compression.
+var (
+	Compression_name = map[int32]string{
+		0: "COMPRESSION_UNSPECIFIED",
+		1: "COMPRESSION_ZSTD",
+	}
+	Compression_value = map[string]int32{
+		"COMPRESSION_UNSPECIFIED": 0,
+		"COMPRESSION_ZSTD":        1,
+	}
+)
+
+func (x Compression) Enum() *Compression {
+	p := new(Compression)
+	*p = x
+	return p
+}
+
+func (x Compression) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Compression) Descriptor() protoreflect.EnumDescriptor {
+	return file_georep_v1_slave_proto_enumTypes[0].Descriptor()
+}
+
+func (Compression) Type() protoreflect.EnumType {
+	return &file_georep_v1_slave_proto_enumTypes[0]
+}
+
+func (x Compression) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Compression.Descriptor instead.
+func (Compression) EnumDescriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{0}
+}
+
 // EntryOp is the kind of a namespace change, with gsyncd's meaning.
 type EntryOp int32
 
@@ -90,11 +140,11 @@ func (x EntryOp) String() string {
 }
 
 func (EntryOp) Descriptor() protoreflect.EnumDescriptor {
-	return file_georep_v1_slave_proto_enumTypes[0].Descriptor()
+	return file_georep_v1_slave_proto_enumTypes[1].Descriptor()
 }
 
 func (EntryOp) Type() protoreflect.EnumType {
-	return &file_georep_v1_slave_proto_enumTypes[0]
+	return &file_georep_v1_slave_proto_enumTypes[1]
 }
 
 func (x EntryOp) Number() protoreflect.EnumNumber {
@@ -103,7 +153,7 @@ func (x EntryOp) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EntryOp.Descriptor instead.
 func (EntryOp) EnumDescriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{0}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{1}
 }
 
 // Resolution says how the slave reconciled an entry with what it found.
@@ -158,11 +208,11 @@ func (x Resolution) String() string {
 }
 
 func (Resolution) Descriptor() protoreflect.EnumDescriptor {
-	return file_georep_v1_slave_proto_enumTypes[1].Descriptor()
+	return file_georep_v1_slave_proto_enumTypes[2].Descriptor()
 }
 
 func (Resolution) Type() protoreflect.EnumType {
-	return &file_georep_v1_slave_proto_enumTypes[1]
+	return &file_georep_v1_slave_proto_enumTypes[2]
 }
 
 func (x Resolution) Number() protoreflect.EnumNumber {
@@ -171,7 +221,7 @@ func (x Resolution) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Resolution.Descriptor instead.
 func (Resolution) EnumDescriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{1}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{2}
 }
 
 // Version is a protocol or object-format version. Peers whose major
@@ -514,7 +564,10 @@ type HandshakeRequest struct {
 	// The master's object (on-disk format) version.
 	Object *Version `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
 	// The master's volume mark, so the slave can tell who is talking.
-	Master        *VolumeMark `protobuf:"bytes,3,opt,name=master,proto3" json:"master,omitempty"`
+	Master *VolumeMark `protobuf:"bytes,3,opt,name=master,proto3" json:"master,omitempty"`
+	// The content compressions the master can send, in its order of
+	// preference.
+	Compressions  []Compression `protobuf:"varint,4,rep,packed,name=compressions,proto3,enum=georep.v1.Compression" json:"compressions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -570,6 +623,13 @@ func (x *HandshakeRequest) GetMaster() *VolumeMark {
 	return nil
 }
 
+func (x *HandshakeRequest) GetCompressions() []Compression {
+	if x != nil {
+		return x.Compressions
+	}
+	return nil
+}
+
 // HandshakeResponse describes the slave.
 type HandshakeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -586,8 +646,14 @@ type HandshakeResponse struct {
 	Privileged bool `protobuf:"varint,5,opt,name=privileged,proto3" json:"privileged,omitempty"`
 	// The slave's georep version string, for logs.
 	SoftwareVersion string `protobuf:"bytes,6,opt,name=software_version,json=softwareVersion,proto3" json:"software_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The content compressions the slave accepts in FileChunk; the master
+	// uses one both sides name, or none.
+	Compressions []Compression `protobuf:"varint,7,rep,packed,name=compressions,proto3,enum=georep.v1.Compression" json:"compressions,omitempty"`
+	// True when the slave has an rsync program and serves StageFiles,
+	// InstallStaged and RsyncTunnel (--sync-mode rsync).
+	Rsync         bool `protobuf:"varint,8,opt,name=rsync,proto3" json:"rsync,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HandshakeResponse) Reset() {
@@ -660,6 +726,20 @@ func (x *HandshakeResponse) GetSoftwareVersion() string {
 		return x.SoftwareVersion
 	}
 	return ""
+}
+
+func (x *HandshakeResponse) GetCompressions() []Compression {
+	if x != nil {
+		return x.Compressions
+	}
+	return nil
+}
+
+func (x *HandshakeResponse) GetRsync() bool {
+	if x != nil {
+		return x.Rsync
+	}
+	return false
 }
 
 // Entry is one namespace change.
@@ -2534,7 +2614,13 @@ type FileChunk struct {
 	// end of the previous one; a gap between them is a hole.
 	Offset int64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
 	// The data, at most 1 MiB; offset plus its length is at most the size.
-	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// With a compression set, the encoded data, which decodes to length
+	// bytes.
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// How data is encoded; only a compression the slave named at Handshake.
+	Compression Compression `protobuf:"varint,3,opt,name=compression,proto3,enum=georep.v1.Compression" json:"compression,omitempty"`
+	// With a compression set, the decoded length in bytes (at most 1 MiB).
+	Length        uint32 `protobuf:"varint,4,opt,name=length,proto3" json:"length,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2581,6 +2667,20 @@ func (x *FileChunk) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *FileChunk) GetCompression() Compression {
+	if x != nil {
+		return x.Compression
+	}
+	return Compression_COMPRESSION_UNSPECIFIED
+}
+
+func (x *FileChunk) GetLength() uint32 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
 }
 
 // FileCopy is a piece of the current file's content the slave copies from
@@ -2955,6 +3055,481 @@ func (x *Block) GetStrong() []byte {
 	return nil
 }
 
+// StageFilesRequest names the files an rsync transfer will deliver.
+type StageFilesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The files' GFIDs (16 bytes each), at most 100,000.
+	Gfids         [][]byte `protobuf:"bytes,1,rep,name=gfids,proto3" json:"gfids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StageFilesRequest) Reset() {
+	*x = StageFilesRequest{}
+	mi := &file_georep_v1_slave_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StageFilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StageFilesRequest) ProtoMessage() {}
+
+func (x *StageFilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StageFilesRequest.ProtoReflect.Descriptor instead.
+func (*StageFilesRequest) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *StageFilesRequest) GetGfids() [][]byte {
+	if x != nil {
+		return x.Gfids
+	}
+	return nil
+}
+
+// StageFilesResponse names the staging directory.
+type StageFilesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The staging directory's name: one path component under the rsync
+	// module's root (the slave's staging area).
+	Stage string `protobuf:"bytes,1,opt,name=stage,proto3" json:"stage,omitempty"`
+	// One result per requested GFID, in order.
+	Results       []*EntryResult `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StageFilesResponse) Reset() {
+	*x = StageFilesResponse{}
+	mi := &file_georep_v1_slave_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StageFilesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StageFilesResponse) ProtoMessage() {}
+
+func (x *StageFilesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StageFilesResponse.ProtoReflect.Descriptor instead.
+func (*StageFilesResponse) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *StageFilesResponse) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *StageFilesResponse) GetResults() []*EntryResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// StagedFile is one file rsync delivered into a staging directory.
+type StagedFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file's GFID (16 bytes); its staged copy is <stage>/<gfid in hex>.
+	Gfid []byte `protobuf:"bytes,1,opt,name=gfid,proto3" json:"gfid,omitempty"`
+	// The content's expected size in bytes; a staged file of another size is
+	// not installed.
+	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// Optional hint, as in FileHeader: the GFID of a directory holding one
+	// of the file's names.
+	LinkParentGfid []byte `protobuf:"bytes,3,opt,name=link_parent_gfid,json=linkParentGfid,proto3" json:"link_parent_gfid,omitempty"`
+	// Optional hint: the name within link_parent_gfid.
+	LinkName []byte `protobuf:"bytes,4,opt,name=link_name,json=linkName,proto3" json:"link_name,omitempty"`
+	// Permission bits, owner and times to give the file once installed, as
+	// in FileHeader.
+	Stat *Stat `protobuf:"bytes,5,opt,name=stat,proto3" json:"stat,omitempty"`
+	// True when the master gives the file up (it changed during the
+	// transfer): its staged copy is removed and nothing is installed
+	// (ECANCELED).
+	Discard       bool `protobuf:"varint,6,opt,name=discard,proto3" json:"discard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StagedFile) Reset() {
+	*x = StagedFile{}
+	mi := &file_georep_v1_slave_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StagedFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StagedFile) ProtoMessage() {}
+
+func (x *StagedFile) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StagedFile.ProtoReflect.Descriptor instead.
+func (*StagedFile) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *StagedFile) GetGfid() []byte {
+	if x != nil {
+		return x.Gfid
+	}
+	return nil
+}
+
+func (x *StagedFile) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *StagedFile) GetLinkParentGfid() []byte {
+	if x != nil {
+		return x.LinkParentGfid
+	}
+	return nil
+}
+
+func (x *StagedFile) GetLinkName() []byte {
+	if x != nil {
+		return x.LinkName
+	}
+	return nil
+}
+
+func (x *StagedFile) GetStat() *Stat {
+	if x != nil {
+		return x.Stat
+	}
+	return nil
+}
+
+func (x *StagedFile) GetDiscard() bool {
+	if x != nil {
+		return x.Discard
+	}
+	return false
+}
+
+// InstallStagedRequest installs files from one staging directory.
+type InstallStagedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The staging directory, as StageFiles named it.
+	Stage string `protobuf:"bytes,1,opt,name=stage,proto3" json:"stage,omitempty"`
+	// The files, at most 100,000.
+	Files []*StagedFile `protobuf:"bytes,2,rep,name=files,proto3" json:"files,omitempty"`
+	// True to remove the staging directory once these files are done.
+	Finish        bool `protobuf:"varint,3,opt,name=finish,proto3" json:"finish,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstallStagedRequest) Reset() {
+	*x = InstallStagedRequest{}
+	mi := &file_georep_v1_slave_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstallStagedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstallStagedRequest) ProtoMessage() {}
+
+func (x *InstallStagedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstallStagedRequest.ProtoReflect.Descriptor instead.
+func (*InstallStagedRequest) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *InstallStagedRequest) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *InstallStagedRequest) GetFiles() []*StagedFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+func (x *InstallStagedRequest) GetFinish() bool {
+	if x != nil {
+		return x.Finish
+	}
+	return false
+}
+
+// InstallStagedResponse holds one outcome per file, in request order.
+type InstallStagedResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// errno 0 when installed (or identical already); otherwise why not.
+	Results       []*PutFilesResponse `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstallStagedResponse) Reset() {
+	*x = InstallStagedResponse{}
+	mi := &file_georep_v1_slave_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstallStagedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstallStagedResponse) ProtoMessage() {}
+
+func (x *InstallStagedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstallStagedResponse.ProtoReflect.Descriptor instead.
+func (*InstallStagedResponse) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *InstallStagedResponse) GetResults() []*PutFilesResponse {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// RsyncTunnelRequest carries bytes for the rsync daemon's stdin.
+type RsyncTunnelRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next bytes of the daemon's input.
+	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// True when the master's rsync closed its output: the daemon's stdin is
+	// closed.
+	Eof           bool `protobuf:"varint,2,opt,name=eof,proto3" json:"eof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RsyncTunnelRequest) Reset() {
+	*x = RsyncTunnelRequest{}
+	mi := &file_georep_v1_slave_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RsyncTunnelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RsyncTunnelRequest) ProtoMessage() {}
+
+func (x *RsyncTunnelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RsyncTunnelRequest.ProtoReflect.Descriptor instead.
+func (*RsyncTunnelRequest) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *RsyncTunnelRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *RsyncTunnelRequest) GetEof() bool {
+	if x != nil {
+		return x.Eof
+	}
+	return false
+}
+
+// RsyncTunnelResponse carries the rsync daemon's output and, last, its exit.
+type RsyncTunnelResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next bytes of the daemon's stdout.
+	Data []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// Set on the last response only: the daemon has exited.
+	Exit          *RsyncExit `protobuf:"bytes,2,opt,name=exit,proto3" json:"exit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RsyncTunnelResponse) Reset() {
+	*x = RsyncTunnelResponse{}
+	mi := &file_georep_v1_slave_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RsyncTunnelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RsyncTunnelResponse) ProtoMessage() {}
+
+func (x *RsyncTunnelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RsyncTunnelResponse.ProtoReflect.Descriptor instead.
+func (*RsyncTunnelResponse) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *RsyncTunnelResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *RsyncTunnelResponse) GetExit() *RsyncExit {
+	if x != nil {
+		return x.Exit
+	}
+	return nil
+}
+
+// RsyncExit is how the slave's rsync daemon ended.
+type RsyncExit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rsync's exit code (0 success, 23 partial transfer, ...); -1 when it was
+	// killed by a signal.
+	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// The end of what it wrote to stderr (at most 64 KiB).
+	Stderr        string `protobuf:"bytes,2,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RsyncExit) Reset() {
+	*x = RsyncExit{}
+	mi := &file_georep_v1_slave_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RsyncExit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RsyncExit) ProtoMessage() {}
+
+func (x *RsyncExit) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RsyncExit.ProtoReflect.Descriptor instead.
+func (*RsyncExit) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *RsyncExit) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *RsyncExit) GetStderr() string {
+	if x != nil {
+		return x.Stderr
+	}
+	return ""
+}
+
 var File_georep_v1_slave_proto protoreflect.FileDescriptor
 
 const file_georep_v1_slave_proto_rawDesc = "" +
@@ -2985,11 +3560,12 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x05ctime\x18\b \x01(\v2\x14.georep.v1.TimestampR\x05ctime\x12\x14\n" +
 	"\x05nlink\x18\t \x01(\rR\x05nlink\x12\x10\n" +
 	"\x03ino\x18\n" +
-	" \x01(\x04R\x03ino\"\x9d\x01\n" +
+	" \x01(\x04R\x03ino\"\xd9\x01\n" +
 	"\x10HandshakeRequest\x12.\n" +
 	"\bprotocol\x18\x01 \x01(\v2\x12.georep.v1.VersionR\bprotocol\x12*\n" +
 	"\x06object\x18\x02 \x01(\v2\x12.georep.v1.VersionR\x06object\x12-\n" +
-	"\x06master\x18\x03 \x01(\v2\x15.georep.v1.VolumeMarkR\x06master\"\xfd\x01\n" +
+	"\x06master\x18\x03 \x01(\v2\x15.georep.v1.VolumeMarkR\x06master\x12:\n" +
+	"\fcompressions\x18\x04 \x03(\x0e2\x16.georep.v1.CompressionR\fcompressions\"\xcf\x02\n" +
 	"\x11HandshakeResponse\x12.\n" +
 	"\bprotocol\x18\x01 \x01(\v2\x12.georep.v1.VersionR\bprotocol\x12*\n" +
 	"\x06object\x18\x02 \x01(\v2\x12.georep.v1.VersionR\x06object\x12-\n" +
@@ -2998,7 +3574,9 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\n" +
 	"privileged\x18\x05 \x01(\bR\n" +
 	"privileged\x12)\n" +
-	"\x10software_version\x18\x06 \x01(\tR\x0fsoftwareVersion\"\xfd\x01\n" +
+	"\x10software_version\x18\x06 \x01(\tR\x0fsoftwareVersion\x12:\n" +
+	"\fcompressions\x18\a \x03(\x0e2\x16.georep.v1.CompressionR\fcompressions\x12\x14\n" +
+	"\x05rsync\x18\b \x01(\bR\x05rsync\"\xfd\x01\n" +
 	"\x05Entry\x12\"\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x12.georep.v1.EntryOpR\x02op\x12\x12\n" +
 	"\x04gfid\x18\x02 \x01(\fR\x04gfid\x12\x1f\n" +
@@ -3121,10 +3699,12 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x10link_parent_gfid\x18\x03 \x01(\fR\x0elinkParentGfid\x12\x1b\n" +
 	"\tlink_name\x18\x04 \x01(\fR\blinkName\x12#\n" +
 	"\x04stat\x18\x05 \x01(\v2\x0f.georep.v1.StatR\x04stat\x12\x14\n" +
-	"\x05delta\x18\x06 \x01(\bR\x05delta\"7\n" +
+	"\x05delta\x18\x06 \x01(\bR\x05delta\"\x89\x01\n" +
 	"\tFileChunk\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"_\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x128\n" +
+	"\vcompression\x18\x03 \x01(\x0e2\x16.georep.v1.CompressionR\vcompression\x12\x16\n" +
+	"\x06length\x18\x04 \x01(\rR\x06length\"_\n" +
 	"\bFileCopy\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06length\x18\x02 \x01(\x03R\x06length\x12#\n" +
@@ -3147,7 +3727,38 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x06blocks\x18\x03 \x03(\v2\x10.georep.v1.BlockR\x06blocks\"3\n" +
 	"\x05Block\x12\x12\n" +
 	"\x04weak\x18\x01 \x01(\rR\x04weak\x12\x16\n" +
-	"\x06strong\x18\x02 \x01(\fR\x06strong*\xc7\x01\n" +
+	"\x06strong\x18\x02 \x01(\fR\x06strong\")\n" +
+	"\x11StageFilesRequest\x12\x14\n" +
+	"\x05gfids\x18\x01 \x03(\fR\x05gfids\"\\\n" +
+	"\x12StageFilesResponse\x12\x14\n" +
+	"\x05stage\x18\x01 \x01(\tR\x05stage\x120\n" +
+	"\aresults\x18\x02 \x03(\v2\x16.georep.v1.EntryResultR\aresults\"\xba\x01\n" +
+	"\n" +
+	"StagedFile\x12\x12\n" +
+	"\x04gfid\x18\x01 \x01(\fR\x04gfid\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12(\n" +
+	"\x10link_parent_gfid\x18\x03 \x01(\fR\x0elinkParentGfid\x12\x1b\n" +
+	"\tlink_name\x18\x04 \x01(\fR\blinkName\x12#\n" +
+	"\x04stat\x18\x05 \x01(\v2\x0f.georep.v1.StatR\x04stat\x12\x18\n" +
+	"\adiscard\x18\x06 \x01(\bR\adiscard\"q\n" +
+	"\x14InstallStagedRequest\x12\x14\n" +
+	"\x05stage\x18\x01 \x01(\tR\x05stage\x12+\n" +
+	"\x05files\x18\x02 \x03(\v2\x15.georep.v1.StagedFileR\x05files\x12\x16\n" +
+	"\x06finish\x18\x03 \x01(\bR\x06finish\"N\n" +
+	"\x15InstallStagedResponse\x125\n" +
+	"\aresults\x18\x01 \x03(\v2\x1b.georep.v1.PutFilesResponseR\aresults\":\n" +
+	"\x12RsyncTunnelRequest\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
+	"\x03eof\x18\x02 \x01(\bR\x03eof\"S\n" +
+	"\x13RsyncTunnelResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12(\n" +
+	"\x04exit\x18\x02 \x01(\v2\x14.georep.v1.RsyncExitR\x04exit\"7\n" +
+	"\tRsyncExit\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
+	"\x06stderr\x18\x02 \x01(\tR\x06stderr*@\n" +
+	"\vCompression\x12\x1b\n" +
+	"\x17COMPRESSION_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10COMPRESSION_ZSTD\x10\x01*\xc7\x01\n" +
 	"\aEntryOp\x12\x18\n" +
 	"\x14ENTRY_OP_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fENTRY_OP_CREATE\x10\x01\x12\x12\n" +
@@ -3165,7 +3776,7 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x1cRESOLUTION_REPLACED_CONFLICT\x10\x02\x12!\n" +
 	"\x1dRESOLUTION_GFID_MISMATCH_KEPT\x10\x03\x12\x18\n" +
 	"\x14RESOLUTION_RECREATED\x10\x04\x12 \n" +
-	"\x1cRESOLUTION_LINKED_FROM_INDEX\x10\x052\xef\a\n" +
+	"\x1cRESOLUTION_LINKED_FROM_INDEX\x10\x052\xe0\t\n" +
 	"\x05Slave\x12F\n" +
 	"\tHandshake\x12\x1b.georep.v1.HandshakeRequest\x1a\x1c.georep.v1.HandshakeResponse\x12C\n" +
 	"\bEntryOps\x12\x1a.georep.v1.EntryOpsRequest\x1a\x1b.georep.v1.EntryOpsResponse\x12@\n" +
@@ -3182,7 +3793,11 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x04Gfid\x12\x16.georep.v1.GfidRequest\x1a\x17.georep.v1.GfidResponse\x12:\n" +
 	"\x05Purge\x12\x17.georep.v1.PurgeRequest\x1a\x18.georep.v1.PurgeResponse\x12G\n" +
 	"\bPutFiles\x12\x1a.georep.v1.PutFilesRequest\x1a\x1b.georep.v1.PutFilesResponse(\x010\x01\x12F\n" +
-	"\tBlockSums\x12\x1b.georep.v1.BlockSumsRequest\x1a\x1c.georep.v1.BlockSumsResponseB3Z1github.com/georep/georep/proto/georep/v1;georepv1b\x06proto3"
+	"\tBlockSums\x12\x1b.georep.v1.BlockSumsRequest\x1a\x1c.georep.v1.BlockSumsResponse\x12I\n" +
+	"\n" +
+	"StageFiles\x12\x1c.georep.v1.StageFilesRequest\x1a\x1d.georep.v1.StageFilesResponse\x12R\n" +
+	"\rInstallStaged\x12\x1f.georep.v1.InstallStagedRequest\x1a .georep.v1.InstallStagedResponse\x12P\n" +
+	"\vRsyncTunnel\x12\x1d.georep.v1.RsyncTunnelRequest\x1a\x1e.georep.v1.RsyncTunnelResponse(\x010\x01B3Z1github.com/georep/georep/proto/georep/v1;georepv1b\x06proto3"
 
 var (
 	file_georep_v1_slave_proto_rawDescOnce sync.Once
@@ -3196,131 +3811,154 @@ func file_georep_v1_slave_proto_rawDescGZIP() []byte {
 	return file_georep_v1_slave_proto_rawDescData
 }
 
-var file_georep_v1_slave_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_georep_v1_slave_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_georep_v1_slave_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_georep_v1_slave_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_georep_v1_slave_proto_goTypes = []any{
-	(EntryOp)(0),               // 0: georep.v1.EntryOp
-	(Resolution)(0),            // 1: georep.v1.Resolution
-	(*Version)(nil),            // 2: georep.v1.Version
-	(*Timestamp)(nil),          // 3: georep.v1.Timestamp
-	(*VolumeMark)(nil),         // 4: georep.v1.VolumeMark
-	(*Stat)(nil),               // 5: georep.v1.Stat
-	(*HandshakeRequest)(nil),   // 6: georep.v1.HandshakeRequest
-	(*HandshakeResponse)(nil),  // 7: georep.v1.HandshakeResponse
-	(*Entry)(nil),              // 8: georep.v1.Entry
-	(*EntryOpsRequest)(nil),    // 9: georep.v1.EntryOpsRequest
-	(*EntryResult)(nil),        // 10: georep.v1.EntryResult
-	(*EntryOpsResponse)(nil),   // 11: georep.v1.EntryOpsResponse
-	(*Xattr)(nil),              // 12: georep.v1.Xattr
-	(*MetaEntry)(nil),          // 13: georep.v1.MetaEntry
-	(*MetaOpsRequest)(nil),     // 14: georep.v1.MetaOpsRequest
-	(*MetaOpsResponse)(nil),    // 15: georep.v1.MetaOpsResponse
-	(*StimeRequest)(nil),       // 16: georep.v1.StimeRequest
-	(*StimeResponse)(nil),      // 17: georep.v1.StimeResponse
-	(*SetStimeRequest)(nil),    // 18: georep.v1.SetStimeRequest
-	(*SetStimeResponse)(nil),   // 19: georep.v1.SetStimeResponse
-	(*XtimeRequest)(nil),       // 20: georep.v1.XtimeRequest
-	(*XtimeResponse)(nil),      // 21: georep.v1.XtimeResponse
-	(*SetXtimeRequest)(nil),    // 22: georep.v1.SetXtimeRequest
-	(*SetXtimeResponse)(nil),   // 23: georep.v1.SetXtimeResponse
-	(*KeepAliveRequest)(nil),   // 24: georep.v1.KeepAliveRequest
-	(*KeepAliveResponse)(nil),  // 25: georep.v1.KeepAliveResponse
-	(*VolumeInfoRequest)(nil),  // 26: georep.v1.VolumeInfoRequest
-	(*VolumeInfoResponse)(nil), // 27: georep.v1.VolumeInfoResponse
-	(*DirEntry)(nil),           // 28: georep.v1.DirEntry
-	(*EntriesRequest)(nil),     // 29: georep.v1.EntriesRequest
-	(*EntriesResponse)(nil),    // 30: georep.v1.EntriesResponse
-	(*LstatRequest)(nil),       // 31: georep.v1.LstatRequest
-	(*LstatResponse)(nil),      // 32: georep.v1.LstatResponse
-	(*GfidRequest)(nil),        // 33: georep.v1.GfidRequest
-	(*GfidResponse)(nil),       // 34: georep.v1.GfidResponse
-	(*PurgeRequest)(nil),       // 35: georep.v1.PurgeRequest
-	(*PurgeResponse)(nil),      // 36: georep.v1.PurgeResponse
-	(*PutFilesRequest)(nil),    // 37: georep.v1.PutFilesRequest
-	(*FileHeader)(nil),         // 38: georep.v1.FileHeader
-	(*FileChunk)(nil),          // 39: georep.v1.FileChunk
-	(*FileCopy)(nil),           // 40: georep.v1.FileCopy
-	(*FileTrailer)(nil),        // 41: georep.v1.FileTrailer
-	(*PutFilesResponse)(nil),   // 42: georep.v1.PutFilesResponse
-	(*BlockSumsRequest)(nil),   // 43: georep.v1.BlockSumsRequest
-	(*BlockSumsResponse)(nil),  // 44: georep.v1.BlockSumsResponse
-	(*Block)(nil),              // 45: georep.v1.Block
+	(Compression)(0),              // 0: georep.v1.Compression
+	(EntryOp)(0),                  // 1: georep.v1.EntryOp
+	(Resolution)(0),               // 2: georep.v1.Resolution
+	(*Version)(nil),               // 3: georep.v1.Version
+	(*Timestamp)(nil),             // 4: georep.v1.Timestamp
+	(*VolumeMark)(nil),            // 5: georep.v1.VolumeMark
+	(*Stat)(nil),                  // 6: georep.v1.Stat
+	(*HandshakeRequest)(nil),      // 7: georep.v1.HandshakeRequest
+	(*HandshakeResponse)(nil),     // 8: georep.v1.HandshakeResponse
+	(*Entry)(nil),                 // 9: georep.v1.Entry
+	(*EntryOpsRequest)(nil),       // 10: georep.v1.EntryOpsRequest
+	(*EntryResult)(nil),           // 11: georep.v1.EntryResult
+	(*EntryOpsResponse)(nil),      // 12: georep.v1.EntryOpsResponse
+	(*Xattr)(nil),                 // 13: georep.v1.Xattr
+	(*MetaEntry)(nil),             // 14: georep.v1.MetaEntry
+	(*MetaOpsRequest)(nil),        // 15: georep.v1.MetaOpsRequest
+	(*MetaOpsResponse)(nil),       // 16: georep.v1.MetaOpsResponse
+	(*StimeRequest)(nil),          // 17: georep.v1.StimeRequest
+	(*StimeResponse)(nil),         // 18: georep.v1.StimeResponse
+	(*SetStimeRequest)(nil),       // 19: georep.v1.SetStimeRequest
+	(*SetStimeResponse)(nil),      // 20: georep.v1.SetStimeResponse
+	(*XtimeRequest)(nil),          // 21: georep.v1.XtimeRequest
+	(*XtimeResponse)(nil),         // 22: georep.v1.XtimeResponse
+	(*SetXtimeRequest)(nil),       // 23: georep.v1.SetXtimeRequest
+	(*SetXtimeResponse)(nil),      // 24: georep.v1.SetXtimeResponse
+	(*KeepAliveRequest)(nil),      // 25: georep.v1.KeepAliveRequest
+	(*KeepAliveResponse)(nil),     // 26: georep.v1.KeepAliveResponse
+	(*VolumeInfoRequest)(nil),     // 27: georep.v1.VolumeInfoRequest
+	(*VolumeInfoResponse)(nil),    // 28: georep.v1.VolumeInfoResponse
+	(*DirEntry)(nil),              // 29: georep.v1.DirEntry
+	(*EntriesRequest)(nil),        // 30: georep.v1.EntriesRequest
+	(*EntriesResponse)(nil),       // 31: georep.v1.EntriesResponse
+	(*LstatRequest)(nil),          // 32: georep.v1.LstatRequest
+	(*LstatResponse)(nil),         // 33: georep.v1.LstatResponse
+	(*GfidRequest)(nil),           // 34: georep.v1.GfidRequest
+	(*GfidResponse)(nil),          // 35: georep.v1.GfidResponse
+	(*PurgeRequest)(nil),          // 36: georep.v1.PurgeRequest
+	(*PurgeResponse)(nil),         // 37: georep.v1.PurgeResponse
+	(*PutFilesRequest)(nil),       // 38: georep.v1.PutFilesRequest
+	(*FileHeader)(nil),            // 39: georep.v1.FileHeader
+	(*FileChunk)(nil),             // 40: georep.v1.FileChunk
+	(*FileCopy)(nil),              // 41: georep.v1.FileCopy
+	(*FileTrailer)(nil),           // 42: georep.v1.FileTrailer
+	(*PutFilesResponse)(nil),      // 43: georep.v1.PutFilesResponse
+	(*BlockSumsRequest)(nil),      // 44: georep.v1.BlockSumsRequest
+	(*BlockSumsResponse)(nil),     // 45: georep.v1.BlockSumsResponse
+	(*Block)(nil),                 // 46: georep.v1.Block
+	(*StageFilesRequest)(nil),     // 47: georep.v1.StageFilesRequest
+	(*StageFilesResponse)(nil),    // 48: georep.v1.StageFilesResponse
+	(*StagedFile)(nil),            // 49: georep.v1.StagedFile
+	(*InstallStagedRequest)(nil),  // 50: georep.v1.InstallStagedRequest
+	(*InstallStagedResponse)(nil), // 51: georep.v1.InstallStagedResponse
+	(*RsyncTunnelRequest)(nil),    // 52: georep.v1.RsyncTunnelRequest
+	(*RsyncTunnelResponse)(nil),   // 53: georep.v1.RsyncTunnelResponse
+	(*RsyncExit)(nil),             // 54: georep.v1.RsyncExit
 }
 var file_georep_v1_slave_proto_depIdxs = []int32{
-	2,  // 0: georep.v1.VolumeMark.version:type_name -> georep.v1.Version
-	3,  // 1: georep.v1.VolumeMark.mark:type_name -> georep.v1.Timestamp
-	3,  // 2: georep.v1.VolumeMark.expires:type_name -> georep.v1.Timestamp
-	3,  // 3: georep.v1.Stat.atime:type_name -> georep.v1.Timestamp
-	3,  // 4: georep.v1.Stat.mtime:type_name -> georep.v1.Timestamp
-	3,  // 5: georep.v1.Stat.ctime:type_name -> georep.v1.Timestamp
-	2,  // 6: georep.v1.HandshakeRequest.protocol:type_name -> georep.v1.Version
-	2,  // 7: georep.v1.HandshakeRequest.object:type_name -> georep.v1.Version
-	4,  // 8: georep.v1.HandshakeRequest.master:type_name -> georep.v1.VolumeMark
-	2,  // 9: georep.v1.HandshakeResponse.protocol:type_name -> georep.v1.Version
-	2,  // 10: georep.v1.HandshakeResponse.object:type_name -> georep.v1.Version
-	4,  // 11: georep.v1.HandshakeResponse.native:type_name -> georep.v1.VolumeMark
-	0,  // 12: georep.v1.Entry.op:type_name -> georep.v1.EntryOp
-	5,  // 13: georep.v1.Entry.stat:type_name -> georep.v1.Stat
-	8,  // 14: georep.v1.EntryOpsRequest.entries:type_name -> georep.v1.Entry
-	1,  // 15: georep.v1.EntryResult.resolution:type_name -> georep.v1.Resolution
-	10, // 16: georep.v1.EntryOpsResponse.results:type_name -> georep.v1.EntryResult
-	3,  // 17: georep.v1.MetaEntry.atime:type_name -> georep.v1.Timestamp
-	3,  // 18: georep.v1.MetaEntry.mtime:type_name -> georep.v1.Timestamp
-	12, // 19: georep.v1.MetaEntry.set_xattrs:type_name -> georep.v1.Xattr
-	13, // 20: georep.v1.MetaOpsRequest.entries:type_name -> georep.v1.MetaEntry
-	10, // 21: georep.v1.MetaOpsResponse.results:type_name -> georep.v1.EntryResult
-	3,  // 22: georep.v1.StimeResponse.stime:type_name -> georep.v1.Timestamp
-	3,  // 23: georep.v1.SetStimeRequest.stime:type_name -> georep.v1.Timestamp
-	3,  // 24: georep.v1.XtimeResponse.xtime:type_name -> georep.v1.Timestamp
-	3,  // 25: georep.v1.SetXtimeRequest.xtime:type_name -> georep.v1.Timestamp
-	4,  // 26: georep.v1.KeepAliveRequest.mark:type_name -> georep.v1.VolumeMark
-	4,  // 27: georep.v1.VolumeInfoResponse.native:type_name -> georep.v1.VolumeMark
-	4,  // 28: georep.v1.VolumeInfoResponse.foreign:type_name -> georep.v1.VolumeMark
-	5,  // 29: georep.v1.DirEntry.stat:type_name -> georep.v1.Stat
-	28, // 30: georep.v1.EntriesResponse.entries:type_name -> georep.v1.DirEntry
-	5,  // 31: georep.v1.LstatResponse.stat:type_name -> georep.v1.Stat
-	38, // 32: georep.v1.PutFilesRequest.header:type_name -> georep.v1.FileHeader
-	39, // 33: georep.v1.PutFilesRequest.chunk:type_name -> georep.v1.FileChunk
-	41, // 34: georep.v1.PutFilesRequest.trailer:type_name -> georep.v1.FileTrailer
-	40, // 35: georep.v1.PutFilesRequest.copy:type_name -> georep.v1.FileCopy
-	5,  // 36: georep.v1.FileHeader.stat:type_name -> georep.v1.Stat
-	10, // 37: georep.v1.PutFilesResponse.result:type_name -> georep.v1.EntryResult
-	45, // 38: georep.v1.BlockSumsResponse.blocks:type_name -> georep.v1.Block
-	6,  // 39: georep.v1.Slave.Handshake:input_type -> georep.v1.HandshakeRequest
-	9,  // 40: georep.v1.Slave.EntryOps:input_type -> georep.v1.EntryOpsRequest
-	14, // 41: georep.v1.Slave.MetaOps:input_type -> georep.v1.MetaOpsRequest
-	16, // 42: georep.v1.Slave.Stime:input_type -> georep.v1.StimeRequest
-	18, // 43: georep.v1.Slave.SetStime:input_type -> georep.v1.SetStimeRequest
-	20, // 44: georep.v1.Slave.Xtime:input_type -> georep.v1.XtimeRequest
-	22, // 45: georep.v1.Slave.SetXtime:input_type -> georep.v1.SetXtimeRequest
-	24, // 46: georep.v1.Slave.KeepAlive:input_type -> georep.v1.KeepAliveRequest
-	26, // 47: georep.v1.Slave.VolumeInfo:input_type -> georep.v1.VolumeInfoRequest
-	29, // 48: georep.v1.Slave.Entries:input_type -> georep.v1.EntriesRequest
-	31, // 49: georep.v1.Slave.Lstat:input_type -> georep.v1.LstatRequest
-	33, // 50: georep.v1.Slave.Gfid:input_type -> georep.v1.GfidRequest
-	35, // 51: georep.v1.Slave.Purge:input_type -> georep.v1.PurgeRequest
-	37, // 52: georep.v1.Slave.PutFiles:input_type -> georep.v1.PutFilesRequest
-	43, // 53: georep.v1.Slave.BlockSums:input_type -> georep.v1.BlockSumsRequest
-	7,  // 54: georep.v1.Slave.Handshake:output_type -> georep.v1.HandshakeResponse
-	11, // 55: georep.v1.Slave.EntryOps:output_type -> georep.v1.EntryOpsResponse
-	15, // 56: georep.v1.Slave.MetaOps:output_type -> georep.v1.MetaOpsResponse
-	17, // 57: georep.v1.Slave.Stime:output_type -> georep.v1.StimeResponse
-	19, // 58: georep.v1.Slave.SetStime:output_type -> georep.v1.SetStimeResponse
-	21, // 59: georep.v1.Slave.Xtime:output_type -> georep.v1.XtimeResponse
-	23, // 60: georep.v1.Slave.SetXtime:output_type -> georep.v1.SetXtimeResponse
-	25, // 61: georep.v1.Slave.KeepAlive:output_type -> georep.v1.KeepAliveResponse
-	27, // 62: georep.v1.Slave.VolumeInfo:output_type -> georep.v1.VolumeInfoResponse
-	30, // 63: georep.v1.Slave.Entries:output_type -> georep.v1.EntriesResponse
-	32, // 64: georep.v1.Slave.Lstat:output_type -> georep.v1.LstatResponse
-	34, // 65: georep.v1.Slave.Gfid:output_type -> georep.v1.GfidResponse
-	36, // 66: georep.v1.Slave.Purge:output_type -> georep.v1.PurgeResponse
-	42, // 67: georep.v1.Slave.PutFiles:output_type -> georep.v1.PutFilesResponse
-	44, // 68: georep.v1.Slave.BlockSums:output_type -> georep.v1.BlockSumsResponse
-	54, // [54:69] is the sub-list for method output_type
-	39, // [39:54] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	3,  // 0: georep.v1.VolumeMark.version:type_name -> georep.v1.Version
+	4,  // 1: georep.v1.VolumeMark.mark:type_name -> georep.v1.Timestamp
+	4,  // 2: georep.v1.VolumeMark.expires:type_name -> georep.v1.Timestamp
+	4,  // 3: georep.v1.Stat.atime:type_name -> georep.v1.Timestamp
+	4,  // 4: georep.v1.Stat.mtime:type_name -> georep.v1.Timestamp
+	4,  // 5: georep.v1.Stat.ctime:type_name -> georep.v1.Timestamp
+	3,  // 6: georep.v1.HandshakeRequest.protocol:type_name -> georep.v1.Version
+	3,  // 7: georep.v1.HandshakeRequest.object:type_name -> georep.v1.Version
+	5,  // 8: georep.v1.HandshakeRequest.master:type_name -> georep.v1.VolumeMark
+	0,  // 9: georep.v1.HandshakeRequest.compressions:type_name -> georep.v1.Compression
+	3,  // 10: georep.v1.HandshakeResponse.protocol:type_name -> georep.v1.Version
+	3,  // 11: georep.v1.HandshakeResponse.object:type_name -> georep.v1.Version
+	5,  // 12: georep.v1.HandshakeResponse.native:type_name -> georep.v1.VolumeMark
+	0,  // 13: georep.v1.HandshakeResponse.compressions:type_name -> georep.v1.Compression
+	1,  // 14: georep.v1.Entry.op:type_name -> georep.v1.EntryOp
+	6,  // 15: georep.v1.Entry.stat:type_name -> georep.v1.Stat
+	9,  // 16: georep.v1.EntryOpsRequest.entries:type_name -> georep.v1.Entry
+	2,  // 17: georep.v1.EntryResult.resolution:type_name -> georep.v1.Resolution
+	11, // 18: georep.v1.EntryOpsResponse.results:type_name -> georep.v1.EntryResult
+	4,  // 19: georep.v1.MetaEntry.atime:type_name -> georep.v1.Timestamp
+	4,  // 20: georep.v1.MetaEntry.mtime:type_name -> georep.v1.Timestamp
+	13, // 21: georep.v1.MetaEntry.set_xattrs:type_name -> georep.v1.Xattr
+	14, // 22: georep.v1.MetaOpsRequest.entries:type_name -> georep.v1.MetaEntry
+	11, // 23: georep.v1.MetaOpsResponse.results:type_name -> georep.v1.EntryResult
+	4,  // 24: georep.v1.StimeResponse.stime:type_name -> georep.v1.Timestamp
+	4,  // 25: georep.v1.SetStimeRequest.stime:type_name -> georep.v1.Timestamp
+	4,  // 26: georep.v1.XtimeResponse.xtime:type_name -> georep.v1.Timestamp
+	4,  // 27: georep.v1.SetXtimeRequest.xtime:type_name -> georep.v1.Timestamp
+	5,  // 28: georep.v1.KeepAliveRequest.mark:type_name -> georep.v1.VolumeMark
+	5,  // 29: georep.v1.VolumeInfoResponse.native:type_name -> georep.v1.VolumeMark
+	5,  // 30: georep.v1.VolumeInfoResponse.foreign:type_name -> georep.v1.VolumeMark
+	6,  // 31: georep.v1.DirEntry.stat:type_name -> georep.v1.Stat
+	29, // 32: georep.v1.EntriesResponse.entries:type_name -> georep.v1.DirEntry
+	6,  // 33: georep.v1.LstatResponse.stat:type_name -> georep.v1.Stat
+	39, // 34: georep.v1.PutFilesRequest.header:type_name -> georep.v1.FileHeader
+	40, // 35: georep.v1.PutFilesRequest.chunk:type_name -> georep.v1.FileChunk
+	42, // 36: georep.v1.PutFilesRequest.trailer:type_name -> georep.v1.FileTrailer
+	41, // 37: georep.v1.PutFilesRequest.copy:type_name -> georep.v1.FileCopy
+	6,  // 38: georep.v1.FileHeader.stat:type_name -> georep.v1.Stat
+	0,  // 39: georep.v1.FileChunk.compression:type_name -> georep.v1.Compression
+	11, // 40: georep.v1.PutFilesResponse.result:type_name -> georep.v1.EntryResult
+	46, // 41: georep.v1.BlockSumsResponse.blocks:type_name -> georep.v1.Block
+	11, // 42: georep.v1.StageFilesResponse.results:type_name -> georep.v1.EntryResult
+	6,  // 43: georep.v1.StagedFile.stat:type_name -> georep.v1.Stat
+	49, // 44: georep.v1.InstallStagedRequest.files:type_name -> georep.v1.StagedFile
+	43, // 45: georep.v1.InstallStagedResponse.results:type_name -> georep.v1.PutFilesResponse
+	54, // 46: georep.v1.RsyncTunnelResponse.exit:type_name -> georep.v1.RsyncExit
+	7,  // 47: georep.v1.Slave.Handshake:input_type -> georep.v1.HandshakeRequest
+	10, // 48: georep.v1.Slave.EntryOps:input_type -> georep.v1.EntryOpsRequest
+	15, // 49: georep.v1.Slave.MetaOps:input_type -> georep.v1.MetaOpsRequest
+	17, // 50: georep.v1.Slave.Stime:input_type -> georep.v1.StimeRequest
+	19, // 51: georep.v1.Slave.SetStime:input_type -> georep.v1.SetStimeRequest
+	21, // 52: georep.v1.Slave.Xtime:input_type -> georep.v1.XtimeRequest
+	23, // 53: georep.v1.Slave.SetXtime:input_type -> georep.v1.SetXtimeRequest
+	25, // 54: georep.v1.Slave.KeepAlive:input_type -> georep.v1.KeepAliveRequest
+	27, // 55: georep.v1.Slave.VolumeInfo:input_type -> georep.v1.VolumeInfoRequest
+	30, // 56: georep.v1.Slave.Entries:input_type -> georep.v1.EntriesRequest
+	32, // 57: georep.v1.Slave.Lstat:input_type -> georep.v1.LstatRequest
+	34, // 58: georep.v1.Slave.Gfid:input_type -> georep.v1.GfidRequest
+	36, // 59: georep.v1.Slave.Purge:input_type -> georep.v1.PurgeRequest
+	38, // 60: georep.v1.Slave.PutFiles:input_type -> georep.v1.PutFilesRequest
+	44, // 61: georep.v1.Slave.BlockSums:input_type -> georep.v1.BlockSumsRequest
+	47, // 62: georep.v1.Slave.StageFiles:input_type -> georep.v1.StageFilesRequest
+	50, // 63: georep.v1.Slave.InstallStaged:input_type -> georep.v1.InstallStagedRequest
+	52, // 64: georep.v1.Slave.RsyncTunnel:input_type -> georep.v1.RsyncTunnelRequest
+	8,  // 65: georep.v1.Slave.Handshake:output_type -> georep.v1.HandshakeResponse
+	12, // 66: georep.v1.Slave.EntryOps:output_type -> georep.v1.EntryOpsResponse
+	16, // 67: georep.v1.Slave.MetaOps:output_type -> georep.v1.MetaOpsResponse
+	18, // 68: georep.v1.Slave.Stime:output_type -> georep.v1.StimeResponse
+	20, // 69: georep.v1.Slave.SetStime:output_type -> georep.v1.SetStimeResponse
+	22, // 70: georep.v1.Slave.Xtime:output_type -> georep.v1.XtimeResponse
+	24, // 71: georep.v1.Slave.SetXtime:output_type -> georep.v1.SetXtimeResponse
+	26, // 72: georep.v1.Slave.KeepAlive:output_type -> georep.v1.KeepAliveResponse
+	28, // 73: georep.v1.Slave.VolumeInfo:output_type -> georep.v1.VolumeInfoResponse
+	31, // 74: georep.v1.Slave.Entries:output_type -> georep.v1.EntriesResponse
+	33, // 75: georep.v1.Slave.Lstat:output_type -> georep.v1.LstatResponse
+	35, // 76: georep.v1.Slave.Gfid:output_type -> georep.v1.GfidResponse
+	37, // 77: georep.v1.Slave.Purge:output_type -> georep.v1.PurgeResponse
+	43, // 78: georep.v1.Slave.PutFiles:output_type -> georep.v1.PutFilesResponse
+	45, // 79: georep.v1.Slave.BlockSums:output_type -> georep.v1.BlockSumsResponse
+	48, // 80: georep.v1.Slave.StageFiles:output_type -> georep.v1.StageFilesResponse
+	51, // 81: georep.v1.Slave.InstallStaged:output_type -> georep.v1.InstallStagedResponse
+	53, // 82: georep.v1.Slave.RsyncTunnel:output_type -> georep.v1.RsyncTunnelResponse
+	65, // [65:83] is the sub-list for method output_type
+	47, // [47:65] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_georep_v1_slave_proto_init() }
@@ -3340,8 +3978,8 @@ func file_georep_v1_slave_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_georep_v1_slave_proto_rawDesc), len(file_georep_v1_slave_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   44,
+			NumEnums:      3,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,21 +27,24 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Slave_Handshake_FullMethodName  = "/georep.v1.Slave/Handshake"
-	Slave_EntryOps_FullMethodName   = "/georep.v1.Slave/EntryOps"
-	Slave_MetaOps_FullMethodName    = "/georep.v1.Slave/MetaOps"
-	Slave_Stime_FullMethodName      = "/georep.v1.Slave/Stime"
-	Slave_SetStime_FullMethodName   = "/georep.v1.Slave/SetStime"
-	Slave_Xtime_FullMethodName      = "/georep.v1.Slave/Xtime"
-	Slave_SetXtime_FullMethodName   = "/georep.v1.Slave/SetXtime"
-	Slave_KeepAlive_FullMethodName  = "/georep.v1.Slave/KeepAlive"
-	Slave_VolumeInfo_FullMethodName = "/georep.v1.Slave/VolumeInfo"
-	Slave_Entries_FullMethodName    = "/georep.v1.Slave/Entries"
-	Slave_Lstat_FullMethodName      = "/georep.v1.Slave/Lstat"
-	Slave_Gfid_FullMethodName       = "/georep.v1.Slave/Gfid"
-	Slave_Purge_FullMethodName      = "/georep.v1.Slave/Purge"
-	Slave_PutFiles_FullMethodName   = "/georep.v1.Slave/PutFiles"
-	Slave_BlockSums_FullMethodName  = "/georep.v1.Slave/BlockSums"
+	Slave_Handshake_FullMethodName     = "/georep.v1.Slave/Handshake"
+	Slave_EntryOps_FullMethodName      = "/georep.v1.Slave/EntryOps"
+	Slave_MetaOps_FullMethodName       = "/georep.v1.Slave/MetaOps"
+	Slave_Stime_FullMethodName         = "/georep.v1.Slave/Stime"
+	Slave_SetStime_FullMethodName      = "/georep.v1.Slave/SetStime"
+	Slave_Xtime_FullMethodName         = "/georep.v1.Slave/Xtime"
+	Slave_SetXtime_FullMethodName      = "/georep.v1.Slave/SetXtime"
+	Slave_KeepAlive_FullMethodName     = "/georep.v1.Slave/KeepAlive"
+	Slave_VolumeInfo_FullMethodName    = "/georep.v1.Slave/VolumeInfo"
+	Slave_Entries_FullMethodName       = "/georep.v1.Slave/Entries"
+	Slave_Lstat_FullMethodName         = "/georep.v1.Slave/Lstat"
+	Slave_Gfid_FullMethodName          = "/georep.v1.Slave/Gfid"
+	Slave_Purge_FullMethodName         = "/georep.v1.Slave/Purge"
+	Slave_PutFiles_FullMethodName      = "/georep.v1.Slave/PutFiles"
+	Slave_BlockSums_FullMethodName     = "/georep.v1.Slave/BlockSums"
+	Slave_StageFiles_FullMethodName    = "/georep.v1.Slave/StageFiles"
+	Slave_InstallStaged_FullMethodName = "/georep.v1.Slave/InstallStaged"
+	Slave_RsyncTunnel_FullMethodName   = "/georep.v1.Slave/RsyncTunnel"
 )
 
 // SlaveClient is the client API for Slave service.
@@ -108,6 +111,27 @@ type SlaveClient interface {
 	// that GFID: NotFound; not a regular file: FailedPrecondition or
 	// InvalidArgument.
 	BlockSums(ctx context.Context, in *BlockSumsRequest, opts ...grpc.CallOption) (*BlockSumsResponse, error)
+	// StageFiles prepares an rsync-mode transfer: it makes a fresh staging
+	// directory in the slave's reserved area and links each named file's
+	// current content into it as <stage>/<gfid in hex>, the basis rsync
+	// deltas against. Nothing the replica shows changes. One result per gfid,
+	// in order (ENOENT: no file with that GFID; EISDIR or EINVAL: not a
+	// regular file).
+	StageFiles(ctx context.Context, in *StageFilesRequest, opts ...grpc.CallOption) (*StageFilesResponse, error)
+	// InstallStaged puts what rsync delivered into a staging directory in
+	// place by GFID, exactly as PutFiles installs verified content (renamed
+	// over the file's sole name, or copied in place for a hard-link group),
+	// and applies the stat. A file rsync did not replace, or whose size
+	// differs from the one given, is not installed (EBADMSG). One response
+	// per file, in order; with finish set the staging directory is removed
+	// afterwards.
+	InstallStaged(ctx context.Context, in *InstallStagedRequest, opts ...grpc.CallOption) (*InstallStagedResponse, error)
+	// RsyncTunnel carries an rsync daemon-protocol session (rsync's "daemon
+	// over a remote shell") for masters that reach the slave over mTLS: the
+	// slave runs an rsync daemon whose only module is its staging area,
+	// confined to it, and relays the daemon's stdin and stdout over the
+	// stream. The last response carries the daemon's exit status.
+	RsyncTunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RsyncTunnelRequest, RsyncTunnelResponse], error)
 }
 
 type slaveClient struct {
@@ -271,6 +295,39 @@ func (c *slaveClient) BlockSums(ctx context.Context, in *BlockSumsRequest, opts 
 	return out, nil
 }
 
+func (c *slaveClient) StageFiles(ctx context.Context, in *StageFilesRequest, opts ...grpc.CallOption) (*StageFilesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StageFilesResponse)
+	err := c.cc.Invoke(ctx, Slave_StageFiles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *slaveClient) InstallStaged(ctx context.Context, in *InstallStagedRequest, opts ...grpc.CallOption) (*InstallStagedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InstallStagedResponse)
+	err := c.cc.Invoke(ctx, Slave_InstallStaged_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *slaveClient) RsyncTunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RsyncTunnelRequest, RsyncTunnelResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Slave_ServiceDesc.Streams[1], Slave_RsyncTunnel_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RsyncTunnelRequest, RsyncTunnelResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Slave_RsyncTunnelClient = grpc.BidiStreamingClient[RsyncTunnelRequest, RsyncTunnelResponse]
+
 // SlaveServer is the server API for Slave service.
 // All implementations must embed UnimplementedSlaveServer
 // for forward compatibility.
@@ -335,6 +392,27 @@ type SlaveServer interface {
 	// that GFID: NotFound; not a regular file: FailedPrecondition or
 	// InvalidArgument.
 	BlockSums(context.Context, *BlockSumsRequest) (*BlockSumsResponse, error)
+	// StageFiles prepares an rsync-mode transfer: it makes a fresh staging
+	// directory in the slave's reserved area and links each named file's
+	// current content into it as <stage>/<gfid in hex>, the basis rsync
+	// deltas against. Nothing the replica shows changes. One result per gfid,
+	// in order (ENOENT: no file with that GFID; EISDIR or EINVAL: not a
+	// regular file).
+	StageFiles(context.Context, *StageFilesRequest) (*StageFilesResponse, error)
+	// InstallStaged puts what rsync delivered into a staging directory in
+	// place by GFID, exactly as PutFiles installs verified content (renamed
+	// over the file's sole name, or copied in place for a hard-link group),
+	// and applies the stat. A file rsync did not replace, or whose size
+	// differs from the one given, is not installed (EBADMSG). One response
+	// per file, in order; with finish set the staging directory is removed
+	// afterwards.
+	InstallStaged(context.Context, *InstallStagedRequest) (*InstallStagedResponse, error)
+	// RsyncTunnel carries an rsync daemon-protocol session (rsync's "daemon
+	// over a remote shell") for masters that reach the slave over mTLS: the
+	// slave runs an rsync daemon whose only module is its staging area,
+	// confined to it, and relays the daemon's stdin and stdout over the
+	// stream. The last response carries the daemon's exit status.
+	RsyncTunnel(grpc.BidiStreamingServer[RsyncTunnelRequest, RsyncTunnelResponse]) error
 	mustEmbedUnimplementedSlaveServer()
 }
 
@@ -389,6 +467,15 @@ func (UnimplementedSlaveServer) PutFiles(grpc.BidiStreamingServer[PutFilesReques
 }
 func (UnimplementedSlaveServer) BlockSums(context.Context, *BlockSumsRequest) (*BlockSumsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BlockSums not implemented")
+}
+func (UnimplementedSlaveServer) StageFiles(context.Context, *StageFilesRequest) (*StageFilesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StageFiles not implemented")
+}
+func (UnimplementedSlaveServer) InstallStaged(context.Context, *InstallStagedRequest) (*InstallStagedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InstallStaged not implemented")
+}
+func (UnimplementedSlaveServer) RsyncTunnel(grpc.BidiStreamingServer[RsyncTunnelRequest, RsyncTunnelResponse]) error {
+	return status.Error(codes.Unimplemented, "method RsyncTunnel not implemented")
 }
 func (UnimplementedSlaveServer) mustEmbedUnimplementedSlaveServer() {}
 func (UnimplementedSlaveServer) testEmbeddedByValue()               {}
@@ -670,6 +757,49 @@ func _Slave_BlockSums_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Slave_StageFiles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StageFilesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SlaveServer).StageFiles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Slave_StageFiles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SlaveServer).StageFiles(ctx, req.(*StageFilesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Slave_InstallStaged_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstallStagedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SlaveServer).InstallStaged(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Slave_InstallStaged_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SlaveServer).InstallStaged(ctx, req.(*InstallStagedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Slave_RsyncTunnel_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(SlaveServer).RsyncTunnel(&grpc.GenericServerStream[RsyncTunnelRequest, RsyncTunnelResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Slave_RsyncTunnelServer = grpc.BidiStreamingServer[RsyncTunnelRequest, RsyncTunnelResponse]
+
 // Slave_ServiceDesc is the grpc.ServiceDesc for Slave service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -733,11 +863,25 @@ var Slave_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "BlockSums",
 			Handler:    _Slave_BlockSums_Handler,
 		},
+		{
+			MethodName: "StageFiles",
+			Handler:    _Slave_StageFiles_Handler,
+		},
+		{
+			MethodName: "InstallStaged",
+			Handler:    _Slave_InstallStaged_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "PutFiles",
 			Handler:       _Slave_PutFiles_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "RsyncTunnel",
+			Handler:       _Slave_RsyncTunnel_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},
