@@ -63,6 +63,8 @@ type Config struct {
 	ChangeInterval time.Duration
 	// SyncJobs is how many data streams run in parallel.
 	SyncJobs int
+	// SyncMode is how file data moves: SyncNative (default) or SyncRsync.
+	SyncMode string
 	// IgnoreDeletes does not propagate deletions.
 	IgnoreDeletes bool
 	// AllowMassDelete confirms that an emptied or replaced master root is
@@ -666,14 +668,17 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 		if _, bad := failed[d.GFID]; bad {
 			continue
 		}
-		items = append(items, transfer.Item{GFID: d.GFID, RelPath: d.RelPath, LinkParent: d.Parent, LinkName: []byte(d.Name)})
+		items = append(items, transfer.Item{GFID: d.GFID, RelPath: d.RelPath, LinkParent: d.Parent, LinkName: []byte(d.Name), New: d.New})
 		paths[d.GFID] = d.RelPath
 	}
 	for attempt := 1; len(items) > 0; attempt++ {
 		var results []transfer.Result
 		err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) (err error) {
-			results, _, err = transfer.Send(ctx, c.Slave, m.root, items, transfer.Options{Jobs: m.cfg.SyncJobs, Logger: m.log,
-				Installed: func(_ transfer.Item, sent int64) { m.obs.FileSent(sent) }})
+			if m.cfg.SyncMode == SyncRsync {
+				results, err = m.sendRsync(ctx, c, items)
+			} else {
+				results, err = m.sendNative(ctx, c, items)
+			}
 			return err
 		})
 		if err != nil {

@@ -482,7 +482,7 @@ func (d *differ) metaAndData(o *obj, msg *msgs, links []index.Link, linksChanged
 		} else if len(links) > 0 {
 			l = links[0]
 		}
-		d.p.Data = append(d.p.Data, DataItem{GFID: o.g, RelPath: path, Size: st.Size, Parent: l.Parent, Name: l.Name})
+		d.p.Data = append(d.p.Data, DataItem{GFID: o.g, RelPath: path, Size: st.Size, Parent: l.Parent, Name: l.Name, New: !o.known})
 	}
 	if metaChanged {
 		atime, mtime := msg.times(o)

@@ -48,6 +48,9 @@ type DataItem struct {
 	Size    int64
 	Parent  gfid.GFID
 	Name    string
+	// New is true for an object the index did not know: the slave has no
+	// previous content worth a delta (the entry op just made it empty).
+	New bool
 }
 
 // Change is one index update: Put when Object is set, else Delete of Key.

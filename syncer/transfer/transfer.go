@@ -55,6 +55,11 @@ type Item struct {
 	// Stat (optional) is the mode, owner and times to give the new
 	// content; nil takes them from the file as it is opened.
 	Stat *pb.Stat
+	// New says the slave has no previous content worth a delta (the file
+	// was just created there), so the content goes whole without asking
+	// for block sums. Sending whole is always correct; this only saves a
+	// round trip.
+	New bool
 }
 
 // Result is the outcome of one Item.

@@ -1,0 +1,22 @@
+package syncer
+
+import (
+	"context"
+
+	"github.com/georep/georep/client"
+	"github.com/georep/georep/syncer/transfer"
+)
+
+// SyncNative moves file data over the session's gRPC connection (PutFiles
+// with block deltas); SyncRsync runs rsync into the slave's staging area.
+const (
+	SyncNative = "native"
+	SyncRsync  = "rsync"
+)
+
+// sendNative moves items' content with the native chunk stream.
+func (m *master) sendNative(ctx context.Context, c *client.Conn, items []transfer.Item) ([]transfer.Result, error) {
+	results, _, err := transfer.Send(ctx, c.Slave, m.root, items, transfer.Options{Jobs: m.cfg.SyncJobs, Logger: m.log,
+		Installed: func(_ transfer.Item, sent int64) { m.obs.FileSent(sent) }})
+	return results, err
+}
