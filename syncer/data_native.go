@@ -14,6 +14,14 @@ const (
 	SyncRsync  = "rsync"
 )
 
+// Compress values: zstd where the slave accepts it and it shrinks a chunk;
+// zstd or fail; never.
+const (
+	CompressAuto = "auto"
+	CompressZstd = "zstd"
+	CompressNone = "none"
+)
+
 // sendNative moves items' content with the native chunk stream.
 func (m *master) sendNative(ctx context.Context, c *client.Conn, items []transfer.Item) ([]transfer.Result, error) {
 	results, _, err := transfer.Send(ctx, c.Slave, m.root, items, transfer.Options{Jobs: m.cfg.SyncJobs, Logger: m.log,

@@ -65,6 +65,11 @@ type Config struct {
 	SyncJobs int
 	// SyncMode is how file data moves: SyncNative (default) or SyncRsync.
 	SyncMode string
+	// BwLimit caps the data plane's bandwidth in bytes per second; 0 means
+	// no cap.
+	BwLimit int64
+	// Compress is CompressAuto (default), CompressZstd or CompressNone.
+	Compress string
 	// IgnoreDeletes does not propagate deletions.
 	IgnoreDeletes bool
 	// AllowMassDelete confirms that an emptied or replaced master root is

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/dustin/go-humanize"
 	"io"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +29,8 @@ type masterConfig struct {
 	Detector        string
 	ChangeInterval  time.Duration
 	SyncJobs        int
+	BwLimit         string
+	Compress        string
 	IgnoreDeletes   bool
 	AllowMassDelete bool
 	Force           bool
@@ -48,10 +52,12 @@ func (c *masterConfig) bindFlags(cmd *cobra.Command) {
 	fs.StringVar(&c.Slave, "slave", "", "the slave URL: /path, file:///path, [user@]host:/path, ssh://[user@]host[:port]/path or grpcs://host:port[/NAME] (required)")
 	fs.StringVar(&c.State, "state", "", "the session's state directory: index, change journal, status (required; one per session)")
 	fs.BoolVar(&c.Once, "once", false, "bring the slave to the master's state as of start-up, then exit (0 when everything synced)")
-	fs.StringVar(&c.SyncMode, "sync-mode", "native", "how file data moves: native (a gRPC stream over the session's connection)")
+	fs.StringVar(&c.SyncMode, "sync-mode", syncer.SyncNative, "how file data moves: native (gRPC streams over the session's connection, whole files and block deltas) or rsync (rsync into the slave's staging area, through the session's ssh ControlMaster or, for grpcs:// slaves, a gRPC tunnel)")
 	fs.StringVar(&c.Detector, "change-detector", syncer.DetectorChangelog, "how changes are found in continuous mode: changelog (fanotify/inotify, live) or xsync (a full Hybrid Crawl per --change-interval)")
 	fs.DurationVar(&c.ChangeInterval, "change-interval", syncer.DefaultChangeInterval, "how long live changes are gathered into one batch (xsync: the time between crawls)")
 	fs.IntVar(&c.SyncJobs, "sync-jobs", 3, "file data streams in parallel")
+	fs.StringVar(&c.BwLimit, "bwlimit", "0", "cap the data plane's bandwidth per session, in bytes per second with a unit: 512KiB, 10MiB, 1.5MB (0: no cap)")
+	fs.StringVar(&c.Compress, "compress", syncer.CompressAuto, "compress file data on the wire: auto (zstd when the slave accepts it, chunk by chunk where it shrinks the data), zstd (the same, and fail if the slave cannot) or none")
 	fs.BoolVar(&c.IgnoreDeletes, "ignore-deletes", false, "do not propagate deletions on the master to the slave")
 	fs.BoolVar(&c.AllowMassDelete, "allow-mass-delete", false, "confirm that an emptied (or replaced) master root should empty the slave; without it the session halts as Faulty")
 	fs.BoolVar(&c.Force, "force", false, "take over a slave root that another master's session holds")
@@ -82,8 +88,14 @@ func (c *masterConfig) check() (client.SlaveURL, error) {
 	if err != nil {
 		return u, &usageError{err}
 	}
-	if c.SyncMode != "native" {
-		return u, &usageError{fmt.Errorf("--sync-mode %q: accepted values are native (rsync mode is not built yet)", c.SyncMode)}
+	if c.SyncMode != syncer.SyncNative && c.SyncMode != syncer.SyncRsync {
+		return u, &usageError{fmt.Errorf("--sync-mode %q: accepted values are native and rsync", c.SyncMode)}
+	}
+	if _, err := parseBwLimit(c.BwLimit); err != nil {
+		return u, &usageError{err}
+	}
+	if c.Compress != syncer.CompressAuto && c.Compress != syncer.CompressZstd && c.Compress != syncer.CompressNone {
+		return u, &usageError{fmt.Errorf("--compress %q: accepted values are auto, zstd and none", c.Compress)}
 	}
 	if c.Detector != syncer.DetectorChangelog && c.Detector != syncer.DetectorXsync {
 		return u, &usageError{fmt.Errorf("--change-detector %q: accepted values are changelog and xsync", c.Detector)}
@@ -159,9 +171,14 @@ func runMaster(ctx context.Context, cfg masterConfig, u client.SlaveURL, stderr 
 		return err
 	}
 	defer stopMetrics()
+	bwlimit, err := parseBwLimit(cfg.BwLimit)
+	if err != nil {
+		return err
+	}
 	err = syncer.Run(ctx, syncer.Config{
 		Root: root, StateDir: state, Slave: u, Once: cfg.Once, Detector: cfg.Detector,
-		ChangeInterval: cfg.ChangeInterval, SyncJobs: cfg.SyncJobs, IgnoreDeletes: cfg.IgnoreDeletes,
+		ChangeInterval: cfg.ChangeInterval, SyncJobs: cfg.SyncJobs, SyncMode: cfg.SyncMode, BwLimit: bwlimit,
+		Compress: cfg.Compress, IgnoreDeletes: cfg.IgnoreDeletes,
 		AllowMassDelete: cfg.AllowMassDelete, Force: cfg.Force, Excludes: cfg.Excludes,
 		KeepAliveInterval: cfg.KeepAlive, Logger: logger, Observer: multiObserver(append(observers, metricsObs)...),
 		Dial: client.Options{SSHCommand: cfg.SSHCommand, RemoteGeorep: cfg.RemoteGeorep, StateDir: state,
@@ -171,4 +188,25 @@ func runMaster(ctx context.Context, cfg masterConfig, u client.SlaveURL, stderr 
 	// syncer.Run already tells a requested stop (nil; for --once an error
 	// saying it did not finish) from a failure.
 	return err
+}
+
+// parseBwLimit reads --bwlimit: bytes per second with a unit (KiB, MB...).
+// A bare number other than 0 is refused: rsync reads one as KiB/s, a byte
+// count would be read as bytes, and guessing wrong is a 1024-fold error.
+func parseBwLimit(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "0" || s == "" {
+		return 0, nil
+	}
+	if strings.Trim(s, "0123456789.") == "" {
+		return 0, fmt.Errorf("--bwlimit %q: say the unit, e.g. %sKiB or %sMB (bytes per second)", s, s, s)
+	}
+	n, err := humanize.ParseBytes(strings.TrimSuffix(strings.TrimSuffix(s, "/s"), "ps"))
+	if err != nil {
+		return 0, fmt.Errorf("--bwlimit %q: want bytes per second with a unit, e.g. 512KiB, 10MiB or 1.5MB: %w", s, err)
+	}
+	if n < 1024 || n > 1<<40 {
+		return 0, fmt.Errorf("--bwlimit %q: must be between 1KiB and 1TiB per second (or 0 for no cap)", s)
+	}
+	return int64(n), nil
 }

@@ -33,7 +33,11 @@ func TestMasterRefusesBadInput(t *testing.T) {
 		{"no state", []string{"--root", master, "--slave", slave}, 2, "--state is required"},
 		{"bad url", []string{"--root", master, "--slave", "relative/path", "--state", state}, 2, "accepted forms are /path"},
 		{"bad detector", []string{"--root", master, "--slave", slave, "--state", state, "--change-detector", "inotify"}, 2, "accepted values are changelog and xsync"},
-		{"rsync mode", []string{"--root", master, "--slave", slave, "--state", state, "--sync-mode", "rsync"}, 2, "--sync-mode \"rsync\""},
+		{"bad sync mode", []string{"--root", master, "--slave", slave, "--state", state, "--sync-mode", "tar"}, 2, "accepted values are native and rsync"},
+		{"bwlimit without unit", []string{"--root", master, "--slave", slave, "--state", state, "--bwlimit", "100"}, 2, "say the unit, e.g. 100KiB"},
+		{"bwlimit bad unit", []string{"--root", master, "--slave", slave, "--state", state, "--bwlimit", "10Q"}, 2, "want bytes per second with a unit"},
+		{"bwlimit too small", []string{"--root", master, "--slave", slave, "--state", state, "--bwlimit", "10B"}, 2, "between 1KiB and 1TiB"},
+		{"bad compress", []string{"--root", master, "--slave", slave, "--state", state, "--compress", "gzip"}, 2, "accepted values are auto, zstd and none"},
 		{"mtls without certs", []string{"--root", master, "--slave", "grpcs://127.0.0.1:7070", "--state", state}, 2, "needs --cert, --key and --ca"},
 		{"missing master root", []string{"--root", filepath.Join(base, "nope"), "--slave", slave, "--state", state, "--once"}, 1, "open master root"},
 	}
