@@ -112,6 +112,18 @@ func (c *masterConfig) check() (client.SlaveURL, error) {
 	if err := checkMetricsAddr(c.MetricsAddr); err != nil {
 		return u, &usageError{err}
 	}
+	if inside, err := within(c.State, c.Root); err != nil {
+		return u, &usageError{err}
+	} else if inside {
+		return u, &usageError{fmt.Errorf("--state %s is inside --root %s: the session's own index and journal would be replicated, and change with every sync; keep it outside the tree (e.g. /var/lib/georep/NAME)", c.State, c.Root)}
+	}
+	if u.Kind == client.KindLocal {
+		if inside, err := within(u.Path, c.Root); err != nil {
+			return u, &usageError{err}
+		} else if inside {
+			return u, &usageError{fmt.Errorf("slave %s is inside --root %s: the replica would replicate itself without end; put it outside the tree", u.Path, c.Root)}
+		}
+	}
 	if u.Kind == client.KindMTLS && (c.Cert == "" || c.Key == "" || c.CA == "") {
 		return u, &usageError{errors.New("a grpcs:// slave needs --cert, --key and --ca (georep certs makes them)")}
 	}
@@ -209,4 +221,43 @@ func parseBwLimit(s string) (int64, error) {
 		return 0, fmt.Errorf("--bwlimit %q: must be between 1KiB and 1TiB per second (or 0 for no cap)", s)
 	}
 	return int64(n), nil
+}
+
+// within reports whether path is dir or beneath it, comparing real paths:
+// symlinks are resolved for the part of each that exists, so a state
+// directory reached through a symlink into the tree is caught too.
+func within(path, dir string) (bool, error) {
+	p, err := realPath(path)
+	if err != nil {
+		return false, err
+	}
+	d, err := realPath(dir)
+	if err != nil {
+		return false, err
+	}
+	rel, err := filepath.Rel(d, p)
+	if err != nil {
+		return false, nil
+	}
+	return rel == "." || rel != ".." && !strings.HasPrefix(rel, "../"), nil
+}
+
+// realPath is path made absolute with the symlinks of its longest existing
+// prefix resolved; the rest (not created yet) is appended as written.
+func realPath(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", path, err)
+	}
+	rest := ""
+	for p := abs; ; p = filepath.Dir(p) {
+		r, err := filepath.EvalSymlinks(p)
+		if err == nil {
+			return filepath.Join(r, rest), nil
+		}
+		if p == filepath.Dir(p) {
+			return abs, nil
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+	}
 }

@@ -22,6 +22,9 @@ func TestMasterRefusesBadInput(t *testing.T) {
 		}
 	}
 	state := filepath.Join(base, "state")
+	if err := os.Symlink(master, filepath.Join(base, "link-to-master")); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		args []string
@@ -37,6 +40,10 @@ func TestMasterRefusesBadInput(t *testing.T) {
 		{"bwlimit without unit", []string{"--root", master, "--slave", slave, "--state", state, "--bwlimit", "100"}, 2, "say the unit, e.g. 100KiB"},
 		{"bwlimit bad unit", []string{"--root", master, "--slave", slave, "--state", state, "--bwlimit", "10Q"}, 2, "want bytes per second with a unit"},
 		{"bwlimit too small", []string{"--root", master, "--slave", slave, "--state", state, "--bwlimit", "10B"}, 2, "between 1KiB and 1TiB"},
+		{"state inside root", []string{"--root", master, "--slave", slave, "--state", filepath.Join(master, ".state")}, 2, "is inside --root"},
+		{"state is root", []string{"--root", master, "--slave", slave, "--state", master}, 2, "is inside --root"},
+		{"state inside root through a symlink", []string{"--root", master, "--slave", slave, "--state", filepath.Join(base, "link-to-master", "st")}, 2, "is inside --root"},
+		{"local slave inside root", []string{"--root", master, "--slave", filepath.Join(master, "replica"), "--state", state}, 2, "would replicate itself"},
 		{"bad compress", []string{"--root", master, "--slave", slave, "--state", state, "--compress", "gzip"}, 2, "accepted values are auto, zstd and none"},
 		{"mtls without certs", []string{"--root", master, "--slave", "grpcs://127.0.0.1:7070", "--state", state}, 2, "needs --cert, --key and --ca"},
 		{"missing master root", []string{"--root", filepath.Join(base, "nope"), "--slave", slave, "--state", state, "--once"}, 1, "open master root"},
@@ -62,6 +69,9 @@ func TestMasterRefusesBadInput(t *testing.T) {
 			}
 			if ents, _ := os.ReadDir(slave); len(ents) != 0 {
 				t.Errorf("a refused command wrote into the slave: %v", ents)
+			}
+			if ents, _ := os.ReadDir(master); len(ents) != 0 {
+				t.Errorf("a refused command wrote into the master: %v", ents)
 			}
 		})
 	}
