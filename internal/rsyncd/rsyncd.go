@@ -31,15 +31,16 @@ const StageDir = ".georep/stage"
 // deletes, writes into an existing inode (--inplace, --append,
 // --write-devices), reads or writes outside the stage directory
 // (--*-dest, --partial-dir, --temp-dir, --backup-dir) or makes the daemon
-// write files of the client's choosing (--log-file, batches) is refused; the
-// master never needs any of them.
+// write files of the client's choosing (--log-file, batches) is refused, as
+// are extended attributes and ACLs (a client must not set an identity
+// xattr on a staged file); the master never needs any of them.
 var refused = []string{
 	"delete*", "remove-source-files",
 	"inplace", "append*", "write-devices",
 	"link-dest", "copy-dest", "compare-dest", "partial-dir", "temp-dir",
 	"backup*", "suffix",
 	"log-file*", "write-batch", "only-write-batch", "read-batch",
-	"devices", "specials",
+	"devices", "specials", "xattrs", "acls",
 }
 
 // Config returns the rsyncd.conf text for a daemon serving stage (an

@@ -1,0 +1,235 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/georep/georep/internal/gfid"
+	pb "github.com/georep/georep/proto/georep/v1"
+)
+
+// rsyncInto runs a real rsync, as the master's runs it (no --inplace,
+// --ignore-times), from a file holding content to <stage>/<gfid hex>.
+func rsyncInto(t *testing.T, b *Backend, stage string, g gfid.GFID, content []byte) {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), g.Hex())
+	if err := os.WriteFile(src, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(b.Root(), ReservedDir, StageDirName, stage) + "/"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "rsync", "--ignore-times", src, dst).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rsync into the stage: %v\n%s", err, out)
+	}
+}
+
+func stage1(t *testing.T, b *Backend, gs ...gfid.GFID) string {
+	t.Helper()
+	stage, errs, err := b.StageFiles(gs)
+	if err != nil {
+		t.Fatalf("StageFiles: %v", err)
+	}
+	for i, e := range errs {
+		if e != nil {
+			t.Fatalf("StageFiles(%s): %v", gs[i], e)
+		}
+	}
+	return stage
+}
+
+func inoOf(t *testing.T, p string) uint64 {
+	t.Helper()
+	return lstatPath(t, p).Ino
+}
+
+func TestInstallStaged(t *testing.T) {
+	old := []byte("the old content of the file\n")
+	fresh := bytes.Repeat([]byte("new content "), 10000)
+	mtime := &pb.Timestamp{Sec: 1_500_000_000, Nsec: 42}
+	tests := []struct {
+		name      string
+		links     int    // extra hard links before staging
+		send      []byte // what rsync delivers; nil: rsync does not run
+		size      int64  // the size the master expects; -1: len(send)
+		discard   bool
+		wantErrno unix.Errno
+		want      Install
+		wantData  []byte // the file's content afterwards
+	}{
+		{name: "sole name: renamed", send: fresh, size: -1, want: InstallRenamed, wantData: fresh},
+		{name: "hard-link group: in place", links: 2, send: fresh, size: -1, want: InstallInPlace, wantData: fresh},
+		{name: "truncate to empty", send: []byte{}, size: 0, want: InstallRenamed, wantData: []byte{}},
+		{name: "discard", send: fresh, size: -1, discard: true, wantErrno: unix.ECANCELED, wantData: old},
+		{name: "wrong size", send: fresh, size: 5, wantErrno: unix.EBADMSG, wantData: old},
+		{name: "not replaced, size differs", size: 99, wantErrno: unix.EBADMSG, wantData: old},
+		{name: "not replaced, identical", size: int64(len(old)), want: InstallNone, wantData: old},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, dir := newBackend(t)
+			x := gfid.New()
+			writeOld(t, b, dir, x, "f", old)
+			names := []string{"f"}
+			for i := range tc.links {
+				n := "l" + string(rune('0'+i))
+				apply(t, b, link(x, gfid.Root, n, nil))
+				names = append(names, n)
+			}
+			inoBefore := inoOf(t, filepath.Join(dir, "f"))
+			entries := indexEntries(t, b)
+			stage := stage1(t, b, x)
+			if tc.send != nil {
+				rsyncInto(t, b, stage, x, tc.send)
+			}
+			size := tc.size
+			if size < 0 {
+				size = int64(len(tc.send))
+			}
+			res, err := b.InstallStaged(stage, []StagedFile{{
+				GFID: x, Size: size, LinkParent: gfid.Root, LinkName: "f",
+				Stat: &pb.Stat{Mode: 0o640, Mtime: mtime}, Discard: tc.discard,
+			}}, true)
+			if err != nil {
+				t.Fatalf("InstallStaged: %v", err)
+			}
+			if len(res) != 1 {
+				t.Fatalf("%d results, want 1", len(res))
+			}
+			r := res[0]
+			if tc.wantErrno != 0 {
+				if !errors.Is(r.Err, tc.wantErrno) {
+					t.Fatalf("result %v, want %v", r.Err, tc.wantErrno)
+				}
+			} else if r.Err != nil || r.Install != tc.want {
+				t.Fatalf("result %v (%v), want %v", r.Install, r.Err, tc.want)
+			}
+			for _, n := range names {
+				if got := fileBytes(t, filepath.Join(dir, n)); !bytes.Equal(got, tc.wantData) {
+					t.Errorf("%s holds %d bytes, want %d", n, len(got), len(tc.wantData))
+				}
+				if g := gfidOfPath(t, b, filepath.Join(dir, n)); g != x {
+					t.Errorf("%s carries gfid %s, want %s", n, g, x)
+				}
+			}
+			inoAfter := inoOf(t, filepath.Join(dir, "f"))
+			switch {
+			case tc.want == InstallRenamed && tc.wantErrno == 0 && inoAfter == inoBefore:
+				t.Errorf("renamed install kept the inode")
+			case tc.want != InstallRenamed && inoAfter != inoBefore:
+				t.Errorf("the inode changed (%d -> %d), want it kept", inoBefore, inoAfter)
+			}
+			if tc.wantErrno == 0 {
+				fst := lstatPath(t, filepath.Join(dir, "f"))
+				if fst.Mode&0o7777 != 0o640 || fst.Mtim.Sec != mtime.Sec || fst.Mtim.Nsec != int64(mtime.Nsec) {
+					t.Errorf("stat not applied: mode %#o mtime %d.%d", fst.Mode&0o7777, fst.Mtim.Sec, fst.Mtim.Nsec)
+				}
+			}
+			// The index still finds the file, at the inode its name has.
+			idx := lstatPath(t, filepath.Join(dir, IndexPath(x)))
+			if idx.Ino != inoAfter {
+				t.Errorf("index entry is inode %d, the name is %d", idx.Ino, inoAfter)
+			}
+			if int(idx.Nlink) != len(names)+1 {
+				t.Errorf("file has %d links, want %d (names and index; no stage link left)", idx.Nlink, len(names)+1)
+			}
+			if n := indexEntries(t, b); n != entries {
+				t.Errorf("index has %d entries, had %d", n, entries)
+			}
+			dirEmpty(t, filepath.Join(dir, ReservedDir, StageDirName))
+			dirEmpty(t, filepath.Join(dir, ReservedDir, tmpDirName))
+		})
+	}
+}
+
+func TestStageFilesResults(t *testing.T) {
+	b, dir := newBackend(t)
+	f, d := gfid.New(), gfid.New()
+	writeOld(t, b, dir, f, "f", []byte("x"))
+	apply(t, b, mkdir(d, gfid.Root, "d"))
+	stage, errs, err := b.StageFiles([]gfid.GFID{f, gfid.New(), d, gfid.Root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []unix.Errno{0, unix.ENOENT, unix.EISDIR, unix.EISDIR} {
+		if want == 0 {
+			if errs[i] != nil {
+				t.Errorf("result %d: %v, want success", i, errs[i])
+			}
+			continue
+		}
+		if !errors.Is(errs[i], want) {
+			t.Errorf("result %d: %v, want %v", i, errs[i], want)
+		}
+	}
+	basis := filepath.Join(dir, ReservedDir, StageDirName, stage, f.Hex())
+	if inoOf(t, basis) != inoOf(t, filepath.Join(dir, "f")) {
+		t.Errorf("the basis is not a link of the file's content")
+	}
+	// Staged but never delivered: rsync did not run for it.
+	res, err := b.InstallStaged(stage, []StagedFile{{GFID: gfid.New(), Size: 1}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[0].Err, unix.EBADMSG) {
+		t.Errorf("undelivered file: %v, want EBADMSG", res[0].Err)
+	}
+	dirEmpty(t, filepath.Join(dir, ReservedDir, StageDirName))
+}
+
+func TestInstallStagedRefusesBadStageNames(t *testing.T) {
+	b, dir := newBackend(t)
+	x := gfid.New()
+	writeOld(t, b, dir, x, "f", []byte("x"))
+	for _, stage := range []string{"", ".", "..", "../tmp", "s-a/b", "s-/../x", "tmp", "s-nonexistent"} {
+		t.Run(stage, func(t *testing.T) {
+			_, err := b.InstallStaged(stage, []StagedFile{{GFID: x, Size: 1}}, true)
+			if err == nil {
+				t.Fatalf("InstallStaged(%q) succeeded, want a refusal", stage)
+			}
+			if got := fileBytes(t, filepath.Join(dir, "f")); string(got) != "x" {
+				t.Errorf("file changed to %q", got)
+			}
+		})
+	}
+}
+
+// TestInstallStagedRefusesAForeignLink: a hostile client hard-links one
+// file's basis under another's name; the real inode must never be renamed
+// onto the other identity.
+func TestInstallStagedRefusesAForeignLink(t *testing.T) {
+	b, dir := newBackend(t)
+	x, y := gfid.New(), gfid.New()
+	writeOld(t, b, dir, x, "x", []byte("xx"))
+	writeOld(t, b, dir, y, "y", []byte("yy"))
+	stage := stage1(t, b, x, y)
+	sd := filepath.Join(dir, ReservedDir, StageDirName, stage)
+	if err := os.Remove(filepath.Join(sd, y.Hex())); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(sd, x.Hex()), filepath.Join(sd, y.Hex())); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.InstallStaged(stage, []StagedFile{{GFID: y, Size: 2, LinkParent: gfid.Root, LinkName: "y"}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[0].Err, unix.EBADMSG) {
+		t.Errorf("foreign link: %v, want EBADMSG", res[0].Err)
+	}
+	if gfidOfPath(t, b, filepath.Join(dir, "x")) != x || gfidOfPath(t, b, filepath.Join(dir, "y")) != y {
+		t.Errorf("identities moved")
+	}
+	if string(fileBytes(t, filepath.Join(dir, "y"))) != "yy" {
+		t.Errorf("y changed")
+	}
+}
