@@ -51,6 +51,8 @@ type Service struct {
 	// alive gets a token on every KeepAlive so WatchKeepAlive can restart
 	// its timer; buffered so KeepAlive never waits for the watcher.
 	alive chan struct{}
+	// tunnels counts the RsyncTunnel calls running (tunnel.go).
+	tunnels atomic.Int32
 }
 
 var _ pb.SlaveServer = (*Service)(nil)
@@ -150,6 +152,8 @@ func (s *Service) Handshake(ctx context.Context, req *pb.HandshakeRequest) (*pb.
 		Root:            s.backend.Root(),
 		Privileged:      s.backend.Privileged(),
 		SoftwareVersion: s.version,
+		Compressions:    compressions(),
+		Rsync:           hasRsync(),
 	}, nil
 }
 
