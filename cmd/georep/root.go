@@ -43,7 +43,7 @@ its stdin/stdout, for a master that runs it through ssh, and "georep slave
 		return &usageError{err: err}
 	})
 	root.AddCommand(newVersionCommand(), newSlaveCommand(), newMasterCommand(), newStatusCommand(), newCertsCommand(),
-		newCheckpointCommand(), newConfigCommand())
+		newCheckpointCommand(), newConfigCommand(), newRsyncRelayCommand())
 	return root
 }
 
