@@ -52,18 +52,25 @@ lint-deploy: build
 	deploy/systemd/verify.sh $(BIN)
 	$(GO) test -count=1 ./deploy
 
-## bench: every benchmark once, with allocations
-bench:
+## bench: every micro-benchmark once, with allocations, then the data-plane
+## comparison (bench-compare) in the same run
+bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(MAKE) bench-compare
 
-## bench-compare: georep vs rsync -aHAX on the data plane, issue 5's workload
-## (about 6 minutes); rewrites the "Data plane vs rsync" section of
-## BENCHMARKS.md and docs/bench-data-plane.png. For a quick run shrink it with
-## GEOREP_BENCH_SMALL, GEOREP_BENCH_LARGE, GEOREP_BENCH_LARGE_MIB,
-## GEOREP_BENCH_RUNS, or GEOREP_BENCH_WAN=0
+## bench-compare: the data plane alone, issue 5's workload: georep native,
+## georep --sync-mode rsync and rsync -aHAX on the same trees and sshd, on
+## loopback and at 50 ms RTT (about 10 minutes). Rewrites the "Data plane vs
+## rsync" section of BENCHMARKS.md and docs/bench-data-plane.png, unless
+## GEOREP_BENCH_WRITE= (empty) or the workload is shrunk. Shrink it for a
+## quick run (the table goes to stdout) with GEOREP_BENCH_SMALL (files,
+## 20000), GEOREP_BENCH_SMALL_SIZE (4096), GEOREP_BENCH_LARGE (4),
+## GEOREP_BENCH_LARGE_MIB (32), GEOREP_BENCH_RUNS (5), GEOREP_BENCH_WAN=0,
+## GEOREP_BENCH_TOOLS=georep,georep-rsync,rsync (a subset)
+GEOREP_BENCH_WRITE ?= $(CURDIR)
 bench-compare: build
-	GEOREP_BENCH_GEOREP=$(abspath $(BIN)) GEOREP_BENCH_WRITE=$(CURDIR) \
-		$(GO) test -tags benchcompare -run '^$$' -bench DataPlaneVsRsync -benchtime 1x -timeout 60m ./bench
+	GEOREP_BENCH_GEOREP=$(abspath $(BIN)) GEOREP_BENCH_WRITE=$(GEOREP_BENCH_WRITE) \
+		$(GO) test -tags benchcompare -run '^$$' -bench DataPlaneVsRsync -benchtime 1x -timeout 90m ./bench
 
 ## tools: install the pinned code generators and grpcurl into $(go env GOPATH)/bin
 tools:

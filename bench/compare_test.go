@@ -3,11 +3,14 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,20 +21,9 @@ import (
 	"github.com/georep/georep/internal/testbin"
 	"github.com/georep/georep/internal/testproxy"
 	"github.com/georep/georep/internal/testsshd"
+	"github.com/georep/georep/internal/treecmp"
 	"github.com/georep/georep/internal/treegen"
 )
-
-// config is the workload; every count can be shrunk from the environment
-// for a quick run (the defaults are issue 5's workload).
-type config struct {
-	small     int // files of smallSize
-	smallSize int // bytes
-	large     int // files of largeMiB
-	largeMiB  int // MiB
-	runs      int // timed runs per tool and measurement
-	changePct float64
-	wan       bool
-}
 
 func envInt(b *testing.B, name string, def int) int {
 	b.Helper()
@@ -48,27 +40,37 @@ func envInt(b *testing.B, name string, def int) int {
 
 func loadConfig(b *testing.B) config {
 	b.Helper()
+	d := issueWorkload()
 	return config{
-		small:     envInt(b, "GEOREP_BENCH_SMALL", 20000),
-		smallSize: envInt(b, "GEOREP_BENCH_SMALL_SIZE", 4096),
-		large:     envInt(b, "GEOREP_BENCH_LARGE", 4),
-		largeMiB:  envInt(b, "GEOREP_BENCH_LARGE_MIB", 32),
-		runs:      envInt(b, "GEOREP_BENCH_RUNS", 5),
-		changePct: 1,
+		small:     envInt(b, "GEOREP_BENCH_SMALL", d.small),
+		smallSize: envInt(b, "GEOREP_BENCH_SMALL_SIZE", d.smallSize),
+		large:     envInt(b, "GEOREP_BENCH_LARGE", d.large),
+		largeMiB:  envInt(b, "GEOREP_BENCH_LARGE_MIB", d.largeMiB),
+		runs:      envInt(b, "GEOREP_BENCH_RUNS", d.runs),
+		changePct: d.changePct,
 		wan:       envInt(b, "GEOREP_BENCH_WAN", 1) != 0,
+		tools:     envTools(b, d.tools),
 	}
 }
 
-// sample is one timed sync.
-type sample struct {
-	wall      time.Duration
-	wireBytes int64
-	cpuLocal  time.Duration // the tool's process tree on the master side
-	cpuRemote time.Duration // the sshd sessions' trees on the slave side
+// envTools reads GEOREP_BENCH_TOOLS, a comma-separated subset of the
+// contenders, kept in the report's order.
+func envTools(b *testing.B, all []string) []string {
+	b.Helper()
+	s := os.Getenv("GEOREP_BENCH_TOOLS")
+	if s == "" {
+		return all
+	}
+	var want []string
+	for _, t := range strings.Split(s, ",") {
+		t = strings.TrimSpace(t)
+		if !slices.Contains(all, t) {
+			b.Fatalf("GEOREP_BENCH_TOOLS=%q: %q is not one of %s", s, t, strings.Join(all, ", "))
+		}
+		want = append(want, t)
+	}
+	return slices.DeleteFunc(slices.Clone(all), func(t string) bool { return !slices.Contains(want, t) })
 }
-
-// key names one cell of the results: network, tool, phase.
-type key struct{ net, tool, phase string }
 
 // bed is what every run shares: the master tree, the one sshd, the relay
 // scripts, and the binaries.
@@ -90,6 +92,8 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 			b.Fatalf("%s is required on PATH: %v", tool, err)
 		}
 	}
+	// Progress goes to stderr as it happens: a full run takes minutes.
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg := loadConfig(b)
 	if cfg.runs < 1 {
 		b.Fatalf("GEOREP_BENCH_RUNS must be at least 1")
@@ -110,17 +114,11 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 		counts: filepath.Join(work, "relay.counts"), sshCmd: map[string]string{}}
 	start := time.Now()
 	t.generate(b)
-	b.Logf("generated %d × %d B + %d × %d MiB in %v", cfg.small, cfg.smallSize, cfg.large, cfg.largeMiB,
-		time.Since(start).Round(time.Millisecond))
+	log.Info("master tree generated", "small", cfg.small, "small_bytes", cfg.smallSize, "large", cfg.large,
+		"large_mib", cfg.largeMiB, "took", time.Since(start).Round(time.Millisecond))
 
 	t.sshd = testsshd.Start(b, testsshd.Options{})
-	pidData, err := os.ReadFile(filepath.Join(t.sshd.Dir, "sshd.pid"))
-	if err != nil {
-		b.Fatalf("read sshd's pid file: %v", err)
-	}
-	if t.sshdPID, err = strconv.Atoi(strings.TrimSpace(string(pidData))); err != nil {
-		b.Fatalf("sshd pid file: %v", err)
-	}
+	t.sshdPID = sshdPID(b, filepath.Join(t.sshd.Dir, "sshd.pid"))
 	sshdAddr := fmt.Sprintf("%s:%d", t.sshd.Host, t.sshd.Port)
 	nets := []string{"loopback"}
 	t.sshCmd["loopback"] = t.relaySSH(b, "loopback", sshdAddr)
@@ -132,16 +130,13 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 	}
 
 	results := map[key][]sample{}
-	tools := []string{"georep", "rsync"}
+	tools := cfg.tools
 	b.ResetTimer()
 	for _, network := range nets {
 		for run := range cfg.runs {
-			// Alternate which tool goes first, so neither always meets a
-			// cold (or warm) page cache.
-			order := slices.Clone(tools)
-			if run%2 == 1 {
-				slices.Reverse(order)
-			}
+			// Rotate which tool goes first, so none always meets a cold
+			// (or warm) page cache.
+			order := append(slices.Clone(tools[run%len(tools):]), tools[:run%len(tools)]...)
 			slaves := map[string]string{}
 			states := map[string]string{}
 			for _, tool := range order {
@@ -153,19 +148,24 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 					}
 				}
 				s := t.sync(b, network, tool, slaves[tool], states[tool])
-				results[key{network, tool, "initial"}] = append(results[key{network, tool, "initial"}], s)
-				b.Logf("%s %s initial run %d: %v, %d B on the wire", network, tool, run+1, s.wall.Round(time.Millisecond), s.wireBytes)
+				k := key{network, tool, "initial"}
+				results[k] = append(results[k], s)
+				logSample(log, k, run, s)
+				t.verifySample(b, tool, slaves[tool])
 			}
 			t.mutate(b)
 			for _, tool := range order {
 				s := t.sync(b, network, tool, slaves[tool], states[tool])
-				results[key{network, tool, "incremental"}] = append(results[key{network, tool, "incremental"}], s)
-				b.Logf("%s %s incremental run %d: %v, %d B on the wire", network, tool, run+1, s.wall.Round(time.Millisecond), s.wireBytes)
-				t.verify(b, slaves[tool])
+				k := key{network, tool, "incremental"}
+				results[k] = append(results[k], s)
+				logSample(log, k, run, s)
+				t.verifyTree(b, tool, slaves[tool])
 			}
 			for _, tool := range order {
-				if err := os.RemoveAll(slaves[tool]); err != nil {
-					b.Fatal(err)
+				for _, d := range []string{slaves[tool], states[tool]} {
+					if err := os.RemoveAll(d); err != nil {
+						b.Fatal(err)
+					}
 				}
 			}
 		}
@@ -175,11 +175,38 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 	for _, r := range rows {
 		b.ReportMetric(r.wall.Seconds(), fmt.Sprintf("s/%s-%s-%s", r.net, r.tool, r.phase))
 	}
-	if out := os.Getenv("GEOREP_BENCH_WRITE"); out != "" {
-		if err := writeReport(out, cfg, rows, time.Now()); err != nil {
+	m := machine{when: time.Now(), cpus: runtime.NumCPU(), os: runtime.GOOS + "/" + runtime.GOARCH,
+		version: t.version(b)}
+	sec := section(cfg, rows, m)
+	// Benchmark logs are cut to ten lines, so the table goes to stdout.
+	fmt.Printf("\n%s\n", sec)
+	switch out := os.Getenv("GEOREP_BENCH_WRITE"); {
+	case out == "":
+	case cfg.shrunk():
+		log.Warn("the workload is shrunk from issue 5's, so the published figures are left alone",
+			"file", filepath.Join(out, "BENCHMARKS.md"))
+	default:
+		if err := writeReport(out, cfg, rows, m); err != nil {
 			b.Fatal(err)
 		}
+		log.Info("report written", "file", filepath.Join(out, "BENCHMARKS.md"), "chart", filepath.Join(out, chartFile))
 	}
+}
+
+func logSample(log *slog.Logger, k key, run int, s sample) {
+	log.Info("synced", "net", k.net, "tool", k.tool, "phase", k.phase, "run", run+1,
+		"wall", s.wall.Round(time.Millisecond), "wire_bytes", s.wireBytes, "files", s.files,
+		"cpu_master", s.cpuLocal, "cpu_slave", s.cpuRemote)
+}
+
+// version is what the measured georep binary says it is.
+func (t *bed) version(b *testing.B) string {
+	b.Helper()
+	out, err := exec.Command(t.georep, "version").Output()
+	if err != nil {
+		b.Fatalf("%s version: %v", t.georep, err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // generate writes the master tree: small files in directories of 1000,
@@ -268,15 +295,20 @@ func (t *bed) sync(b *testing.B, network, tool, slave, state string) sample {
 	}
 	var argv []string
 	switch tool {
-	case "georep":
+	case toolNative, toolRsync:
 		t.sshd.SetAuthorizedKeyOptions(b, fmt.Sprintf(`restrict,command="%s slave --stdio --root %s"`, t.georep, slave))
-		argv = []string{t.georep, "master", "--once", "--progress=false", "--root", t.master,
+		argv = []string{t.georep, "master", "--once", "--progress=false", "--log-format", "json", "--root", t.master,
 			"--slave", fmt.Sprintf("ssh://%s@%s:%d%s", t.sshd.User, t.sshd.Host, t.sshd.Port, slave),
 			"--state", state, "--ssh-command", t.sshCmd[network]}
-	case "rsync":
+		if tool == toolRsync {
+			argv = append(argv, "--sync-mode", "rsync")
+		}
+	case toolBaseline:
 		t.sshd.SetAuthorizedKeyOptions(b, "")
-		argv = []string{"rsync", "-aHAX", "--numeric-ids", "-e", t.sshCmd[network],
+		argv = []string{"rsync", "-aHAX", "--numeric-ids", "--stats", "-e", t.sshCmd[network],
 			t.master + "/", fmt.Sprintf("%s@%s:%s/", t.sshd.User, t.sshd.Host, slave)}
+	default:
+		b.Fatalf("unknown tool %q", tool)
 	}
 	remoteBefore := t.sshdChildCPU(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -293,7 +325,7 @@ func (t *bed) sync(b *testing.B, network, tool, slave, state string) sample {
 
 	// Wait for every relay to report and every sshd session to be reaped,
 	// so the bytes and the slave side's CPU are complete.
-	var bytes int64
+	var wire int64
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		started, ended, n, err := relayTotals(t.counts)
@@ -301,15 +333,41 @@ func (t *bed) sync(b *testing.B, network, tool, slave, state string) sample {
 			b.Fatal(err)
 		}
 		if started > 0 && started == ended && !t.sshdHasChildren(b) {
-			bytes = n
+			wire = n
 			break
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("relays (%d started, %d ended) or sshd sessions did not finish within 30s", started, ended)
+			b.Fatalf("%s %s: relays (%d started, %d ended) or sshd sessions did not finish within 30s of the tool's exit "+
+				"(an ssh connection left running?)", network, tool, started, ended)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return sample{wall: wall, wireBytes: bytes, cpuLocal: local, cpuRemote: t.sshdChildCPU(b) - remoteBefore}
+	files := georepFilesSent(out)
+	if tool == toolBaseline {
+		files = rsyncFilesSent(out)
+	}
+	return sample{wall: wall, wireBytes: wire, cpuLocal: local, cpuRemote: t.sshdChildCPU(b) - remoteBefore, files: files}
+}
+
+// sshdPID reads sshd's pid file, waiting for it: sshd may accept
+// connections a moment before it has written the file.
+func sshdPID(b *testing.B, path string) int {
+	b.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		data, err := os.ReadFile(path)
+		if err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
+				return pid
+			}
+		} else if !os.IsNotExist(err) {
+			b.Fatalf("read sshd's pid file: %v", err)
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("sshd wrote no pid to %s within 10s (content %q)", path, data)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // sshdChildCPU is the user+sys time of sshd's reaped children (the
@@ -345,10 +403,10 @@ func (t *bed) sshdHasChildren(b *testing.B) bool {
 	return strings.TrimSpace(string(data)) != ""
 }
 
-// verify checks the slave holds the master's content for the files the
-// mutations touch and a sample of the rest: a benchmark of a tool that
+// verifySample checks the slave holds the master's content for the files
+// the mutations touch and a sample of the rest: a benchmark of a tool that
 // copies the wrong bytes measures nothing.
-func (t *bed) verify(b *testing.B, slave string) {
+func (t *bed) verifySample(b *testing.B, tool, slave string) {
 	b.Helper()
 	var rels []string
 	if t.cfg.large > 0 {
@@ -368,10 +426,23 @@ func (t *bed) verify(b *testing.B, slave string) {
 		}
 		got, err := os.ReadFile(filepath.Join(slave, rel))
 		if err != nil {
-			b.Fatalf("slave lacks %s after sync: %v", rel, err)
+			b.Fatalf("%s: slave lacks %s after sync: %v", tool, rel, err)
 		}
-		if string(got) != string(want) {
-			b.Fatalf("slave's %s differs from the master's after sync", rel)
+		if !bytes.Equal(got, want) {
+			b.Fatalf("%s: slave's %s differs from the master's after sync", tool, rel)
 		}
+	}
+}
+
+// verifyTree compares the whole slave tree with the master's: types,
+// names, contents, modes, owners, file mtimes and xattrs.
+func (t *bed) verifyTree(b *testing.B, tool, slave string) {
+	b.Helper()
+	diffs, err := treecmp.Differences(t.master, slave, treecmp.Options{})
+	if err != nil {
+		b.Fatalf("%s: compare the slave with the master: %v", tool, err)
+	}
+	if len(diffs) > 0 {
+		b.Fatalf("%s: the slave differs from the master after sync:\n%s", tool, treecmp.Format(diffs))
 	}
 }
