@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
 	"github.com/georep/georep/internal/gfid"
@@ -13,19 +14,61 @@ import (
 	"github.com/georep/georep/server/backend"
 )
 
+const (
+	// commitBatchFiles and commitBatchBytes bound one group commit: the
+	// files flushed to disk by one sync and then installed.
+	commitBatchFiles = 256
+	commitBatchBytes = 64 << 20
+	// commitQueue is how many received files may wait for the committer;
+	// each holds an open temp.
+	commitQueue = 256
+)
+
+// compressions are the FileChunk encodings this slave decodes, advertised
+// at Handshake.
+func compressions() []pb.Compression { return []pb.Compression{pb.Compression_COMPRESSION_ZSTD} }
+
 // PutFiles receives whole-file content for files addressed by GFID: per
 // file a header, chunks and a trailer, answered with one PutFilesResponse
 // once the file is installed or refused. A file's own failure (unknown
 // GFID, bad chunk, digest mismatch, full disk) is its result; only a
 // stream that breaks the message order fails the call. Whatever file is
 // open when the stream ends or breaks is discarded, its old content kept.
+//
+// Receiving and installing overlap: this goroutine writes and verifies
+// each file's temp and hands it to a committer, which takes every file
+// waiting, makes the batch durable with one flush (group commit), then
+// installs and answers them in order. Under load batches grow by
+// themselves; a lone file is flushed at once.
 func (s *Service) PutFiles(stream pb.Slave_PutFilesServer) error {
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(backend.MaxChunk),
+		zstd.WithDecoderLowmem(true))
+	if err != nil {
+		return fmt.Errorf("start a zstd decoder: %w", err)
+	}
+	defer dec.Close()
+	ready := make(chan *incomingFile, commitQueue)
+	stop := make(chan struct{}) // closed when the committer gives up
+	committed := make(chan error, 1)
+	go func() { committed <- s.commitFiles(stream, ready, stop) }()
+	rerr := s.receiveFiles(stream, dec, ready, stop)
+	close(ready)
+	cerr := <-committed
+	if rerr != nil {
+		return rerr
+	}
+	return cerr
+}
+
+// receiveFiles reads the stream and passes every finished file to ready.
+func (s *Service) receiveFiles(stream pb.Slave_PutFilesServer, dec *zstd.Decoder, ready chan<- *incomingFile, stop <-chan struct{}) error {
 	var cur *incomingFile
 	defer func() {
 		if cur != nil {
 			cur.abort()
 		}
 	}()
+	var buf []byte // decoded chunk, reused
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -47,7 +90,7 @@ func (s *Service) PutFiles(stream pb.Slave_PutFilesServer) error {
 			if cur == nil {
 				return invalid("a chunk came outside a file: send a header first")
 			}
-			cur.write(p.Chunk)
+			buf = cur.write(dec, p.Chunk, buf)
 		case *pb.PutFilesRequest_Copy:
 			if cur == nil {
 				return invalid("a copy came outside a file: send a header first")
@@ -57,19 +100,86 @@ func (s *Service) PutFiles(stream pb.Slave_PutFilesServer) error {
 			if cur == nil {
 				return invalid("a trailer came outside a file: send a header first")
 			}
-			resp := cur.finish(p.Trailer)
-			cur = nil
-			if r := resp.GetResult(); r.GetErrno() != 0 {
-				s.logger.Info("file content not installed", "gfid", gfidText(resp.GetGfid()),
-					"code", r.GetCode(), "message", r.GetMessage())
-			}
-			if err := stream.Send(resp); err != nil {
-				return err
+			cur.verify(p.Trailer)
+			select {
+			case ready <- cur:
+				cur = nil
+			case <-stop:
+				return nil // the committer's error ends the call
 			}
 		default:
 			return invalid("a PutFiles message must carry a header, a chunk, a copy or a trailer")
 		}
 	}
+}
+
+// commitFiles flushes, installs and answers the files from ready in
+// batches, in order. After a failed Send it discards what still comes.
+func (s *Service) commitFiles(stream pb.Slave_PutFilesServer, ready <-chan *incomingFile, stop chan<- struct{}) error {
+	var err error
+	batch := make([]*incomingFile, 0, commitBatchFiles)
+	for f := range ready {
+		if err != nil {
+			f.abort()
+			continue
+		}
+		batch = append(batch[:0], f)
+		size := f.written()
+	gather:
+		for len(batch) < commitBatchFiles && size < commitBatchBytes {
+			select {
+			case g, ok := <-ready:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, g)
+				size += g.written()
+			default:
+				break gather
+			}
+		}
+		if err = s.commitBatch(stream, batch); err != nil {
+			close(stop)
+		}
+	}
+	return err
+}
+
+// commitBatch makes the verified files of batch durable with one flush,
+// installs them and sends every file's result in order.
+func (s *Service) commitBatch(stream pb.Slave_PutFilesServer, batch []*incomingFile) error {
+	var ws []*backend.FileWriter
+	for _, f := range batch {
+		if f.err == nil {
+			ws = append(ws, f.w)
+		}
+	}
+	if len(ws) > 0 {
+		if err := s.backend.SyncPuts(ws); err != nil {
+			for _, f := range batch {
+				if f.err == nil {
+					f.err = err
+				}
+			}
+		}
+	}
+	for i, f := range batch {
+		if f.err == nil {
+			_, f.err = f.w.Install()
+		}
+		resp := f.response()
+		if r := resp.GetResult(); r.GetErrno() != 0 {
+			s.logger.Info("file content not installed", "gfid", gfidText(resp.GetGfid()),
+				"code", r.GetCode(), "message", r.GetMessage())
+		}
+		if err := stream.Send(resp); err != nil {
+			for _, g := range batch[i+1:] {
+				g.abort()
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // incomingFile is the file a PutFiles stream is receiving.
@@ -119,13 +229,52 @@ func putHeader(h *pb.FileHeader) (backend.PutHeader, error) {
 	return ph, nil
 }
 
-func (f *incomingFile) write(c *pb.FileChunk) {
-	if f.err != nil {
-		return
+// decodeChunk returns c's content: its data as it is, or decoded into buf
+// (reused) for a compressed chunk. A chunk that claims or decodes to more
+// than backend.MaxChunk bytes is refused before more than that is
+// allocated, so a decompression bomb costs nothing.
+func decodeChunk(dec *zstd.Decoder, c *pb.FileChunk, buf []byte) ([]byte, []byte, error) {
+	switch c.GetCompression() {
+	case pb.Compression_COMPRESSION_UNSPECIFIED:
+		return c.GetData(), buf, nil
+	case pb.Compression_COMPRESSION_ZSTD:
+	default:
+		return nil, buf, fmt.Errorf("chunk at offset %d: compression %d is not one this slave offered at handshake: %w",
+			c.GetOffset(), c.GetCompression(), unix.EINVAL)
 	}
-	if f.err = f.w.WriteAt(c.GetData(), c.GetOffset()); f.err != nil {
+	n := c.GetLength()
+	if n > backend.MaxChunk {
+		return nil, buf, fmt.Errorf("chunk at offset %d: decoded length %d exceeds %d bytes: %w", c.GetOffset(), n, backend.MaxChunk, unix.EINVAL)
+	}
+	if cap(buf) < int(n) {
+		buf = make([]byte, 0, max(int(n), 64<<10))
+	}
+	out, err := dec.DecodeAll(c.GetData(), buf[:0])
+	if err != nil {
+		return nil, buf, fmt.Errorf("chunk at offset %d: zstd data does not decode (at most %d bytes): %v: %w", c.GetOffset(), backend.MaxChunk, err, unix.EINVAL)
+	}
+	if len(out) != int(n) {
+		return nil, buf, fmt.Errorf("chunk at offset %d: zstd data decodes to %d bytes, the chunk says %d: %w", c.GetOffset(), len(out), n, unix.EINVAL)
+	}
+	if cap(out) > cap(buf) {
+		buf = out[:0]
+	}
+	return out, buf, nil
+}
+
+// write writes chunk c; buf is the decode buffer, returned for reuse.
+func (f *incomingFile) write(dec *zstd.Decoder, c *pb.FileChunk, buf []byte) []byte {
+	if f.err != nil {
+		return buf
+	}
+	data, buf, err := decodeChunk(dec, c, buf)
+	if err == nil {
+		err = f.w.WriteAt(data, c.GetOffset())
+	}
+	if f.err = err; f.err != nil {
 		f.w.Abort()
 	}
+	return buf
 }
 
 func (f *incomingFile) copy(c *pb.FileCopy) {
@@ -154,19 +303,30 @@ func (f *incomingFile) abort() {
 	}
 }
 
-func (f *incomingFile) finish(t *pb.FileTrailer) *pb.PutFilesResponse {
-	resp := &pb.PutFilesResponse{Gfid: f.gfid, Result: &pb.EntryResult{}}
-	if f.w != nil {
-		resp.BytesWritten = f.w.Written()
+func (f *incomingFile) written() int64 {
+	if f.w == nil {
+		return 0
 	}
+	return f.w.Written()
+}
+
+// verify checks the trailer: an abandoned file is discarded, a received
+// one must match its digest. Either way the file then waits for the
+// committer.
+func (f *incomingFile) verify(t *pb.FileTrailer) {
 	switch {
 	case f.err != nil:
 	case t.GetAbandon():
 		f.w.Abort()
 		f.err = fmt.Errorf("the master abandoned the transfer (the file changed while it was read); previous content kept: %w", unix.ECANCELED)
 	default:
-		_, f.err = f.w.Commit(t.GetBlake3())
+		f.err = f.w.Verify(t.GetBlake3())
 	}
+}
+
+// response is the file's result; a failed file's temp is discarded.
+func (f *incomingFile) response() *pb.PutFilesResponse {
+	resp := &pb.PutFilesResponse{Gfid: f.gfid, Result: &pb.EntryResult{}, BytesWritten: f.written()}
 	f.abort()
 	if f.err != nil {
 		e := unix.EIO

@@ -86,6 +86,10 @@ type FileWriter struct {
 	pos     int64 // end of the content hashed so far
 	written int64
 	done    bool
+	// verified: the digest matched; synced: SyncPuts flushed the temp.
+	verified, synced bool
+	// renamed: the temp's name is gone (renamed into place).
+	renamed bool
 	// old is the file's previous content (Delta only), read-only.
 	old *os.File
 
@@ -201,8 +205,8 @@ func (w *FileWriter) Written() int64 { return w.written }
 // previous write is a hole (hashed as zeros).
 func (w *FileWriter) WriteAt(p []byte, off int64) error {
 	switch {
-	case w.done:
-		return fmt.Errorf("content of %s: write after commit or abort: %w", w.h.GFID, unix.EINVAL)
+	case w.done || w.verified:
+		return fmt.Errorf("content of %s: write after verify, commit or abort: %w", w.h.GFID, unix.EINVAL)
 	case len(p) > MaxChunk:
 		return fmt.Errorf("content of %s: chunk of %d bytes exceeds %d: %w", w.h.GFID, len(p), MaxChunk, unix.EINVAL)
 	case off < w.pos:
@@ -239,22 +243,95 @@ func (w *FileWriter) hashZeros(end int64) {
 
 // Commit verifies digest against the content received, flushes the temp to
 // disk and installs it (see Install). On any error the previous content is
-// intact. The temp is gone afterwards either way.
+// intact. The temp is gone afterwards either way. It is Verify, SyncPuts of
+// this one file and Install; a stream of many files batches the middle step.
 func (w *FileWriter) Commit(digest []byte) (Install, error) {
-	if w.done {
-		return InstallNone, fmt.Errorf("content of %s: commit after commit or abort: %w", w.h.GFID, unix.EINVAL)
+	if err := w.Verify(digest); err != nil {
+		return InstallNone, err
 	}
-	defer w.discard()
+	if err := w.b.SyncPuts([]*FileWriter{w}); err != nil {
+		w.discard()
+		return InstallNone, err
+	}
+	return w.Install()
+}
+
+// Verify checks digest against the content received. On a mismatch the
+// temp is discarded (EBADMSG). A verified file waits for SyncPuts, then
+// Install.
+func (w *FileWriter) Verify(digest []byte) error {
+	if w.done || w.verified {
+		return fmt.Errorf("content of %s: verify after commit, abort or verify: %w", w.h.GFID, unix.EINVAL)
+	}
 	w.hashZeros(w.h.Size)
 	if sum := w.hash.Sum(nil); len(digest) != DigestSize || !bytes.Equal(sum, digest) {
-		return InstallNone, fmt.Errorf("content of %s: BLAKE3 digest mismatch (received %x, sender says %x): the content was damaged in transit; previous content kept: %w",
+		w.discard()
+		return fmt.Errorf("content of %s: BLAKE3 digest mismatch (received %x, sender says %x): the content was damaged in transit; previous content kept: %w",
 			w.h.GFID, sum, digest, unix.EBADMSG)
 	}
-	// Flushed before anything points at it: a crash never shows a name
-	// with content that was not on disk.
-	if err := w.f.Sync(); err != nil {
-		return InstallNone, fmt.Errorf("content of %s: flush temp: %w", w.h.GFID, err)
+	w.verified = true
+	return nil
+}
+
+// syncfsMin is the smallest batch flushed with one syncfs: below it, an
+// fsync per temp touches less of a filesystem other writers share.
+const syncfsMin = 4
+
+// SyncPuts makes the verified temps of ws durable, so that none is put in
+// place before its content is on disk: a crash never shows a name with
+// content that was not flushed. A batch takes one syncfs of the slave's
+// filesystem (one journal commit for all of them) instead of an fsync
+// each. On error nothing was installed and every temp of ws is discarded.
+func (b *Backend) SyncPuts(ws []*FileWriter) error {
+	for _, w := range ws {
+		if w.done || !w.verified {
+			return fmt.Errorf("content of %s: flush of a temp that is not verified: %w", w.h.GFID, unix.EINVAL)
+		}
 	}
+	err := func() error {
+		if len(ws) >= syncfsMin {
+			s, err := b.rlock()
+			if err != nil {
+				return err
+			}
+			defer b.runlock(s)
+			if err := b.tmp.Syncfs(); err != nil {
+				return fmt.Errorf("flush %d received files to disk: %w", len(ws), err)
+			}
+			return nil
+		}
+		for _, w := range ws {
+			if err := w.f.Sync(); err != nil {
+				return fmt.Errorf("content of %s: flush temp: %w", w.h.GFID, err)
+			}
+		}
+		return nil
+	}()
+	for _, w := range ws {
+		if err == nil {
+			err = w.hook("sync")
+		}
+	}
+	if err != nil {
+		for _, w := range ws {
+			w.discard()
+		}
+		return err
+	}
+	for _, w := range ws {
+		w.synced = true
+	}
+	return nil
+}
+
+// Install puts a verified temp that SyncPuts made durable in place (see
+// the Install values). On any error the previous content is intact. The
+// temp is gone afterwards either way.
+func (w *FileWriter) Install() (Install, error) {
+	if w.done || !w.synced {
+		return InstallNone, fmt.Errorf("content of %s: install of a temp that is not verified and flushed: %w", w.h.GFID, unix.EINVAL)
+	}
+	defer w.discard()
 	s, err := w.b.lock()
 	if err != nil {
 		return InstallNone, err
@@ -278,6 +355,9 @@ func (w *FileWriter) discard() {
 	w.f.Close()
 	if w.old != nil {
 		w.old.Close()
+	}
+	if w.renamed {
+		return
 	}
 	// Under the lock, so a closed backend's tmp fd is never used.
 	s, err := w.b.rlock()
@@ -367,6 +447,7 @@ func (w *FileWriter) renameInstall(s *scope, o object, pd *dirfd.Dir) (done bool
 		o.bucket.Unlink(side)
 		return false, fmt.Errorf("rename new content over %q: %w", w.h.LinkName, err)
 	}
+	w.renamed = true
 	if err := o.bucket.Rename(side, o.bucket, g.String(), dirfd.RenameReplace); err != nil {
 		o.bucket.Unlink(side)
 		// The name holds the new content; a plain link repairs the index.

@@ -106,8 +106,8 @@ func (b *Backend) openForSums(g gfid.GFID) (*os.File, error) {
 // holds them.
 func (w *FileWriter) CopyAt(off, length, srcOff int64) error {
 	switch {
-	case w.done:
-		return fmt.Errorf("content of %s: copy after commit or abort: %w", w.h.GFID, unix.EINVAL)
+	case w.done || w.verified:
+		return fmt.Errorf("content of %s: copy after verify, commit or abort: %w", w.h.GFID, unix.EINVAL)
 	case w.old == nil:
 		return fmt.Errorf("content of %s: a copy needs a header with delta set: %w", w.h.GFID, unix.EINVAL)
 	case length <= 0 || srcOff < 0:
