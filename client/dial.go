@@ -63,6 +63,9 @@ type Conn struct {
 	cc   *grpc.ClientConn
 	proc *procConn
 	url  SlaveURL
+	// opts are the options the connection was dialled with: the data
+	// plane's rsync reaches the slave the same way.
+	opts Options
 }
 
 // Close ends the connection and, for ssh and local slaves, the child process.
@@ -204,7 +207,7 @@ func dialProc(ctx context.Context, u SlaveURL, argv []string, opts Options) (*Co
 		_ = proc.Close()
 		return nil, fmt.Errorf("connect to slave %s: %w", u, err)
 	}
-	c := &Conn{Slave: pb.NewSlaveClient(cc), cc: cc, proc: proc, url: u}
+	c := &Conn{Slave: pb.NewSlaveClient(cc), cc: cc, proc: proc, url: u, opts: opts}
 	if err := c.handshake(ctx, opts); err != nil {
 		_ = c.Close()
 		return nil, err
@@ -217,6 +220,8 @@ func (c *Conn) handshake(ctx context.Context, opts Options) error {
 		Protocol: &pb.Version{Major: server.ProtocolMajor, Minor: server.ProtocolMinor},
 		Object:   &pb.Version{Major: server.ObjectMajor, Minor: server.ObjectMinor},
 		Master:   opts.Master,
+		// Offered so the slave knows; the master picks from the answer.
+		Compressions: []pb.Compression{pb.Compression_COMPRESSION_ZSTD},
 	}
 	// A child that dies before answering (ssh refused, georep missing) is
 	// reported at once rather than when ctx expires.

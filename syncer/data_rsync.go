@@ -1,14 +1,500 @@
 package syncer
 
+// --sync-mode rsync: file content goes by rsync into the slave's staging
+// area, addressed by GFID on both ends, then is installed by GFID.
+//
+// One batch (at most rsyncBatch files): StageFiles links each file's
+// current slave content into a fresh stage as <gfid hex> (rsync's basis);
+// the master makes a private symlink farm <state>/rsync/<stage>/<gfid hex>
+// -> <root>/<path>, notes each file's inode, size, mtime and ctime, and
+// runs ONE rsync (--copy-links --ignore-times --files-from, no --inplace)
+// into <host>::georep/<stage>/ over the session's transport (the ssh
+// ControlMaster, a local child, or the mTLS tunnel). rsync writes each new
+// content to a temp and renames it over the basis link, so the replica is
+// untouched until InstallStaged puts every file in place by GFID. A file
+// that changed while rsync read it, or that rsync reported, is discarded
+// there and retried; its previous content stays.
+//
+// Compression: --compress zstd adds -z --compress-choice=zstd; auto does
+// not, because rsync's compression costs CPU on both ends for every byte
+// and most deltas are already small, and over ssh the link may compress.
+
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/georep/georep/client"
+	pb "github.com/georep/georep/proto/georep/v1"
 	"github.com/georep/georep/syncer/transfer"
 )
 
-// sendRsync moves items' content with rsync. (Being built.)
-func (m *master) sendRsync(context.Context, *client.Conn, []transfer.Item) ([]transfer.Result, error) {
-	return nil, errors.New("--sync-mode rsync is being built")
+const (
+	// rsyncBatch bounds the files of one rsync run (and one stage).
+	rsyncBatch = 10000
+	// rsyncIOTimeout is rsync's --timeout: a transfer that moves nothing
+	// for this long fails (and is retried) instead of hanging.
+	rsyncIOTimeout = 5 * time.Minute
+	// rsyncStderrMax bounds the stderr kept from one run.
+	rsyncStderrMax = 1 << 20
+	// sentPrefix marks rsync's per-file --out-format lines on stdout.
+	sentPrefix = "georep-sent "
+)
+
+// rsync exit codes with a per-file meaning; any other non-zero code fails
+// the whole batch.
+const (
+	rsyncPartial  = 23 // some files or attributes were not transferred
+	rsyncVanished = 24 // some source files vanished
+)
+
+// ErrRsync is a file rsync did not deliver, with rsync's reason.
+var ErrRsync = errors.New("rsync did not deliver the file")
+
+// sendRsync moves items' content with rsync, in batches.
+func (m *master) sendRsync(ctx context.Context, c *client.Conn, items []transfer.Item) ([]transfer.Result, error) {
+	shell, err := c.RsyncShell(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer shell.Close()
+	rootPath, err := filepath.Abs(m.cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("resolve the master root %s: %w", m.cfg.Root, err)
+	}
+	results := make([]transfer.Result, len(items))
+	for start := 0; start < len(items); start += rsyncBatch {
+		end := min(start+rsyncBatch, len(items))
+		b := &rsyncRun{m: m, c: c, shell: shell, rootPath: rootPath, items: items[start:end], results: results[start:end]}
+		if err := b.run(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return results, nil
 }
+
+// fileMark is what a file looked like, to tell whether it changed.
+type fileMark struct {
+	ino, size    int64
+	mtime, ctime unix.Timespec
+}
+
+func markOf(st *unix.Stat_t) fileMark {
+	return fileMark{ino: int64(st.Ino), size: st.Size, mtime: st.Mtim, ctime: st.Ctim}
+}
+
+// rsyncRun is one batch.
+type rsyncRun struct {
+	m        *master
+	c        *client.Conn
+	shell    *client.RsyncShell
+	rootPath string
+	items    []transfer.Item
+	results  []transfer.Result
+
+	stage  string
+	farm   string
+	staged []bool     // in the stage and the list
+	marks  []fileMark // before rsync
+	sent   []int64    // bytes rsync reports sending, per item
+	logged []bool     // rsync reported sending the item
+	byHex  map[string]int
+}
+
+func (r *rsyncRun) run(ctx context.Context) error {
+	gs := make([][]byte, len(r.items))
+	r.byHex = make(map[string]int, len(r.items))
+	for i, it := range r.items {
+		gs[i] = it.GFID.Bytes()
+		r.byHex[it.GFID.Hex()] = i
+	}
+	resp, err := r.c.Slave.StageFiles(ctx, &pb.StageFilesRequest{Gfids: gs})
+	if err != nil {
+		return fmt.Errorf("stage files on the slave: %w", r.c.Explain(err))
+	}
+	if len(resp.GetResults()) != len(r.items) {
+		return fmt.Errorf("stage files: the slave answered %d results for %d files", len(resp.GetResults()), len(r.items))
+	}
+	r.stage = resp.GetStage()
+	if err := dirNameOK(r.stage); err != nil {
+		return fmt.Errorf("stage files: the slave named stage %q: %w", r.stage, err)
+	}
+	r.staged = make([]bool, len(r.items))
+	r.marks = make([]fileMark, len(r.items))
+	r.sent = make([]int64, len(r.items))
+	r.logged = make([]bool, len(r.items))
+	for i, res := range resp.GetResults() {
+		if res.GetErrno() != 0 {
+			r.results[i].Err = &transfer.RemoteError{Errno: unix.Errno(res.GetErrno()), Code: res.GetCode(), Message: res.GetMessage()}
+			continue
+		}
+		r.staged[i] = true
+	}
+	r.farm = filepath.Join(r.m.cfg.StateDir, "rsync", r.stage)
+	defer os.RemoveAll(r.farm)
+	defer os.Remove(r.farm + ".list")
+	list, err := r.makeFarm()
+	if err != nil {
+		r.finish(ctx, nil, err)
+		return err
+	}
+	failures, runErr := r.rsync(ctx, list)
+	return r.finish(ctx, failures, runErr)
+}
+
+// dirNameOK checks the slave's stage name before it becomes a local path.
+func dirNameOK(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return errors.New("not a single path component")
+	}
+	return nil
+}
+
+// makeFarm links <farm>/<gfid hex> to each staged file and writes the
+// NUL-separated list of those names. A file that cannot be found beneath
+// the root is dropped from the list (and discarded at install).
+func (r *rsyncRun) makeFarm() (string, error) {
+	if err := os.MkdirAll(r.farm, 0o700); err != nil {
+		return "", fmt.Errorf("make the rsync symlink farm %s: %w", r.farm, err)
+	}
+	var list bytes.Buffer
+	for i, it := range r.items {
+		if !r.staged[i] {
+			continue
+		}
+		mark, err := r.statBeneath(it.RelPath)
+		if err != nil {
+			r.staged[i] = false
+			r.results[i].Err = err
+			continue
+		}
+		r.marks[i] = mark
+		name := it.GFID.Hex()
+		if err := os.Symlink(filepath.Join(r.rootPath, filepath.FromSlash(it.RelPath)), filepath.Join(r.farm, name)); err != nil {
+			return "", fmt.Errorf("link %s into the rsync symlink farm: %w", it.RelPath, err)
+		}
+		list.WriteString(name)
+		list.WriteByte(0)
+	}
+	path := r.farm + ".list"
+	if err := os.WriteFile(path, list.Bytes(), 0o600); err != nil {
+		return "", fmt.Errorf("write the rsync file list: %w", err)
+	}
+	return path, nil
+}
+
+// statBeneath stats rel beneath the master root without following any
+// symlink; a file that is gone or no longer regular is os.ErrNotExist-like.
+func (r *rsyncRun) statBeneath(rel string) (fileMark, error) {
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
+	fd, err := unix.Openat2(int(r.m.root.Fd()), rel, &how)
+	if err != nil {
+		return fileMark{}, fmt.Errorf("open %s beneath the master root: %w", rel, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fileMark{}, fmt.Errorf("stat %s: %w", rel, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fileMark{}, fmt.Errorf("%s is no longer a regular file: %w", rel, os.ErrNotExist)
+	}
+	return markOf(&st), nil
+}
+
+// rsyncArgs is the command line of one batch's rsync.
+func (r *rsyncRun) rsyncArgs(list string) ([]string, error) {
+	args := []string{
+		"-e", rsyncShellArg(r.shell.Command),
+		"--copy-links", "--ignore-times", "--sparse",
+		"--files-from=" + list, "--from0",
+		"--timeout=" + strconv.Itoa(int(rsyncIOTimeout.Seconds())),
+		"--out-format=" + sentPrefix + "%n %b",
+	}
+	if bw := r.m.cfg.BwLimit; bw > 0 {
+		args = append(args, "--bwlimit="+strconv.FormatInt((bw+1023)/1024, 10))
+	}
+	switch r.m.cfg.Compress {
+	case CompressZstd:
+		args = append(args, "-z", "--compress-choice=zstd")
+	case CompressAuto, CompressNone, "":
+	default:
+		return nil, fmt.Errorf("--compress %q: accepted values are %s, %s and %s", r.m.cfg.Compress, CompressAuto, CompressZstd, CompressNone)
+	}
+	return append(args, r.farm+"/", r.shell.Host+"::"+client.RsyncModule+"/"+r.stage+"/"), nil
+}
+
+// rsyncShellArg joins the -e program's words the way rsync splits them:
+// on spaces, with double quotes (and \" \\ inside them) keeping a word
+// whole.
+func rsyncShellArg(words []string) string {
+	out := make([]string, len(words))
+	for i, w := range words {
+		if w != "" && !strings.ContainsAny(w, " \t\"'\\") {
+			out[i] = w
+			continue
+		}
+		out[i] = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(w) + `"`
+	}
+	return strings.Join(out, " ")
+}
+
+// rsync runs the batch's rsync and returns the failures it named, by item.
+// The error is for a run that failed as a whole (every file).
+func (r *rsyncRun) rsync(ctx context.Context, list string) (map[int]error, error) {
+	args, err := r.rsyncArgs(list)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, "rsync", args...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	cmd.WaitDelay = 10 * time.Second
+	var stderr boundedBuffer
+	stderr.max = rsyncStderrMax
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("run rsync: %w", err)
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("run rsync (install rsync on the master for --sync-mode rsync): %w", err)
+	}
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		r.parseSent(sc.Text())
+	}
+	_, _ = io.Copy(io.Discard, out)
+	waitErr := cmd.Wait()
+	code := 0
+	if waitErr != nil {
+		var ee *exec.ExitError
+		if !errors.As(waitErr, &ee) {
+			return nil, fmt.Errorf("run rsync: %w", waitErr)
+		}
+		code = ee.ExitCode()
+	}
+	failures, unnamed := r.parseStderr(stderr.String())
+	r.m.log.Debug("rsync batch done", "stage", r.stage, "files", len(r.items), "exit", code,
+		"elapsed", time.Since(start), "named_failures", len(failures))
+	switch {
+	case code == 0:
+		return failures, nil
+	case ctx.Err() != nil:
+		return failures, ctx.Err()
+	case code == rsyncPartial || code == rsyncVanished:
+		if len(unnamed) > 0 {
+			// A failure rsync did not pin on a file could be any file.
+			return failures, fmt.Errorf("%w: rsync exit %d: %s", ErrRsync, code, strings.Join(unnamed, "; "))
+		}
+		return failures, nil
+	default:
+		return failures, fmt.Errorf("%w: rsync exit %d (%s): %s", ErrRsync, code, rsyncExitText(code), lastLinesOf(stderr.String(), 5))
+	}
+}
+
+// parseSent records an --out-format line, "<prefix><gfid hex> <bytes>":
+// rsync sent that file, that many bytes (literal data and block matches).
+func (r *rsyncRun) parseSent(line string) {
+	rest, ok := strings.CutPrefix(line, sentPrefix)
+	if !ok {
+		return
+	}
+	name, n, ok := strings.Cut(rest, " ")
+	if !ok {
+		return
+	}
+	i, known := r.byHex[name]
+	if !known {
+		return
+	}
+	if v, err := strconv.ParseInt(n, 10, 64); err == nil {
+		r.sent[i] = v
+	}
+	r.logged[i] = true
+}
+
+var gfidHexRE = regexp.MustCompile(`[0-9a-f]{32}`)
+
+// parseStderr maps rsync's error lines to the items they name; lines that
+// name none and look like errors are returned as unnamed.
+func (r *rsyncRun) parseStderr(text string) (map[int]error, []string) {
+	failures := map[int]error{}
+	var unnamed []string
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		named := false
+		for _, h := range gfidHexRE.FindAllString(line, -1) {
+			i, ok := r.byHex[h]
+			if !ok {
+				continue
+			}
+			named = true
+			if failures[i] == nil {
+				failures[i] = rsyncLineErr(line)
+			}
+		}
+		if !named && isRsyncError(line) {
+			unnamed = append(unnamed, line)
+		}
+	}
+	return failures, unnamed
+}
+
+// isRsyncError tells rsync's error and warning lines from its daemon log
+// lines (the slave's daemon logs to stderr, which ssh relays).
+func isRsyncError(line string) bool {
+	return strings.HasPrefix(line, "rsync:") || strings.HasPrefix(line, "rsync error:") ||
+		strings.HasPrefix(line, "@ERROR") || strings.Contains(line, "failed:")
+}
+
+// rsyncLineErr turns one rsync error line about a file into an error
+// matching the errno it names (ENOSPC, ENOENT, ...).
+func rsyncLineErr(line string) error {
+	switch {
+	case strings.Contains(line, "vanished"):
+		return fmt.Errorf("%w: %s: %w", ErrRsync, line, os.ErrNotExist)
+	case strings.Contains(line, "No space left on device"), strings.Contains(line, "(28)"):
+		return fmt.Errorf("%w: %s: %w", ErrRsync, line, unix.ENOSPC)
+	case strings.Contains(line, "Disk quota exceeded"):
+		return fmt.Errorf("%w: %s: %w", ErrRsync, line, unix.EDQUOT)
+	case strings.Contains(line, "link_stat") && strings.Contains(line, "No such file"):
+		return fmt.Errorf("%w: %s: %w", ErrRsync, line, os.ErrNotExist)
+	case strings.Contains(line, "Permission denied"):
+		return fmt.Errorf("%w: %s: %w", ErrRsync, line, unix.EACCES)
+	}
+	return fmt.Errorf("%w: %s", ErrRsync, line)
+}
+
+// rsyncExitText names rsync's exit codes an operator meets most.
+func rsyncExitText(code int) string {
+	switch code {
+	case 1:
+		return "syntax or usage error"
+	case 5:
+		return "error starting the client-server protocol: is georep and rsync installed on the slave?"
+	case 10, 12:
+		return "the connection to the slave broke"
+	case 11:
+		return "file I/O error (a full slave filesystem?)"
+	case 20:
+		return "interrupted"
+	case 30:
+		return "timeout in data send/receive"
+	case 35:
+		return "timeout waiting for the daemon connection"
+	case 255:
+		return "the remote shell (ssh) failed"
+	}
+	return "see rsync(1) EXIT VALUES"
+}
+
+// finish installs what rsync delivered and discards the rest, filling the
+// results. runErr fails every file not already failed.
+func (r *rsyncRun) finish(ctx context.Context, failures map[int]error, runErr error) error {
+	files := make([]*pb.StagedFile, 0, len(r.items))
+	idx := make([]int, 0, len(r.items))
+	for i, it := range r.items {
+		f := &pb.StagedFile{Gfid: it.GFID.Bytes(), Size: r.marks[i].size, Stat: it.Stat}
+		if len(it.LinkName) > 0 {
+			f.LinkParentGfid, f.LinkName = it.LinkParent.Bytes(), it.LinkName
+		}
+		reason := r.results[i].Err
+		switch {
+		case reason != nil:
+		case failures[i] != nil:
+			reason = failures[i]
+		case runErr != nil:
+			reason = runErr
+		case !r.logged[i]:
+			reason = fmt.Errorf("%w: rsync did not report sending it", ErrRsync)
+		default:
+			if after, err := r.statBeneath(it.RelPath); err != nil {
+				reason = err
+			} else if after != r.marks[i] {
+				reason = transfer.ErrChanged
+			}
+		}
+		if reason != nil {
+			f.Discard = true
+			r.results[i].Err = reason
+		}
+		files = append(files, f)
+		idx = append(idx, i)
+	}
+	if len(files) == 0 {
+		return nil
+	}
+	// The stage is removed whatever happened to the transfer, so it never
+	// outlives the batch on a slave that stays up.
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	resp, err := r.c.Slave.InstallStaged(ictx, &pb.InstallStagedRequest{Stage: r.stage, Files: files, Finish: true})
+	if err != nil {
+		return fmt.Errorf("install staged files on the slave: %w", r.c.Explain(err))
+	}
+	if len(resp.GetResults()) != len(files) {
+		return fmt.Errorf("install staged files: the slave answered %d results for %d files", len(resp.GetResults()), len(files))
+	}
+	for k, res := range resp.GetResults() {
+		i := idx[k]
+		if files[k].GetDiscard() {
+			continue
+		}
+		if e := res.GetResult(); e.GetErrno() != 0 {
+			r.results[i].Err = &transfer.RemoteError{Errno: unix.Errno(e.GetErrno()), Code: e.GetCode(), Message: e.GetMessage()}
+			continue
+		}
+		r.results[i].Sent = r.sent[i]
+		r.results[i].Written = res.GetBytesWritten()
+		r.results[i].Delta = !r.items[i].New
+		r.m.obs.FileSent(r.sent[i])
+	}
+	return nil
+}
+
+// lastLinesOf returns the last n non-empty lines of s, joined by "; ".
+func lastLinesOf(s string, n int) string {
+	var lines []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "; ")
+}
+
+// boundedBuffer keeps the first max bytes written to it.
+type boundedBuffer struct {
+	buf bytes.Buffer
+	max int
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.buf.Len(); room > 0 {
+		b.buf.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+func (b *boundedBuffer) String() string { return b.buf.String() }

@@ -97,6 +97,12 @@ SIGHUP, without dropping connections. georep certs makes the files.`,
 			if err := cfg.check(); err != nil {
 				return err
 			}
+			// Under a forced command (authorized_keys command="georep slave
+			// --stdio --root R") a master's rsync asks for the daemon; it
+			// gets the pinned root's staging area, never another.
+			if cfg.Stdio && sshRsyncRequest() {
+				return execRsyncd(cmd.Context(), cfg.Root)
+			}
 			if cfg.Listen.Addr != "" {
 				return runListen(cmd.Context(), cfg, cmd.ErrOrStderr())
 			}
@@ -106,6 +112,7 @@ SIGHUP, without dropping connections. georep certs makes the files.`,
 	cfg.bindFlags(cmd)
 	bindConfigFile(cmd, "slave")
 	cmd.AddCommand(newSlaveInstallCommand())
+	cmd.AddCommand(newSlaveRsyncdCommand())
 	return cmd
 }
 
