@@ -74,6 +74,7 @@ type deltaScan struct {
 	eof    bool // the file ended (or reached size) at bufOff+len(buf)
 
 	litStart int64 // the literal waiting to be sent is [litStart, p)
+	z        fileCompression
 	// the copy waiting to be sent, coalescing adjacent matched blocks
 	cpOff, cpSrc, cpLen int64
 }
@@ -136,12 +137,9 @@ func (d *deltaScan) flushLiteral(to int64) error {
 		if h := s.opts.hooks; h != nil && h.corrupt != nil {
 			h.corrupt(s.items[d.i], data)
 		}
-		req := &pb.PutFilesRequest{Part: &pb.PutFilesRequest_Chunk{Chunk: &pb.FileChunk{Offset: d.litStart, Data: data}}}
-		if err := d.st.send(req); err != nil {
+		if err := d.st.sendData(d.i, d.litStart, data, &d.z); err != nil {
 			return err
 		}
-		s.data.Add(int64(len(data)))
-		s.results[d.i].Sent += int64(len(data))
 		if h := s.opts.hooks; h != nil && h.afterChunk != nil {
 			h.afterChunk(s.items[d.i], d.litStart)
 		}

@@ -136,6 +136,13 @@ type Options struct {
 	Installed func(it Item, sent int64)
 	// WholeFile turns the delta transfer off: every file goes whole.
 	WholeFile bool
+	// Compression is how chunks may be encoded: COMPRESSION_ZSTD (the
+	// slave must have offered it at Handshake) compresses each chunk that
+	// shrinks by at least a tenth; the zero value sends them as they are.
+	Compression pb.Compression
+	// BwLimit caps the bytes per second all of Send's streams together
+	// put on the wire; 0 means no cap.
+	BwLimit int64
 
 	// hooks are test probes; nil in production.
 	hooks *hooks
@@ -157,6 +164,7 @@ type sender struct {
 	opts    Options
 	chunk   int
 	log     *slog.Logger
+	limit   *limiter // nil: no cap
 	items   []Item
 	results []Result
 	// whole marks items to send whole, never as a delta; set between passes.
@@ -173,8 +181,16 @@ func Send(ctx context.Context, slave pb.SlaveClient, root *os.File, items []Item
 	if opts.ChunkSize < 0 || opts.ChunkSize > MaxChunk {
 		return nil, Stats{}, fmt.Errorf("chunk size %d: must be between 1 and %d bytes", opts.ChunkSize, MaxChunk)
 	}
+	switch opts.Compression {
+	case pb.Compression_COMPRESSION_UNSPECIFIED, pb.Compression_COMPRESSION_ZSTD:
+	default:
+		return nil, Stats{}, fmt.Errorf("compression %v: only zstd or none can be sent", opts.Compression)
+	}
+	if opts.BwLimit < 0 {
+		return nil, Stats{}, fmt.Errorf("bandwidth limit %d bytes/s: must not be negative (0: no limit)", opts.BwLimit)
+	}
 	s := &sender{root: int(root.Fd()), opts: opts, chunk: opts.ChunkSize, log: opts.Logger,
-		items: items, results: make([]Result, len(items)), whole: make([]bool, len(items))}
+		items: items, results: make([]Result, len(items)), whole: make([]bool, len(items)), limit: newLimiter(opts.BwLimit)}
 	if s.chunk == 0 {
 		s.chunk = MaxChunk
 	}
@@ -270,6 +286,11 @@ type stream struct {
 	// sending goroutine before the item enters inflight.
 	changed map[int]bool
 	mu      sync.Mutex
+	// buf is the read buffer; a chunk's message is encoded by Send before
+	// it returns (no stats handler keeps it), so the next read may reuse it.
+	buf []byte
+	// zc compresses chunks when the slave takes zstd; nil otherwise.
+	zc *compressor
 }
 
 func (s *sender) openStream(ctx context.Context, slave pb.SlaveClient) (*stream, error) {
@@ -281,6 +302,12 @@ func (s *sender) openStream(ctx context.Context, slave pb.SlaveClient) (*stream,
 	}
 	st := &stream{s: s, ctx: sctx, slave: slave, cancel: cancel, ps: ps, inflight: make(chan int, pipelineDepth),
 		recvDone: make(chan struct{}), changed: map[int]bool{}}
+	if s.opts.Compression == pb.Compression_COMPRESSION_ZSTD {
+		if st.zc, err = newCompressor(); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
 	go st.receive()
 	return st, nil
 }
@@ -337,6 +364,7 @@ func (st *stream) receive() {
 // finish ends the stream: no more files; once the receiver is done, the
 // files still in flight never got an answer and fail.
 func (st *stream) finish() {
+	defer st.zc.close()
 	st.ps.CloseSend()
 	close(st.inflight)
 	<-st.recvDone
@@ -347,8 +375,29 @@ func (st *stream) finish() {
 }
 
 func (st *stream) send(req *pb.PutFilesRequest) error {
-	st.s.wire.Add(int64(proto.Size(req)))
+	n := proto.Size(req)
+	if err := st.s.limit.wait(st.ctx, n); err != nil {
+		return err
+	}
+	st.s.wire.Add(int64(n))
 	return st.ps.Send(req)
+}
+
+// sendData sends data, item i's content at off, as a chunk: compressed
+// when that is on and shrinks it enough.
+func (st *stream) sendData(i int, off int64, data []byte, z *fileCompression) error {
+	c := &pb.FileChunk{Offset: off, Data: data}
+	if st.zc != nil {
+		if enc, ok := st.zc.compress(z, data); ok {
+			c.Data, c.Compression, c.Length = enc, pb.Compression_COMPRESSION_ZSTD, uint32(len(data))
+		}
+	}
+	if err := st.send(&pb.PutFilesRequest{Part: &pb.PutFilesRequest_Chunk{Chunk: c}}); err != nil {
+		return err
+	}
+	st.s.data.Add(int64(len(data)))
+	st.s.results[i].Sent += int64(len(data))
+	return nil
 }
 
 // streamErr is the reason a Send failed: the receiver's, when it has one.
@@ -395,7 +444,9 @@ func (st *stream) sendFile(i int) error {
 	var sums *pb.BlockSumsResponse
 	// A sparse file goes whole: that path skips its holes, while the delta
 	// would send or copy them as zeros and leave the slave's copy dense.
-	if before.Blocks*512 >= before.Size {
+	// A new file has nothing on the slave to delta against.
+	dense := before.Blocks*512 >= before.Size
+	if dense && !it.New {
 		sums = st.blockSums(i, before.Size)
 	}
 	h := &pb.FileHeader{Gfid: it.GFID.Bytes(), Size: before.Size, Stat: stat, Delta: sums != nil}
@@ -412,7 +463,7 @@ func (st *stream) sendFile(i int) error {
 	if sums != nil {
 		digest, changed, err = st.sendDelta(i, fd, before.Size, sums)
 	} else {
-		digest, changed, err = st.sendContent(i, fd, before.Size)
+		digest, changed, err = st.sendContent(i, fd, before.Size, dense)
 	}
 	if err != nil {
 		s.fail(i, st.streamErr(err))
@@ -445,12 +496,15 @@ func (st *stream) sendFile(i int) error {
 }
 
 // sendContent sends fd's data runs below size as chunks, hashing holes as
-// zeros. changed is true when the file turned out shorter than size.
-func (st *stream) sendContent(i int, fd int, size int64) (digest []byte, changed bool, err error) {
+// zeros. changed is true when the file turned out shorter than size. A
+// dense file (as many blocks as bytes) is read straight through, without
+// asking where its holes are.
+func (st *stream) sendContent(i int, fd int, size int64, dense bool) (digest []byte, changed bool, err error) {
 	s := st.s
 	it := s.items[i]
 	hash := blake3.New()
 	var zeros []byte
+	var z fileCompression
 	pos := int64(0) // end of what is hashed
 	hashTo := func(end int64) {
 		for pos < end {
@@ -462,22 +516,25 @@ func (st *stream) sendContent(i int, fd int, size int64) (digest []byte, changed
 			pos += n
 		}
 	}
+	if st.buf == nil {
+		st.buf = make([]byte, s.chunk)
+	}
 	for off := int64(0); off < size && !changed; {
-		d, serr := unix.Seek(fd, off, unix.SEEK_DATA)
-		if errors.Is(serr, unix.ENXIO) {
-			break // only a hole remains
-		}
-		if serr != nil {
-			d = off // no SEEK_DATA here: read everything
-		}
-		end := size
-		if serr == nil {
-			if hole, herr := unix.Seek(fd, d, unix.SEEK_HOLE); herr == nil {
+		d, end := off, size
+		if !dense {
+			var serr error
+			d, serr = unix.Seek(fd, off, unix.SEEK_DATA)
+			if errors.Is(serr, unix.ENXIO) {
+				break // only a hole remains
+			}
+			if serr != nil {
+				d = off // no SEEK_DATA here: read everything
+			} else if hole, herr := unix.Seek(fd, d, unix.SEEK_HOLE); herr == nil {
 				end = min(hole, size)
 			}
 		}
 		for d < end {
-			buf := make([]byte, min(end-d, int64(s.chunk)))
+			buf := st.buf[:min(end-d, int64(s.chunk))]
 			n, rerr := unix.Pread(fd, buf, d)
 			if rerr != nil {
 				return nil, false, fmt.Errorf("read %s at offset %d: %w", it.RelPath, d, rerr)
@@ -493,11 +550,9 @@ func (st *stream) sendContent(i int, fd int, size int64) (digest []byte, changed
 			if s.opts.hooks != nil && s.opts.hooks.corrupt != nil {
 				s.opts.hooks.corrupt(it, buf)
 			}
-			if err := st.send(&pb.PutFilesRequest{Part: &pb.PutFilesRequest_Chunk{Chunk: &pb.FileChunk{Offset: d, Data: buf}}}); err != nil {
+			if err := st.sendData(i, d, buf, &z); err != nil {
 				return nil, false, err
 			}
-			s.data.Add(int64(n))
-			s.results[i].Sent += int64(n)
 			if s.opts.hooks != nil && s.opts.hooks.afterChunk != nil {
 				s.opts.hooks.afterChunk(it, d)
 			}
