@@ -47,10 +47,19 @@ func checkSparse(t *testing.T, slave string) {
 }
 
 func TestOnceWaves(t *testing.T) {
+	// The same waves and assertions for each data plane: native (PutFiles
+	// over the session) and rsync (into the slave's staging area through
+	// the same forced ssh command).
+	for _, mode := range []string{"native", "rsync"} {
+		t.Run(mode, func(t *testing.T) { onceWaves(t, "--sync-mode", mode) })
+	}
+}
+
+func onceWaves(t *testing.T, extra ...string) {
 	base := t.TempDir()
 	s := newSession(t, filepath.Join(base, "master"), filepath.Join(base, "slave"))
 	treegen.First(t, s.master)
-	s.mustOnce(t)
+	s.mustOnce(t, extra...)
 	if !treecmp.Compare(t, s.master, s.slave, treecmp.Options{}) {
 		t.FailNow()
 	}
@@ -63,17 +72,17 @@ func TestOnceWaves(t *testing.T) {
 	// Within the same second as the sync that just ended, then the wave.
 	treegen.SameSecond(t, s.master)
 	moves := treegen.SecondWave(t, s.master)
-	s.mustOnce(t)
+	s.mustOnce(t, extra...)
 	treecmp.Compare(t, s.master, s.slave, treecmp.Options{})
 	checkMovesKeptInodes(t, s.slave, before, moves)
 
 	// Once more right after a sync, alone, so nothing else hides it.
 	treegen.SameSecond(t, s.master)
-	s.mustOnce(t)
+	s.mustOnce(t, extra...)
 	treecmp.Compare(t, s.master, s.slave, treecmp.Options{})
 
 	// Nothing changed: a run finds nothing to do and exits 0.
-	s.mustOnce(t)
+	s.mustOnce(t, extra...)
 	treecmp.Compare(t, s.master, s.slave, treecmp.Options{})
 }
 
