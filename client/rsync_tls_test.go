@@ -2,14 +2,20 @@ package client
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/georep/georep/internal/rsyncd"
+	"github.com/georep/georep/internal/testsshd"
 	"github.com/georep/georep/internal/treecmp"
 	"github.com/georep/georep/internal/treegen"
 )
@@ -20,6 +26,7 @@ type tunnelSlave struct {
 	conn  *Conn
 	stage string // <root>/.georep/stage, the daemon's module
 	log   *mtlsStderr
+	slave *listenSlave
 }
 
 // startTunnelSlave serves root over mTLS, as one unnamed root or as volume
@@ -42,7 +49,7 @@ func startTunnelSlave(t *testing.T, volume string) tunnelSlave {
 		t.Fatalf("dial mTLS slave: %v", err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return tunnelSlave{conn: c, stage: filepath.Join(root, ".georep", "stage"), log: d.stderr}
+	return tunnelSlave{conn: c, stage: filepath.Join(root, ".georep", "stage"), log: d.stderr, slave: d}
 }
 
 // openRelay opens the mTLS rsync shell with the built georep as the relay,
@@ -203,4 +210,169 @@ func TestRsyncRelayShellContext(t *testing.T) {
 		_, err := os.Stat(sock)
 		return os.IsNotExist(err)
 	})
+}
+
+// procStatus is one process's pid, parent and process group, from /proc.
+type procStatus struct{ pid, ppid, pgrp int }
+
+// allProcs reads /proc/PID/stat of every process (zombies included).
+func allProcs(t *testing.T) []procStatus {
+	t.Helper()
+	paths, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []procStatus
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // it exited meanwhile
+		}
+		s := string(b)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		f := strings.Fields(s[end+1:]) // state ppid pgrp ...
+		if len(f) < 3 {
+			continue
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(s[:open]))
+		ppid, _ := strconv.Atoi(f[1])
+		pgrp, _ := strconv.Atoi(f[2])
+		out = append(out, procStatus{pid, ppid, pgrp})
+	}
+	return out
+}
+
+// TestRsyncTunnelCutKillsDaemon: when the master's connection goes away in
+// the middle of a transfer, the slave kills the daemon and its forked
+// receiver and reaps them (no process, not even a zombie, is left in the
+// daemon's group), and the master's rsync fails.
+func TestRsyncTunnelCutKillsDaemon(t *testing.T) {
+	s := startTunnelSlave(t, "")
+	shell, _ := openRelay(t, s.conn)
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "slow.bin"), treegen.Random(11, 32<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		code int
+		out  string
+	}
+	done := make(chan result, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	go func() {
+		// 1 MiB/s: the transfer is still running when the connection is cut.
+		cmd := exec.CommandContext(ctx, "rsync", "-a", "--bwlimit=1024", "-e", strings.Join(shell.Command, " "),
+			src+"/", shell.Host+"::georep/s1/")
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			done <- result{0, string(out)}
+		case errors.As(err, &ee):
+			done <- result{ee.ExitCode(), string(out)}
+		default:
+			done <- result{-1, err.Error()}
+		}
+	}()
+	// The receiver has forked when its temp file appears in the stage.
+	var groups []int
+	mtlsPoll(t, 30*time.Second, "rsync's temp file appears in the stage area", func() bool {
+		m, _ := filepath.Glob(filepath.Join(s.stage, "s1", ".slow.bin.*"))
+		return len(m) > 0
+	})
+	slavePid := s.slave.cmd.Process.Pid
+	var inGroup []int
+	for _, p := range allProcs(t) {
+		if p.ppid == slavePid {
+			groups = append(groups, p.pgrp)
+		}
+	}
+	for _, p := range allProcs(t) {
+		if slices.Contains(groups, p.pgrp) {
+			inGroup = append(inGroup, p.pid)
+		}
+	}
+	if len(groups) != 1 || len(inGroup) < 2 {
+		t.Fatalf("daemon groups %v holding %v: want one daemon with its forked receiver", groups, inGroup)
+	}
+
+	if err := s.conn.Close(); err != nil {
+		t.Fatalf("close the master's connection: %v", err)
+	}
+	mtlsPoll(t, 15*time.Second, "every process of the daemon's group is gone", func() bool {
+		for _, p := range allProcs(t) {
+			if slices.Contains(groups, p.pgrp) {
+				return false
+			}
+		}
+		return true
+	})
+	select {
+	case r := <-done:
+		if r.code == 0 {
+			t.Errorf("the master's rsync succeeded after its tunnel was cut:\n%s", r.out)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the master's rsync still runs 30s after its tunnel was cut")
+	}
+}
+
+// TestRsyncTunnelThroughput moves 64 MiB with rsync -a (a whole file, as on
+// a first sync) to the same slave's confined rsync daemon through the mTLS
+// tunnel and over ssh (daemon over ssh, as the ssh transport runs it), and
+// logs both rates: the tunnel's cost is gRPC framing and TLS instead of ssh.
+func TestRsyncTunnelThroughput(t *testing.T) {
+	const size = 64 << 20
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "big.bin"), treegen.Random(5, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := startTunnelSlave(t, "")
+	shell, _ := openRelay(t, ts.conn)
+
+	sshd := testsshd.Start(t, testsshd.Options{})
+	sshStage := filepath.Join(t.TempDir(), ".georep", "stage")
+	if err := os.MkdirAll(sshStage, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(t.TempDir(), "rsyncd.conf")
+	if err := os.WriteFile(conf, []byte(rsyncd.Config(sshStage, os.Getuid(), os.Getgid())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	overSSH := &RsyncShell{Command: append([]string{"ssh"}, sshd.SSHArgs()...), Host: sshd.Host}
+
+	tests := []struct {
+		name  string
+		shell *RsyncShell
+		stage string
+		extra []string
+	}{
+		{"mtls tunnel", shell, ts.stage, nil},
+		{"daemon over ssh", overSSH, sshStage, []string{"--rsync-path", "rsync --config=" + conf}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var times []time.Duration
+			for i := range 3 {
+				dest := fmt.Sprintf("run%d", i)
+				start := time.Now()
+				code, out := runRsync(t, tc.shell, src+"/", "georep/"+dest+"/", tc.extra...)
+				times = append(times, time.Since(start))
+				if code != 0 {
+					t.Fatalf("rsync exited %d:\n%s", code, out)
+				}
+				if !treecmp.Compare(t, src, filepath.Join(tc.stage, dest), treecmp.Options{}) {
+					t.Fatalf("run %d: the stage differs from the source", i)
+				}
+			}
+			slices.Sort(times)
+			med := times[len(times)/2]
+			t.Logf("%s: 64 MiB in %v (median of 3; all %v), %.0f MiB/s", tc.name, med.Round(time.Millisecond), times,
+				float64(size)/(1<<20)/med.Seconds())
+		})
+	}
 }
