@@ -289,8 +289,12 @@ func (r *rsyncRun) rsync(ctx context.Context, list string) (map[int]error, error
 		code = ee.ExitCode()
 	}
 	failures, unnamed := r.parseStderr(stderr.String())
+	var sent int64
+	for _, n := range r.sent {
+		sent += n
+	}
 	r.m.log.Debug("rsync batch done", "stage", r.stage, "files", len(r.items), "exit", code,
-		"elapsed", time.Since(start), "named_failures", len(failures))
+		"sent_bytes", sent, "elapsed", time.Since(start), "named_failures", len(failures))
 	switch {
 	case code == 0:
 		return failures, nil
