@@ -376,3 +376,52 @@ func TestRsyncTunnelThroughput(t *testing.T) {
 		})
 	}
 }
+
+// TestRsyncModeOverMTLS is the whole path: `georep master --once
+// --sync-mode rsync` to a `georep slave --listen` daemon, its file data
+// through rsync-relay and RsyncTunnel, first a fresh tree and then a second
+// wave of changes (renames, links, rewrites) on top of it.
+func TestRsyncModeOverMTLS(t *testing.T) {
+	tests := []struct {
+		name   string
+		volume string
+	}{
+		{"unnamed root", ""},
+		{"named volume", "v1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pki := newMTLSPKI(t)
+			master, slave, state := t.TempDir(), t.TempDir(), t.TempDir()
+			args := append(pki.serverArgs(), "--allow", "m1")
+			if tc.volume == "" {
+				args = append(args, "--root", slave)
+			} else {
+				args = append(args, "--volume", tc.volume+"="+slave)
+			}
+			d := startListenSlave(t, "127.0.0.1:0", args...)
+			opts := pki.clientOptions("m1")
+			once := func(t *testing.T) {
+				t.Helper()
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				defer cancel()
+				cmd := exec.CommandContext(ctx, georepBin, "master", "--once", "--sync-mode", "rsync",
+					"--root", master, "--slave", d.url(t, tc.volume).String(), "--state", state,
+					"--cert", opts.CertFile, "--key", opts.KeyFile, "--ca", opts.CAFile, "--progress=false")
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					t.Fatalf("georep master --once --sync-mode rsync: %v\n%s\nslave log:\n%s", err, out, d.stderr)
+				}
+			}
+			treegen.First(t, master)
+			once(t)
+			treecmp.Compare(t, master, slave, treecmp.Options{})
+			treegen.SecondWave(t, master)
+			once(t)
+			treecmp.Compare(t, master, slave, treecmp.Options{})
+			if !strings.Contains(d.stderr.String(), "grpc.method=RsyncTunnel") {
+				t.Errorf("the slave served no RsyncTunnel: the data did not go through the tunnel")
+			}
+		})
+	}
+}
