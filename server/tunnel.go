@@ -46,7 +46,7 @@ func (s *Service) RsyncTunnel(stream pb.Slave_RsyncTunnelServer) error {
 	if n := s.tunnels.Add(1); n > MaxRsyncTunnels {
 		s.tunnels.Add(-1)
 		return status.Errorf(codes.ResourceExhausted,
-			"this slave already runs %d rsync tunnels, its limit; retry when one ends (or lower the master's rsync concurrency)", MaxRsyncTunnels)
+			"this slave already runs %d rsync tunnels, its limit (each is an rsync daemon); retry when one ends", MaxRsyncTunnels)
 	}
 	defer s.tunnels.Add(-1)
 	if s.backend == nil {
