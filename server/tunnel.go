@@ -81,6 +81,11 @@ func (s *Service) RsyncTunnel(stream pb.Slave_RsyncTunnelServer) error {
 	}
 	err = <-pumpErr
 	cancel()
+	// The slave's operator sees why a master's rsync failed, too.
+	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+		s.logger.Warn("rsync daemon of a tunnel failed", "pid", d.cmd.Process.Pid, "exit_code", code,
+			"stream_cancelled", ctx.Err() != nil && recvErr != nil, "stderr", d.stderr.String())
+	}
 	if recvErr != nil {
 		s.logger.Debug("rsync tunnel broken", "pid", d.cmd.Process.Pid, "err", recvErr)
 		return recvErr
