@@ -1,17 +1,23 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/zeebo/blake3"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 
 	"github.com/georep/georep/internal/gfid"
 	pb "github.com/georep/georep/proto/georep/v1"
+	"github.com/georep/georep/server/backend"
 )
 
 func header(g []byte, size int64) *pb.PutFilesRequest {
@@ -123,4 +129,143 @@ func TestPutFilesOrder(t *testing.T) {
 			}
 		})
 	}
+}
+
+// zstdChunk is a chunk of data compressed as one zstd frame, claiming length.
+func zstdChunk(t testing.TB, off int64, data []byte, length uint32) *pb.PutFilesRequest {
+	t.Helper()
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	return &pb.PutFilesRequest{Part: &pb.PutFilesRequest_Chunk{Chunk: &pb.FileChunk{Offset: off,
+		Data: enc.EncodeAll(data, nil), Compression: pb.Compression_COMPRESSION_ZSTD, Length: length}}}
+}
+
+// TestPutFilesCompressedChunks: zstd chunks decode into the file; a chunk
+// that would decode past 1 MiB (a bomb), claims more, or lies about its
+// length fails its file alone with a message that says so.
+func TestPutFilesCompressedChunks(t *testing.T) {
+	text := bytes.Repeat([]byte("georep compresses text well. "), 20000) // ~580 KB
+	bomb := make([]byte, 8<<20)                                           // 8 MiB of zeros: a frame of a few hundred bytes
+	tests := []struct {
+		name    string
+		size    int64
+		chunks  []*pb.PutFilesRequest
+		content []byte // what the file must hold; nil: unchanged
+		code    string
+		message string
+	}{
+		{name: "zstd chunk", size: int64(len(text)), chunks: []*pb.PutFilesRequest{zstdChunk(t, 0, text, uint32(len(text)))},
+			content: text},
+		{name: "zstd and plain chunks", size: int64(len(text)) + 4, chunks: []*pb.PutFilesRequest{
+			zstdChunk(t, 0, text, uint32(len(text))), chunk(int64(len(text)), "tail")}, content: append(bytes.Clone(text), "tail"...)},
+		{name: "bomb", size: 8 << 20, chunks: []*pb.PutFilesRequest{zstdChunk(t, 0, bomb, 1<<20)},
+			code: "EINVAL", message: "does not decode"},
+		{name: "length over 1 MiB", size: 8 << 20, chunks: []*pb.PutFilesRequest{zstdChunk(t, 0, bomb[:2<<20], 2<<20)},
+			code: "EINVAL", message: "exceeds"},
+		{name: "length lies", size: int64(len(text)), chunks: []*pb.PutFilesRequest{zstdChunk(t, 0, text, 100)},
+			code: "EINVAL", message: "decodes to"},
+		{name: "not zstd", size: 4, chunks: []*pb.PutFilesRequest{{Part: &pb.PutFilesRequest_Chunk{Chunk: &pb.FileChunk{
+			Data: []byte("junk"), Compression: pb.Compression_COMPRESSION_ZSTD, Length: 4}}}}, code: "EINVAL", message: "does not decode"},
+		{name: "unknown compression", size: 4, chunks: []*pb.PutFilesRequest{{Part: &pb.PutFilesRequest_Chunk{Chunk: &pb.FileChunk{
+			Data: []byte("junk"), Compression: 7, Length: 4}}}}, code: "EINVAL", message: "not one this slave offered"},
+	}
+	b, dir := openBackend(t)
+	c := serve(t, New(b, Options{}), overPipe, testLogger(t, nil))
+	ctx := callCtx(t)
+	hs, err := c.Handshake(ctx, &pb.HandshakeRequest{Protocol: &pb.Version{Major: ProtocolMajor}, Object: &pb.Version{Major: ObjectMajor}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(hs.GetCompressions(), pb.Compression_COMPRESSION_ZSTD) {
+		t.Fatalf("Handshake offers %v, want zstd among them", hs.GetCompressions())
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			x := gfid.New()
+			r, err := c.EntryOps(ctx, &pb.EntryOpsRequest{Entries: []*pb.Entry{{Op: pb.EntryOp_ENTRY_OP_CREATE,
+				Gfid: x.Bytes(), ParentGfid: gfid.Root.Bytes(), Name: []byte(x.String()), Stat: regStat(0o644)}}})
+			if err != nil || r.GetResults()[0].GetErrno() != 0 {
+				t.Fatalf("create: %v %v", err, r)
+			}
+			stream, err := c.PutFiles(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs := append([]*pb.PutFilesRequest{header(x.Bytes(), tc.size)}, tc.chunks...)
+			want := tc.content
+			if want == nil {
+				want = make([]byte, tc.size)
+			}
+			msgs = append(msgs, trailer(string(want)))
+			for _, m := range msgs {
+				if err := stream.Send(m); err != nil {
+					t.Fatalf("send: %v", err)
+				}
+			}
+			if err := stream.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("result: %v", err)
+			}
+			if got := resp.GetResult(); got.GetCode() != tc.code || !strings.Contains(got.GetMessage(), tc.message) {
+				t.Errorf("result %s %q, want %q with %q", got.GetCode(), got.GetMessage(), tc.code, tc.message)
+			}
+			if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+				t.Errorf("after the result: %v, want EOF", err)
+			}
+			got, err := os.ReadFile(filepath.Join(dir, x.String()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.content != nil && !bytes.Equal(got, tc.content) {
+				t.Errorf("content: %d bytes, not what was sent", len(got))
+			}
+			if tc.content == nil && len(got) != 0 {
+				t.Errorf("a refused file changed: %d bytes", len(got))
+			}
+		})
+	}
+}
+
+// FuzzDecodeChunk: whatever a chunk carries, decoding never yields more
+// than MaxChunk bytes, and a decoded chunk is exactly its stated length.
+func FuzzDecodeChunk(f *testing.F) {
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(enc.EncodeAll([]byte("hello, georep"), nil), uint32(1), uint32(13))
+	f.Add(enc.EncodeAll(make([]byte, 2<<20), nil), uint32(1), uint32(1<<20))
+	f.Add([]byte("plain data"), uint32(0), uint32(0))
+	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58, 0x00, 0x00}, uint32(1), uint32(0))
+	enc.Close()
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(backend.MaxChunk))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer dec.Close()
+	f.Fuzz(func(t *testing.T, data []byte, comp uint32, length uint32) {
+		c := &pb.FileChunk{Data: data, Compression: pb.Compression(comp), Length: length}
+		out, buf, err := decodeChunk(dec, c, nil)
+		if cap(buf) > backend.MaxChunk+64<<10 {
+			t.Fatalf("decode buffer grew to %d bytes", cap(buf))
+		}
+		if err != nil {
+			if !errors.Is(err, unix.EINVAL) {
+				t.Fatalf("error %v is not EINVAL", err)
+			}
+			return
+		}
+		if len(out) > backend.MaxChunk {
+			t.Fatalf("decoded %d bytes, more than %d", len(out), backend.MaxChunk)
+		}
+		if c.GetCompression() == pb.Compression_COMPRESSION_ZSTD && len(out) != int(length) {
+			t.Fatalf("decoded %d bytes, chunk says %d", len(out), length)
+		}
+	})
 }

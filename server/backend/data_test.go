@@ -367,3 +367,146 @@ func TestPutHealsLostIndex(t *testing.T) {
 		t.Error("index not healed")
 	}
 }
+
+// TestPutBatchSyncedBeforeInstall: SyncPuts flushes a whole batch before
+// any of it is put in place, by syncfs (a batch of syncfsMin or more) or
+// an fsync each, and Install refuses a temp that was not flushed.
+func TestPutBatchSyncedBeforeInstall(t *testing.T) {
+	tests := []struct {
+		name  string
+		files int
+		links int // extra hard links of each file: installed in place
+	}{
+		{name: "one file, fsync", files: 1},
+		{name: "below syncfsMin", files: syncfsMin - 1},
+		{name: "syncfs batch", files: 3 * syncfsMin},
+		{name: "syncfs batch, hard-link groups", files: syncfsMin, links: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, dir := newBackend(t)
+			var events []string
+			var ws []*FileWriter
+			var want [][]byte
+			for i := range tc.files {
+				x := gfid.New()
+				name := "f" + string(rune('a'+i))
+				writeOld(t, b, dir, x, name, []byte("old content"))
+				for l := range tc.links {
+					apply(t, b, link(x, gfid.Root, name+"-link"+string(rune('0'+l)), nil))
+				}
+				content := bytes.Repeat([]byte{byte(i)}, 1000+i)
+				h := PutHeader{GFID: x, Size: int64(len(content)), LinkParent: gfid.Root, LinkName: name}
+				w, err := b.BeginPut(h)
+				if err != nil {
+					t.Fatalf("BeginPut %s: %v", name, err)
+				}
+				defer w.Abort()
+				w.installHook = func(step string) error {
+					events = append(events, step+" "+name)
+					return nil
+				}
+				if err := w.WriteAt(content, 0); err != nil {
+					t.Fatal(err)
+				}
+				sp := []putSpan{{0, content}}
+				if err := w.Verify(digestOf(h.Size, sp)); err != nil {
+					t.Fatalf("Verify %s: %v", name, err)
+				}
+				if _, err := w.Install(); !errors.Is(err, unix.EINVAL) {
+					t.Fatalf("Install before SyncPuts: %v, want EINVAL", err)
+				}
+				ws = append(ws, w)
+				want = append(want, content)
+			}
+			if err := b.SyncPuts(ws); err != nil {
+				t.Fatalf("SyncPuts: %v", err)
+			}
+			for i, w := range ws {
+				how, err := w.Install()
+				if err != nil {
+					t.Fatalf("Install %d: %v", i, err)
+				}
+				if wantHow := map[bool]Install{true: InstallInPlace, false: InstallRenamed}[tc.links > 0]; how != wantHow {
+					t.Errorf("file %d installed %v, want %v", i, how, wantHow)
+				}
+			}
+			// Every flush comes before the first install step.
+			synced := 0
+			for _, e := range events {
+				if e[:4] == "sync" {
+					synced++
+					continue
+				}
+				if synced != tc.files {
+					t.Fatalf("install step %q came after only %d of %d flushes: %q", e, synced, tc.files, events)
+				}
+			}
+			if synced != tc.files {
+				t.Fatalf("%d flush events, want %d: %q", synced, tc.files, events)
+			}
+			for i := range tc.files {
+				if got := fileBytes(t, filepath.Join(dir, "f"+string(rune('a'+i)))); !bytes.Equal(got, want[i]) {
+					t.Errorf("file %d: %d bytes, not the new content", i, len(got))
+				}
+			}
+		})
+	}
+}
+
+// TestPutBatchSyncFailureKeepsOldContent: a failed flush installs nothing
+// of its batch.
+func TestPutBatchSyncFailureKeepsOldContent(t *testing.T) {
+	b, dir := newBackend(t)
+	var ws []*FileWriter
+	for i := range syncfsMin {
+		x := gfid.New()
+		name := "f" + string(rune('a'+i))
+		writeOld(t, b, dir, x, name, []byte("old"))
+		w, err := b.BeginPut(PutHeader{GFID: x, Size: 3, LinkParent: gfid.Root, LinkName: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Abort()
+		if i == 1 {
+			w.installHook = func(step string) error {
+				if step == "sync" {
+					return unix.EIO
+				}
+				return nil
+			}
+		}
+		if err := w.WriteAt([]byte("new"), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Verify(digestOf(3, []putSpan{{0, []byte("new")}})); err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	if err := b.SyncPuts(ws); !errors.Is(err, unix.EIO) {
+		t.Fatalf("SyncPuts: %v, want EIO", err)
+	}
+	for i, w := range ws {
+		if _, err := w.Install(); !errors.Is(err, unix.EINVAL) {
+			t.Errorf("Install %d after a failed flush: %v, want EINVAL", i, err)
+		}
+		if got := fileBytes(t, filepath.Join(dir, "f"+string(rune('a'+i)))); string(got) != "old" {
+			t.Errorf("file %d: %q, want the old content", i, got)
+		}
+	}
+	checkTmpEmpty(t, dir)
+}
+
+// checkTmpEmpty checks that no temp is left in the reserved tmp
+// directory.
+func checkTmpEmpty(t *testing.T, dir string) {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(dir, ReservedDir, tmpDirName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 0 {
+		t.Errorf("%d temps left in %s/%s", len(ents), ReservedDir, tmpDirName)
+	}
+}
