@@ -148,7 +148,7 @@ func zstdChunk(t testing.TB, off int64, data []byte, length uint32) *pb.PutFiles
 // length fails its file alone with a message that says so.
 func TestPutFilesCompressedChunks(t *testing.T) {
 	text := bytes.Repeat([]byte("georep compresses text well. "), 20000) // ~580 KB
-	bomb := make([]byte, 8<<20)                                           // 8 MiB of zeros: a frame of a few hundred bytes
+	bomb := make([]byte, 8<<20)                                          // 8 MiB of zeros: a frame of a few hundred bytes
 	tests := []struct {
 		name    string
 		size    int64
