@@ -156,7 +156,8 @@ func TestRsyncTunnelDaemonExit(t *testing.T) {
 		for _, tc := range tests {
 			t.Run(string(tr)+"/"+tc.name, func(t *testing.T) {
 				b, _ := openBackend(t)
-				svc := New(b, Options{})
+				slaveLog := &syncBuffer{}
+				svc := New(b, Options{Logger: testLogger(t, slaveLog)})
 				c := serve(t, svc, tr, testLogger(t, nil))
 				stream := openTunnel(t, callCtx(t), c)
 				if err := stream.Send(&pb.RsyncTunnelRequest{Data: []byte(tc.send), Eof: true}); err != nil {
@@ -171,6 +172,9 @@ func TestRsyncTunnelDaemonExit(t *testing.T) {
 						out, exit.GetCode(), exit.GetStderr(), tc.wantOut, tc.wantCode, tc.wantStderr)
 				}
 				pollUntil(t, 10*time.Second, "the tunnel call ends", func() bool { return svc.tunnels.Load() == 0 })
+				if got := slaveLog.String(); !strings.Contains(got, "rsync daemon of a tunnel failed") || !strings.Contains(got, "exit_code=255") {
+					t.Errorf("the slave's log does not report the failed daemon:\n%s", got)
+				}
 			})
 		}
 	}
