@@ -34,7 +34,12 @@ func (l *limiter) wait(ctx context.Context, n int) error {
 	for n > 0 {
 		k := min(n, l.burst)
 		if err := l.r.WaitN(ctx, k); err != nil {
-			return fmt.Errorf("wait for the bandwidth limit: %w", err)
+			// rate fails early when it sees the deadline would pass first.
+			cause := ctx.Err()
+			if cause == nil {
+				cause = context.DeadlineExceeded
+			}
+			return fmt.Errorf("wait for the bandwidth limit (%v): %w", err, cause)
 		}
 		n -= k
 	}
