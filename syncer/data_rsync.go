@@ -77,12 +77,43 @@ func (m *master) sendRsync(ctx context.Context, c *client.Conn, items []transfer
 	results := make([]transfer.Result, len(items))
 	for start := 0; start < len(items); start += rsyncBatch {
 		end := min(start+rsyncBatch, len(items))
-		b := &rsyncRun{m: m, c: c, shell: shell, rootPath: rootPath, items: items[start:end], results: results[start:end]}
-		if err := b.run(ctx); err != nil {
+		if err := m.sendRsyncBatch(ctx, c, shell, rootPath, items[start:end], results[start:end]); err != nil {
 			return nil, err
 		}
 	}
 	return results, nil
+}
+
+// sendRsyncBatch sends one batch. rsync aborts the whole run on some per-file
+// errors (a write failing with ENOSPC on the receiver is fatal to it), so
+// the files that failed only because the run did are sent again at once
+// without the ones rsync named: a file too big for the slave must not hold
+// back every file batched with it. Each pass drops at least one named
+// file, so this ends.
+func (m *master) sendRsyncBatch(ctx context.Context, c *client.Conn, shell *client.RsyncShell, rootPath string, items []transfer.Item, results []transfer.Result) error {
+	idx := make([]int, len(items))
+	for i := range idx {
+		idx[i] = i
+	}
+	for len(idx) > 0 {
+		b := &rsyncRun{m: m, c: c, shell: shell, rootPath: rootPath,
+			items: make([]transfer.Item, len(idx)), results: make([]transfer.Result, len(idx))}
+		for k, i := range idx {
+			b.items[k] = items[i]
+		}
+		if err := b.run(ctx); err != nil {
+			return err
+		}
+		var again []int
+		for k, i := range idx {
+			results[i] = b.results[k]
+			if b.collateral != nil && b.collateral[k] && b.named > 0 && ctx.Err() == nil {
+				again = append(again, i)
+			}
+		}
+		idx = again
+	}
+	return nil
 }
 
 // fileMark is what a file looked like, to tell whether it changed.
@@ -111,6 +142,10 @@ type rsyncRun struct {
 	sent   []int64    // bytes rsync reports sending, per item
 	logged []bool     // rsync reported sending the item
 	byHex  map[string]int
+	// collateral marks items failed only by a run that failed as a whole;
+	// named counts the items rsync's stderr named.
+	collateral []bool
+	named      int
 }
 
 func (r *rsyncRun) run(ctx context.Context) error {
@@ -295,19 +330,26 @@ func (r *rsyncRun) rsync(ctx context.Context, list string) (map[int]error, error
 	}
 	r.m.log.Debug("rsync batch done", "stage", r.stage, "files", len(r.items), "exit", code,
 		"sent_bytes", sent, "elapsed", time.Since(start), "named_failures", len(failures))
+	if ctx.Err() != nil && code != 0 {
+		return failures, ctx.Err()
+	}
+	return failures, runError(code, unnamed, stderr.String())
+}
+
+// runError is what rsync's exit code says about the run as a whole: nil
+// when every file not named on stderr went through.
+func runError(code int, unnamed []string, stderr string) error {
 	switch {
 	case code == 0:
-		return failures, nil
-	case ctx.Err() != nil:
-		return failures, ctx.Err()
+		return nil
 	case code == rsyncPartial || code == rsyncVanished:
 		if len(unnamed) > 0 {
 			// A failure rsync did not pin on a file could be any file.
-			return failures, fmt.Errorf("%w: rsync exit %d: %s", ErrRsync, code, strings.Join(unnamed, "; "))
+			return fmt.Errorf("%w: rsync exit %d: %s", ErrRsync, code, strings.Join(unnamed, "; "))
 		}
-		return failures, nil
+		return nil
 	default:
-		return failures, fmt.Errorf("%w: rsync exit %d (%s): %s", ErrRsync, code, rsyncExitText(code), lastLinesOf(stderr.String(), 5))
+		return fmt.Errorf("%w: rsync exit %d (%s): %s", ErrRsync, code, rsyncExitText(code), lastLinesOf(stderr, 5))
 	}
 }
 
@@ -332,7 +374,17 @@ func (r *rsyncRun) parseSent(line string) {
 	r.logged[i] = true
 }
 
-var gfidHexRE = regexp.MustCompile(`[0-9a-f]{32}`)
+var (
+	gfidHexRE = regexp.MustCompile(`[0-9a-f]{32}`)
+	// daemonLogRE is the prefix of the slave daemon's log lines, which
+	// repeat the errors it also sends to the master's rsync.
+	daemonLogRE = regexp.MustCompile(`^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[\d+\] `)
+	// exitSummaryRE is rsync's last line, restating its exit code, which
+	// the code itself already says.
+	exitSummaryRE = regexp.MustCompile(`^rsync (error|warning): .*\(code \d+\)`)
+	// errnoRE is the "(errno)" rsync ends a system call's failure with.
+	errnoRE = regexp.MustCompile(`\((\d{1,4})\)$`)
+)
 
 // parseStderr maps rsync's error lines to the items they name; lines that
 // name none and look like errors are returned as unnamed.
@@ -340,8 +392,8 @@ func (r *rsyncRun) parseStderr(text string) (map[int]error, []string) {
 	failures := map[int]error{}
 	var unnamed []string
 	for _, line := range strings.Split(text, "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" {
+		line = strings.TrimSpace(daemonLogRE.ReplaceAllString(strings.TrimSpace(line), ""))
+		if line == "" || exitSummaryRE.MatchString(line) {
 			continue
 		}
 		named := false
@@ -370,21 +422,48 @@ func isRsyncError(line string) bool {
 }
 
 // rsyncLineErr turns one rsync error line about a file into an error
-// matching the errno it names (ENOSPC, ENOENT, ...).
+// matching the errno it names (ENOSPC, ENOENT, ...). A failure of the
+// slave's side (the receiver or generator) is a *transfer.RemoteError, so
+// status shows its errno name as for native mode; the sender's is the
+// master's own.
 func rsyncLineErr(line string) error {
-	switch {
-	case strings.Contains(line, "vanished"):
+	// The master's file went away under rsync: gone, not failed.
+	if strings.Contains(line, "vanished") || strings.Contains(line, "symlink has no referent") {
 		return fmt.Errorf("%w: %s: %w", ErrRsync, line, os.ErrNotExist)
-	case strings.Contains(line, "No space left on device"), strings.Contains(line, "(28)"):
-		return fmt.Errorf("%w: %s: %w", ErrRsync, line, unix.ENOSPC)
-	case strings.Contains(line, "Disk quota exceeded"):
-		return fmt.Errorf("%w: %s: %w", ErrRsync, line, unix.EDQUOT)
-	case strings.Contains(line, "link_stat") && strings.Contains(line, "No such file"):
-		return fmt.Errorf("%w: %s: %w", ErrRsync, line, os.ErrNotExist)
-	case strings.Contains(line, "Permission denied"):
-		return fmt.Errorf("%w: %s: %w", ErrRsync, line, unix.EACCES)
 	}
-	return fmt.Errorf("%w: %s", ErrRsync, line)
+	errno := lineErrno(line)
+	switch {
+	case errno == 0:
+		return fmt.Errorf("%w: %s", ErrRsync, line)
+	case strings.Contains(line, "[sender]"):
+		return fmt.Errorf("%w: %s: %w", ErrRsync, line, errno)
+	}
+	code := unix.ErrnoName(errno)
+	if code == "" {
+		code = "errno " + strconv.Itoa(int(errno))
+	}
+	return fmt.Errorf("%w: %w", ErrRsync, &transfer.RemoteError{Errno: errno, Code: code, Message: line})
+}
+
+// lineErrno is the errno an rsync line ends with ("... (28)"), or the one
+// its words name.
+func lineErrno(line string) unix.Errno {
+	if m := errnoRE.FindStringSubmatch(line); m != nil {
+		if n, err := strconv.Atoi(m[1]); err == nil && n > 0 {
+			return unix.Errno(n)
+		}
+	}
+	switch {
+	case strings.Contains(line, "No space left on device"):
+		return unix.ENOSPC
+	case strings.Contains(line, "Disk quota exceeded"):
+		return unix.EDQUOT
+	case strings.Contains(line, "No such file or directory"):
+		return unix.ENOENT
+	case strings.Contains(line, "Permission denied"):
+		return unix.EACCES
+	}
+	return 0
 }
 
 // rsyncExitText names rsync's exit codes an operator meets most.
@@ -413,6 +492,7 @@ func rsyncExitText(code int) string {
 // finish installs what rsync delivered and discards the rest, filling the
 // results. runErr fails every file not already failed.
 func (r *rsyncRun) finish(ctx context.Context, failures map[int]error, runErr error) error {
+	r.collateral = make([]bool, len(r.items))
 	files := make([]*pb.StagedFile, 0, len(r.items))
 	idx := make([]int, 0, len(r.items))
 	for i, it := range r.items {
@@ -425,8 +505,10 @@ func (r *rsyncRun) finish(ctx context.Context, failures map[int]error, runErr er
 		case reason != nil:
 		case failures[i] != nil:
 			reason = failures[i]
+			r.named++
 		case runErr != nil:
 			reason = runErr
+			r.collateral[i] = true
 		case !r.logged[i]:
 			reason = fmt.Errorf("%w: rsync did not report sending it", ErrRsync)
 		default:
