@@ -21,7 +21,7 @@ const (
 	commitBatchBytes = 64 << 20
 	// commitQueue is how many received files may wait for the committer;
 	// each holds an open temp.
-	commitQueue = 256
+	commitQueue = 128
 )
 
 // compressions are the FileChunk encodings this slave decodes, advertised

@@ -454,16 +454,17 @@ func (st *stream) sendFile(i int) error {
 		h.LinkParentGfid, h.LinkName = it.LinkParent.Bytes(), it.LinkName
 	}
 	s.results[i].Delta = sums != nil
-	if err := st.send(&pb.PutFilesRequest{Part: &pb.PutFilesRequest_Header{Header: h}}); err != nil {
-		s.fail(i, st.streamErr(err))
-		return err
-	}
+	header := &pb.PutFilesRequest{Part: &pb.PutFilesRequest_Header{Header: h}}
 	var digest []byte
 	var changed bool
 	if sums != nil {
+		if err := st.send(header); err != nil {
+			s.fail(i, st.streamErr(err))
+			return err
+		}
 		digest, changed, err = st.sendDelta(i, fd, before.Size, sums)
 	} else {
-		digest, changed, err = st.sendContent(i, fd, before.Size, dense)
+		digest, changed, err = st.sendContent(i, fd, before.Size, dense, header)
 	}
 	if err != nil {
 		s.fail(i, st.streamErr(err))
@@ -498,8 +499,10 @@ func (st *stream) sendFile(i int) error {
 // sendContent sends fd's data runs below size as chunks, hashing holes as
 // zeros. changed is true when the file turned out shorter than size. A
 // dense file (as many blocks as bytes) is read straight through, without
-// asking where its holes are.
-func (st *stream) sendContent(i int, fd int, size int64, dense bool) (digest []byte, changed bool, err error) {
+// asking where its holes are. header goes just before the first chunk
+// (read and hashed by then), so a small file's header, chunk and trailer
+// are sent back to back and share one write to the transport.
+func (st *stream) sendContent(i int, fd int, size int64, dense bool, header *pb.PutFilesRequest) (digest []byte, changed bool, err error) {
 	s := st.s
 	it := s.items[i]
 	hash := blake3.New()
@@ -550,6 +553,12 @@ func (st *stream) sendContent(i int, fd int, size int64, dense bool) (digest []b
 			if s.opts.hooks != nil && s.opts.hooks.corrupt != nil {
 				s.opts.hooks.corrupt(it, buf)
 			}
+			if header != nil {
+				if err := st.send(header); err != nil {
+					return nil, false, err
+				}
+				header = nil
+			}
 			if err := st.sendData(i, d, buf, &z); err != nil {
 				return nil, false, err
 			}
@@ -559,6 +568,11 @@ func (st *stream) sendContent(i int, fd int, size int64, dense bool) (digest []b
 			d += int64(n)
 		}
 		off = max(end, d)
+	}
+	if header != nil {
+		if err := st.send(header); err != nil {
+			return nil, false, err
+		}
 	}
 	hashTo(size)
 	return hash.Sum(nil), changed, nil
