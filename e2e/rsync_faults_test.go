@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -130,5 +132,157 @@ func TestRsyncModeENOSPC(t *testing.T) {
 	treecmp.Compare(t, s.master, s.slave, treecmp.Options{})
 	if left := stageEntries(t, s.slave); len(left) != 0 {
 		t.Errorf("the run after space was freed left %v in the staging area", left)
+	}
+}
+
+// rewriter rewrites a file whole, again and again, each version filled
+// with one byte value, until stopped: any mix of two versions is a torn
+// read. The goroutine is the test's, ended by stop or a cleanup.
+type rewriter struct {
+	cancel   context.CancelFunc
+	done     chan struct{}
+	err      error // set before done closes
+	versions atomic.Int64
+}
+
+func startRewriter(t *testing.T, path string, size int) *rewriter {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &rewriter{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		defer f.Close()
+		chunk := make([]byte, 1<<20)
+		for v := 1; ctx.Err() == nil; v++ {
+			fill := byte(v%255 + 1) // never 0, the first version's fill
+			for i := range chunk {
+				chunk[i] = fill
+			}
+			// A version is always finished, so the file at rest is whole.
+			for off := 0; off < size; off += len(chunk) {
+				if _, w.err = f.WriteAt(chunk[:min(len(chunk), size-off)], int64(off)); w.err != nil {
+					return
+				}
+			}
+			w.versions.Store(int64(v))
+		}
+	}()
+	t.Cleanup(func() { w.stop() })
+	return w
+}
+
+func (w *rewriter) stop() (int64, error) {
+	w.cancel()
+	<-w.done
+	return w.versions.Load(), w.err
+}
+
+// waitVersions polls until the writer has made n whole versions.
+func (w *rewriter) waitVersions(t *testing.T, n int64, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for w.versions.Load() < n {
+		select {
+		case <-w.done:
+			t.Fatalf("the writer stopped after %d versions: %v", w.versions.Load(), w.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer made %d versions in %v, want %d", w.versions.Load(), within, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// uniform reports whether b is size bytes of one value.
+func uniform(b []byte, size int) bool {
+	if len(b) != size {
+		return false
+	}
+	for _, c := range b {
+		if c != b[0] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestRsyncModeFileChangesDuringTransfer: a file rewritten without pause
+// while rsync reads it is never installed torn (the slave keeps a content
+// the master had), and once the writes stop the same run brings the final
+// content. The writer runs from before the run starts until rsync has sent
+// the file twice, so at least two transfers race it.
+func TestRsyncModeFileChangesDuringTransfer(t *testing.T) {
+	const size = 8 << 20
+	base := t.TempDir()
+	s := newSession(t, filepath.Join(base, "master"), filepath.Join(base, "slave"))
+	mf := filepath.Join(s.master, "f")
+	writeAt(t, mf, 0, make([]byte, size))
+	writeAt(t, filepath.Join(s.master, "quiet"), 0, []byte("v1\n"))
+	s.mustOnce(t, "--sync-mode", "rsync")
+	if !treecmp.Compare(t, s.master, s.slave, treecmp.Options{}) {
+		t.FailNow()
+	}
+
+	writeAt(t, filepath.Join(s.master, "quiet"), 0, []byte("v2\n"))
+	w := startRewriter(t, mf, size)
+	w.waitVersions(t, 1, 10*time.Second)
+	p := s.start(t, "--once", "--sync-mode", "rsync", "--log-level", "debug", "--progress=false")
+	deadline := time.Now().Add(onceTimeout)
+	for strings.Count(p.out.String(), `msg="rsync batch done"`) < 2 {
+		if p.exited() {
+			// The change went unnoticed: say whether it tore the file.
+			got := mustRead(t, filepath.Join(s.slave, "f"))
+			t.Fatalf("the run ended (%v) after one transfer that raced a writer; the slave's f is whole: %v\n%s",
+				p.err, uniform(got, size), tail(p.out.String(), 4000))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rsync did not send twice within %v:\n%s", onceTimeout, tail(p.out.String(), 4000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Two transfers have raced the writer: whatever the slave has now is
+	// one whole version.
+	got := mustRead(t, filepath.Join(s.slave, "f"))
+	versions, werr := w.stop()
+	if werr != nil {
+		t.Fatalf("rewrite %s: %v", mf, werr)
+	}
+	t.Logf("two transfers raced %d whole rewrites; the slave's f holds fill %#x", versions, got[0])
+	if !uniform(got, size) {
+		t.Errorf("the slave's f is torn: %d bytes, not one version of the master's file", len(got))
+	}
+	select {
+	case <-p.done:
+	case <-time.After(onceTimeout):
+		t.Fatalf("the run did not end within %v of the writes stopping:\n%s", onceTimeout, tail(p.out.String(), 4000))
+	}
+	out := p.out.String()
+	if p.err != nil {
+		t.Fatalf("the run exited %v once the writes stopped; want 0:\n%s", p.err, tail(out, 4000))
+	}
+	if !strings.Contains(out, "changed while it was being sent") {
+		t.Errorf("the run never says f changed during its transfer:\n%s", tail(out, 4000))
+	}
+	if got := mustRead(t, filepath.Join(s.slave, "f")); !uniform(got, size) {
+		t.Errorf("the slave's f is torn after the run: %d bytes, not one version", len(got))
+	}
+	if got := string(mustRead(t, filepath.Join(s.slave, "quiet"))); got != "v2\n" {
+		t.Errorf("a quiet file batched with the changing one is %q on the slave, want v2", got)
+	}
+
+	// The run brought the slave to the master as of its start; the writes
+	// after that (f's last mtime) are the next run's, which converges.
+	s.mustOnce(t, "--sync-mode", "rsync")
+	treecmp.Compare(t, s.master, s.slave, treecmp.Options{})
+	if got := mustRead(t, filepath.Join(s.slave, "f")); !bytes.Equal(got, mustRead(t, mf)) {
+		t.Errorf("the slave's f is not the master's final content")
+	}
+	if left := stageEntries(t, s.slave); len(left) != 0 {
+		t.Errorf("runs left %v in the staging area", left)
 	}
 }

@@ -521,6 +521,7 @@ func (r *rsyncRun) finish(ctx context.Context, failures map[int]error, runErr er
 		if reason != nil {
 			f.Discard = true
 			r.results[i].Err = reason
+			r.m.log.Debug("rsync: file not installed, previous content kept", "path", it.RelPath, "gfid", it.GFID, "err", reason)
 		}
 		files = append(files, f)
 		idx = append(idx, i)
