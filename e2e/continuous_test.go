@@ -22,10 +22,17 @@ import (
 const convergeWithin = 60 * time.Second
 
 func TestContinuous(t *testing.T) {
+	// The same waves for each data plane, as TestOnceWaves.
+	for _, mode := range []string{"native", "rsync"} {
+		t.Run(mode, func(t *testing.T) { continuousWaves(t, "--sync-mode", mode) })
+	}
+}
+
+func continuousWaves(t *testing.T, extra ...string) {
 	base := t.TempDir()
 	s := newSession(t, filepath.Join(base, "master"), filepath.Join(base, "slave"))
 	treegen.First(t, s.master)
-	p := s.start(t)
+	p := s.start(t, extra...)
 	took := waitEqual(t, p, s.master, s.slave, treecmp.Options{}, convergeWithin)
 	t.Logf("first tree converged in %v", took.Round(time.Millisecond))
 	// Once the start-up crawl is done and nothing changes, an operator
