@@ -272,17 +272,18 @@ func (r *rsyncRun) rsyncArgs(list string) ([]string, error) {
 	return append(args, r.farm+"/", r.shell.Host+"::"+client.RsyncModule+"/"+r.stage+"/"), nil
 }
 
-// rsyncShellArg joins the -e program's words the way rsync splits them:
-// on spaces, with double quotes (and \" \\ inside them) keeping a word
-// whole.
+// rsyncShellArg joins the -e program's words the way rsync splits them
+// (main.c, do_cmd): on spaces only, with a single- or double-quoted
+// section keeping spaces, and the quote doubled inside it standing for
+// itself. Backslashes mean nothing to it.
 func rsyncShellArg(words []string) string {
 	out := make([]string, len(words))
 	for i, w := range words {
-		if w != "" && !strings.ContainsAny(w, " \t\"'\\") {
+		if w != "" && !strings.ContainsAny(w, " \"'") {
 			out[i] = w
 			continue
 		}
-		out[i] = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(w) + `"`
+		out[i] = `"` + strings.ReplaceAll(w, `"`, `""`) + `"`
 	}
 	return strings.Join(out, " ")
 }
@@ -368,7 +369,9 @@ func (r *rsyncRun) parseSent(line string) {
 	if !known {
 		return
 	}
-	if v, err := strconv.ParseInt(n, 10, 64); err == nil {
+	// The count comes from the far side of the protocol: a negative one is
+	// not believed.
+	if v, err := strconv.ParseInt(n, 10, 64); err == nil && v >= 0 {
 		r.sent[i] = v
 	}
 	r.logged[i] = true
