@@ -41,7 +41,13 @@ func (c *Conn) tlsRsyncShell(ctx context.Context) (*RsyncShell, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rsync over mTLS: find this georep executable to run as rsync's relay: %w", err)
 	}
-	return c.relayShell(ctx, exe, slog.Default())
+	// The bridge's failures go where the rest of this connection's events
+	// go (the master's logger), not to the process-wide default.
+	logger := c.opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return c.relayShell(ctx, exe, logger)
 }
 
 // relayShell is tlsRsyncShell with the georep program rsync runs as its
