@@ -201,6 +201,9 @@ func gfidText(b []byte) string {
 
 func (s *Service) beginFile(h *pb.FileHeader) *incomingFile {
 	f := &incomingFile{gfid: h.GetGfid(), desc: "gfid " + gfidText(h.GetGfid())}
+	if len(h.GetCreateName()) > 0 {
+		f.desc = fmt.Sprintf("new file gfid %s at %q in %s", gfidText(h.GetGfid()), h.GetCreateName(), gfidText(h.GetCreateParentGfid()))
+	}
 	ph, err := putHeader(h)
 	if err == nil {
 		f.w, err = s.backend.BeginPut(ph)
@@ -225,6 +228,19 @@ func putHeader(h *pb.FileHeader) (backend.PutHeader, error) {
 			return ph, fmt.Errorf("link_parent_gfid: %v: %w", err, unix.EINVAL)
 		}
 		ph.LinkName = string(h.GetLinkName())
+	}
+	cParent, cName := len(h.GetCreateParentGfid()) > 0, len(h.GetCreateName()) > 0
+	switch {
+	case cParent != cName:
+		return ph, fmt.Errorf("create: set create_parent_gfid and create_name together, or neither: %w", unix.EINVAL)
+	case cParent && hasParent:
+		return ph, fmt.Errorf("create: a new file takes no link hint (its create name is its only name): %w", unix.EINVAL)
+	case cParent:
+		if ph.LinkParent, err = gfid.FromBytes(h.GetCreateParentGfid()); err != nil {
+			return ph, fmt.Errorf("create_parent_gfid: %v: %w", err, unix.EINVAL)
+		}
+		// The backend checks the name, its hint's field, as a CREATE's.
+		ph.LinkName, ph.Create = string(h.GetCreateName()), true
 	}
 	return ph, nil
 }

@@ -46,6 +46,13 @@ type PutHeader struct {
 	// Delta opens the file's current content, so CopyAt can take unchanged
 	// pieces from it.
 	Delta bool
+	// Create makes a new file: no file with GFID exists yet, and the
+	// verified content, with Stat (required) and its identity, is put at
+	// LinkParent/LinkName (required) with RENAME_NOREPLACE, then indexed.
+	// The name taken, or GFID present elsewhere: EEXIST; no parent:
+	// ENOENT. When the name already holds GFID (a repeated create), the
+	// content is installed over it as for a hinted put.
+	Create bool
 }
 
 // Install says how Commit put new content in place.
@@ -60,6 +67,9 @@ const (
 	// InstallInPlace: the content was copied into the existing inode through
 	// the GFID index, so every hard link sees it and the inode is kept.
 	InstallInPlace
+	// InstallCreated: the file was new; the verified temp was put at its
+	// name and indexed.
+	InstallCreated
 )
 
 func (i Install) String() string {
@@ -68,6 +78,8 @@ func (i Install) String() string {
 		return "renamed"
 	case InstallInPlace:
 		return "in place"
+	case InstallCreated:
+		return "created"
 	}
 	return "none"
 }
@@ -111,6 +123,22 @@ func validatePut(h PutHeader) error {
 	if h.GFID == gfid.Root {
 		return fmt.Errorf("the root is a directory: %w", unix.EISDIR)
 	}
+	if h.Create {
+		// As a CREATE entry op checks its name and stat.
+		switch {
+		case h.LinkName == "":
+			return fmt.Errorf("create needs a parent and a name: %w", unix.EINVAL)
+		case h.LinkParent == gfid.Root && h.LinkName == ReservedDir:
+			return fmt.Errorf("%q is a reserved name: %w", ReservedDir, unix.EPERM)
+		case h.Stat == nil:
+			return fmt.Errorf("create needs a stat (mode, owner, times): %w", unix.EINVAL)
+		case h.Delta:
+			return fmt.Errorf("a new file has no previous content to copy from: %w", unix.EINVAL)
+		}
+		if mode := h.Stat.GetMode() & unix.S_IFMT; mode != 0 && mode != unix.S_IFREG {
+			return fmt.Errorf("create with file type %#o, want a regular file: %w", mode, unix.EINVAL)
+		}
+	}
 	return validTimes(h.Stat.GetAtime(), h.Stat.GetMtime())
 }
 
@@ -130,7 +158,13 @@ func (b *Backend) BeginPut(h PutHeader) (*FileWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("put content of %s: %w", h.GFID, err)
 	}
-	if o.kind == absent && h.LinkName != "" {
+	if h.Create {
+		// Checked again under the write lock at install; refusing here
+		// spares receiving content that cannot go anywhere.
+		if err := b.checkCreate(s, h, o); err != nil {
+			return nil, fmt.Errorf("create %s: %w", h.GFID, err)
+		}
+	} else if o.kind == absent && h.LinkName != "" {
 		// Possibly a crash between placing and indexing; Commit heals
 		// the index under the write lock if the hinted name holds it.
 		if ok, err := b.hintHolds(s, h); err != nil || !ok {
@@ -182,6 +216,26 @@ func checkRegular(g gfid.GFID, o object) error {
 		return fmt.Errorf("%s is not a regular file (mode %#o): %w", g, o.st.Mode, unix.EINVAL)
 	}
 	return nil
+}
+
+// checkCreate refuses a create whose parent is missing (ENOENT) or whose
+// GFID (found as o) exists but not at the name (EEXIST).
+func (b *Backend) checkCreate(s *scope, h PutHeader, o object) error {
+	pd, err := b.parentDir(s, h.LinkParent, "parent directory")
+	if err != nil {
+		return err
+	}
+	if o.kind == absent {
+		return nil
+	}
+	cur, exists, err := lstatOpt(pd, h.LinkName)
+	if err != nil {
+		return err
+	}
+	if exists && b.holds(pd, h.LinkName, cur, h.GFID, o) {
+		return checkRegular(h.GFID, o)
+	}
+	return fmt.Errorf("the gfid already exists under another name on the slave: %w", unix.EEXIST)
 }
 
 // hintHolds reports whether the hinted name is a regular file carrying h.GFID.
@@ -268,6 +322,14 @@ func (w *FileWriter) Verify(digest []byte) error {
 		w.discard()
 		return fmt.Errorf("content of %s: BLAKE3 digest mismatch (received %x, sender says %x): the content was damaged in transit; previous content kept: %w",
 			w.h.GFID, sum, digest, unix.EBADMSG)
+	}
+	if w.h.Create {
+		// Now, after the last write moved the mtime, and before the flush,
+		// so the new file's attributes are on disk with its content.
+		if err := w.b.applyPutStat(int(w.f.Fd()), w.h.Stat, unix.Stat_t{}); err != nil {
+			w.discard()
+			return fmt.Errorf("create %s: %w", w.h.GFID, err)
+		}
 	}
 	w.verified = true
 	return nil
@@ -380,6 +442,15 @@ func (w *FileWriter) hook(step string) error {
 // install puts the verified temp in place under the write lock.
 func (w *FileWriter) install(s *scope) (Install, error) {
 	b, g := w.b, w.h.GFID
+	if w.h.Create {
+		if done, err := w.createInstall(s); err != nil {
+			return InstallNone, err
+		} else if done {
+			return InstallCreated, nil
+		}
+		// The name already holds the file: a repeated create, installed
+		// over it as a hinted put (which also heals a lost index link).
+	}
 	o, err := b.lookup(s, g)
 	if err != nil {
 		return InstallNone, err
@@ -418,6 +489,59 @@ func (w *FileWriter) install(s *scope) (Install, error) {
 		}
 	}
 	return InstallInPlace, w.inPlaceInstall(o)
+}
+
+// createInstall puts the temp of a new file at its name: indexed first, so
+// a crash before the rename leaves only an index link the next lookup
+// drops, then renamed with RENAME_NOREPLACE, so nothing at the name is ever
+// replaced. done is false (with no error) when the name already holds the
+// file.
+func (w *FileWriter) createInstall(s *scope) (done bool, err error) {
+	b, g, name := w.b, w.h.GFID, w.h.LinkName
+	pd, err := b.parentDir(s, w.h.LinkParent, "parent directory")
+	if err != nil {
+		return false, err
+	}
+	o, err := b.lookup(s, g)
+	if err != nil {
+		return false, err
+	}
+	cur, exists, err := lstatOpt(pd, name)
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case exists && b.holds(pd, name, cur, g, o):
+		return false, nil
+	case o.kind != absent:
+		return false, fmt.Errorf("the gfid already exists under another name on the slave: %w", unix.EEXIST)
+	case exists:
+		what := "an object without a gfid"
+		if y, ok, _ := b.gfidAt(pd, name, cur); ok {
+			what = "gfid " + y.String()
+		}
+		return false, fmt.Errorf("the name %q is taken by %s: %w", name, what, unix.EEXIST)
+	}
+	if err := b.linkIndex(s, g, b.tmp, w.tmpName); err != nil {
+		return false, err
+	}
+	unindex := func() {
+		if bd, err := b.bucket(s, g, false); err == nil {
+			if err := bd.Unlink(g.String()); err != nil && !errors.Is(err, unix.ENOENT) {
+				b.log.Warn("cannot remove the index link of a file not created; the next lookup drops it", "gfid", g, "err", err)
+			}
+		}
+	}
+	if err := w.hook("create"); err != nil {
+		unindex()
+		return false, err
+	}
+	if err := b.tmp.Rename(w.tmpName, pd, name, dirfd.RenameNoReplace); err != nil {
+		unindex()
+		return false, fmt.Errorf("put new file at %q: %w", name, err)
+	}
+	w.renamed = true
+	return true, nil
 }
 
 // renameInstall gives the temp the old inode's extended attributes and the

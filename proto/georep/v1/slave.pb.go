@@ -2512,7 +2512,8 @@ func (*PutFilesRequest_Copy) isPutFilesRequest_Part() {}
 type FileHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The file's GFID (16 bytes). The file must already exist on the slave
-	// (an entry op made it); its content is replaced.
+	// (an entry op made it) and its content is replaced, unless create_name
+	// is set.
 	Gfid []byte `protobuf:"bytes,1,opt,name=gfid,proto3" json:"gfid,omitempty"`
 	// The size of the new content in bytes. Bytes no chunk covers are holes
 	// (they read as zeros).
@@ -2530,7 +2531,27 @@ type FileHeader struct {
 	Stat *Stat `protobuf:"bytes,5,opt,name=stat,proto3" json:"stat,omitempty"`
 	// True when the file's content may come partly as FileCopy parts: the
 	// slave opens the file's current content once, to copy from.
-	Delta         bool `protobuf:"varint,6,opt,name=delta,proto3" json:"delta,omitempty"`
+	Delta bool `protobuf:"varint,6,opt,name=delta,proto3" json:"delta,omitempty"`
+	// With create_name, the file is new: the slave has no file with this
+	// GFID yet. The slave writes the content into its reserved directory,
+	// gives it the GFID, the stat's permission bits, owner and times (stat is
+	// required; its type bits must be 0 or a regular file), verifies and
+	// flushes it, and only then puts it at (create_parent_gfid, create_name)
+	// with renameat2(RENAME_NOREPLACE) and indexes it: the file appears at
+	// its name complete or not at all. This replaces a CREATE entry op
+	// followed by a content transfer. Refused with ENOENT when the parent
+	// directory does not exist, and with EEXIST when the name is taken or
+	// the GFID already exists elsewhere (the master then falls back to a
+	// CREATE entry op and a plain transfer); the slave never replaces
+	// anything for a create. When the name already holds a file with this
+	// GFID (a repeat of a create whose answer was lost), the content is
+	// installed over it as for link_name and the result is success.
+	// link_parent_gfid and link_name must be unset. The name is checked as
+	// for a CREATE entry op (one path component; not the reserved directory
+	// under the root). The parent directory's GFID (16 bytes).
+	CreateParentGfid []byte `protobuf:"bytes,7,opt,name=create_parent_gfid,json=createParentGfid,proto3" json:"create_parent_gfid,omitempty"`
+	// The new file's name within create_parent_gfid (one path component).
+	CreateName    []byte `protobuf:"bytes,8,opt,name=create_name,json=createName,proto3" json:"create_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2605,6 +2626,20 @@ func (x *FileHeader) GetDelta() bool {
 		return x.Delta
 	}
 	return false
+}
+
+func (x *FileHeader) GetCreateParentGfid() []byte {
+	if x != nil {
+		return x.CreateParentGfid
+	}
+	return nil
+}
+
+func (x *FileHeader) GetCreateName() []byte {
+	if x != nil {
+		return x.CreateName
+	}
+	return nil
 }
 
 // FileChunk is a piece of the current file's content.
@@ -2817,8 +2852,11 @@ type PutFilesResponse struct {
 	// The file's GFID, as its header named it.
 	Gfid []byte `protobuf:"bytes,1,opt,name=gfid,proto3" json:"gfid,omitempty"`
 	// errno 0 on success; otherwise why the content was not installed
-	// (ENOENT: no file with that GFID; EISDIR or EINVAL: not a regular file;
-	// EBADMSG: the digest did not match; ENOSPC; ECANCELED: abandoned).
+	// (ENOENT: no file with that GFID, or for a create no parent directory;
+	// EEXIST: a create's name is taken or its GFID exists elsewhere; EISDIR
+	// or EINVAL: not a regular file; EBADMSG: the digest did not match;
+	// ENOSPC; ECANCELED: abandoned). A create that failed left no name and
+	// no GFID behind.
 	Result *EntryResult `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
 	// How many bytes of content the slave wrote for the file.
 	BytesWritten  int64 `protobuf:"varint,3,opt,name=bytes_written,json=bytesWritten,proto3" json:"bytes_written,omitempty"`
@@ -3691,7 +3729,7 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x05chunk\x18\x02 \x01(\v2\x14.georep.v1.FileChunkH\x00R\x05chunk\x122\n" +
 	"\atrailer\x18\x03 \x01(\v2\x16.georep.v1.FileTrailerH\x00R\atrailer\x12)\n" +
 	"\x04copy\x18\x04 \x01(\v2\x13.georep.v1.FileCopyH\x00R\x04copyB\x06\n" +
-	"\x04part\"\xb6\x01\n" +
+	"\x04part\"\x85\x02\n" +
 	"\n" +
 	"FileHeader\x12\x12\n" +
 	"\x04gfid\x18\x01 \x01(\fR\x04gfid\x12\x12\n" +
@@ -3699,7 +3737,10 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x10link_parent_gfid\x18\x03 \x01(\fR\x0elinkParentGfid\x12\x1b\n" +
 	"\tlink_name\x18\x04 \x01(\fR\blinkName\x12#\n" +
 	"\x04stat\x18\x05 \x01(\v2\x0f.georep.v1.StatR\x04stat\x12\x14\n" +
-	"\x05delta\x18\x06 \x01(\bR\x05delta\"\x89\x01\n" +
+	"\x05delta\x18\x06 \x01(\bR\x05delta\x12,\n" +
+	"\x12create_parent_gfid\x18\a \x01(\fR\x10createParentGfid\x12\x1f\n" +
+	"\vcreate_name\x18\b \x01(\fR\n" +
+	"createName\"\x89\x01\n" +
 	"\tFileChunk\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x128\n" +
