@@ -64,6 +64,7 @@ func (d *differ) build() error {
 		typ := st.Mode & unix.S_IFMT
 		linksChanged := false
 		var final []index.Link
+		var fused *pb.Stat
 		if o.g != gfid.Root {
 			seen := o.seen
 			if len(seen) > 1 {
@@ -74,6 +75,15 @@ func (d *differ) build() error {
 			if !o.known {
 				for i, sl := range seen {
 					e := d.entry(o, &m, sl.link)
+					if i == 0 && d.fuses(o, len(seen)) {
+						// No entry op: nothing in the plan names a new
+						// file before the data phase (no LINK waits for
+						// it; renames and removals move known objects),
+						// which runs after every entry op.
+						fused = e.Stat
+						final = append(final, sl.link)
+						continue
+					}
 					if i == 0 {
 						e.Op = createOp(typ)
 						n := &node{e: e, dst: sl.link, self: o.key}
@@ -129,7 +139,7 @@ func (d *differ) build() error {
 				}
 			}
 		}
-		d.metaAndData(o, &m, final, linksChanged)
+		d.metaAndData(o, &m, final, linksChanged, fused)
 	}
 	// Names seen are only asked about while objects are planned.
 	d.seenAt = nil
@@ -442,8 +452,19 @@ func (d *differ) entry(o *obj, m *msgs, l index.Link) *pb.Entry {
 	return e
 }
 
-// metaAndData adds o's meta and data work and its index record.
-func (d *differ) metaAndData(o *obj, msg *msgs, links []index.Link, linksChanged bool) {
+// fuses reports whether new object o, seen at seen names, is created by
+// its data transfer: a regular file with content and one link. A
+// hard-link group keeps CREATE and LINKs (the LINKs need the file during
+// the entry phase); an empty file has no transfer to ride on.
+func (d *differ) fuses(o *obj, seen int) bool {
+	st := o.e.Stat
+	return d.opts.FuseCreates && !o.known && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size > 0 &&
+		seen == 1 && st.Nlink == 1
+}
+
+// metaAndData adds o's meta and data work and its index record. fused is
+// the stat of a new file its data transfer creates (nil otherwise).
+func (d *differ) metaAndData(o *obj, msg *msgs, links []index.Link, linksChanged bool, fused *pb.Stat) {
 	st := o.e.Stat
 	typ := st.Mode & unix.S_IFMT
 	rec := index.Object{
@@ -482,7 +503,13 @@ func (d *differ) metaAndData(o *obj, msg *msgs, links []index.Link, linksChanged
 		} else if len(links) > 0 {
 			l = links[0]
 		}
-		d.p.Data = append(d.p.Data, DataItem{GFID: o.g, RelPath: path, Size: st.Size, Parent: l.Parent, Name: l.Name, New: !o.known})
+		d.p.Data = append(d.p.Data, DataItem{GFID: o.g, RelPath: path, Size: st.Size, Parent: l.Parent, Name: l.Name,
+			New: !o.known, Create: fused})
+		if fused != nil && !(xattrsChanged && len(o.e.Xattrs()) > 0) {
+			// The create gives the file its permission bits, owner and
+			// times, and it has no extended attributes to set.
+			metaChanged = false
+		}
 	}
 	if metaChanged {
 		atime, mtime := msg.times(o)

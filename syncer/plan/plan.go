@@ -39,6 +39,11 @@ type Options struct {
 	// AllowMassDelete lets a plan empty the replica, or replicate a root
 	// that is another filesystem or inode than the index recorded.
 	AllowMassDelete bool
+	// FuseCreates plans a new regular file with content and a single link
+	// as a DataItem with Create set instead of a CREATE entry op: the data
+	// plane makes it whole in one step (native mode; rsync mode needs the
+	// file to exist before it stages it).
+	FuseCreates bool
 }
 
 // DataItem is one object whose contents must be sent.
@@ -51,6 +56,10 @@ type DataItem struct {
 	// New is true for an object the index did not know: the slave has no
 	// previous content worth a delta (the entry op just made it empty).
 	New bool
+	// Create, when set (Options.FuseCreates), says no entry op makes this
+	// new file: the data transfer creates it at Parent/Name with this
+	// stat (type, permission bits, owner, times).
+	Create *pb.Stat
 }
 
 // Change is one index update: Put when Object is set, else Delete of Key.
@@ -77,21 +86,21 @@ type Plan struct {
 // Empty reports whether the plan has no slave work.
 func (p *Plan) Empty() bool { return len(p.Entries) == 0 && len(p.Meta) == 0 && len(p.Data) == 0 }
 
-// Commit writes the plan's index changes and the root identity in tx.
+// Commit writes the plan's index changes and the root identity in tx:
+// the deletions first, then the puts, in one Apply (each bucket written in
+// key order: a first crawl's commit is otherwise quadratic).
 func (p *Plan) Commit(tx *index.Tx) error {
+	var deletes []index.Key
+	puts := make([]index.Object, 0, len(p.Changes))
 	for _, c := range p.Changes {
 		if c.Object == nil {
-			if err := tx.Delete(c.Key); err != nil {
-				return err
-			}
+			deletes = append(deletes, c.Key)
+		} else {
+			puts = append(puts, *c.Object)
 		}
 	}
-	for _, c := range p.Changes {
-		if c.Object != nil {
-			if err := tx.Put(*c.Object); err != nil {
-				return err
-			}
-		}
+	if err := tx.Apply(deletes, puts); err != nil {
+		return err
 	}
 	return tx.SetRootID(p.RootID)
 }

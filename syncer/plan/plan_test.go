@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/zeebo/blake3"
 	"golang.org/x/sys/unix"
 
 	"github.com/georep/georep/internal/gfid"
@@ -119,6 +120,11 @@ func (r *rig) apply(p *Plan) {
 	for _, d := range p.Data {
 		data, err := os.ReadFile(r.p(d.RelPath))
 		r.must(err)
+		if d.Create != nil {
+			// No entry op made it: the backend's create-with-content does.
+			r.createFile(d, data)
+			continue
+		}
 		// Through the slave's GFID index, as the data RPC will.
 		r.must(os.WriteFile(filepath.Join(r.slave, backend.IndexPath(d.GFID)), data, 0o600))
 	}
@@ -126,6 +132,23 @@ func (r *rig) apply(p *Plan) {
 		if x.GetErrno() != 0 {
 			r.t.Errorf("meta %d: %s %s", i, x.GetCode(), x.GetMessage())
 		}
+	}
+}
+
+// createFile makes the new file d with data on the slave, as a PutFiles
+// create does.
+func (r *rig) createFile(d DataItem, data []byte) {
+	r.t.Helper()
+	w, err := r.b.BeginPut(backend.PutHeader{GFID: d.GFID, Size: int64(len(data)), LinkParent: d.Parent,
+		LinkName: d.Name, Stat: d.Create, Create: true})
+	if err != nil {
+		r.t.Fatalf("create %s: %v", d.RelPath, err)
+	}
+	defer w.Abort()
+	r.must(w.WriteAt(data, 0))
+	sum := blake3.Sum256(data)
+	if _, err := w.Commit(sum[:]); err != nil {
+		r.t.Fatalf("create %s: %v", d.RelPath, err)
 	}
 }
 
@@ -260,7 +283,16 @@ func firstWave(r *rig) {
 }
 
 func TestTwoWavesReachTheSlave(t *testing.T) {
+	for _, fuse := range []bool{false, true} {
+		t.Run(map[bool]string{false: "entry-op creates", true: "fused creates"}[fuse], func(t *testing.T) {
+			twoWaves(t, fuse)
+		})
+	}
+}
+
+func twoWaves(t *testing.T, fuse bool) {
 	r := newRig(t)
+	r.opts.FuseCreates = fuse
 	firstWave(r)
 	p := r.sync()
 	if len(p.Entries) == 0 || len(p.Data) == 0 || len(p.Meta) == 0 {
