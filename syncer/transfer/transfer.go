@@ -60,6 +60,13 @@ type Item struct {
 	// for block sums. Sending whole is always correct; this only saves a
 	// round trip.
 	New bool
+	// Create says the slave has no file with this GFID: the transfer
+	// creates it at LinkParent/LinkName (required) with Stat, complete or
+	// not at all. The slave refuses with EEXIST when the name is taken or
+	// the GFID exists elsewhere, and ENOENT without the parent directory;
+	// the caller then makes the file with an entry op and sends it again
+	// without Create. A create is always sent whole.
+	Create bool
 }
 
 // Result is the outcome of one Item.
@@ -446,11 +453,14 @@ func (st *stream) sendFile(i int) error {
 	// would send or copy them as zeros and leave the slave's copy dense.
 	// A new file has nothing on the slave to delta against.
 	dense := before.Blocks*512 >= before.Size
-	if dense && !it.New {
+	if dense && !it.New && !it.Create {
 		sums = st.blockSums(i, before.Size)
 	}
 	h := &pb.FileHeader{Gfid: it.GFID.Bytes(), Size: before.Size, Stat: stat, Delta: sums != nil}
-	if len(it.LinkName) > 0 {
+	switch {
+	case it.Create:
+		h.CreateParentGfid, h.CreateName = it.LinkParent.Bytes(), it.LinkName
+	case len(it.LinkName) > 0:
 		h.LinkParentGfid, h.LinkName = it.LinkParent.Bytes(), it.LinkName
 	}
 	s.results[i].Delta = sums != nil
