@@ -2,10 +2,14 @@ package syncer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/georep/georep/client"
+	"github.com/georep/georep/internal/gfid"
 	pb "github.com/georep/georep/proto/georep/v1"
 	"github.com/georep/georep/syncer/transfer"
 )
@@ -56,4 +60,47 @@ func (m *master) sendNative(ctx context.Context, c *client.Conn, items []transfe
 		Compression: comp, BwLimit: m.cfg.BwLimit,
 		Installed: func(_ transfer.Item, sent int64) { m.obs.FileSent(sent) }})
 	return results, err
+}
+
+// refusedCreate reports whether the slave refused a create because the
+// name is taken or the GFID exists elsewhere (EEXIST) or the parent is
+// missing (ENOENT): cases a CREATE entry op resolves or reports itself.
+func refusedCreate(err error) bool {
+	var re *transfer.RemoteError
+	return errors.As(err, &re) && (re.Errno == unix.EEXIST || re.Errno == unix.ENOENT)
+}
+
+// createEntries makes, with CREATE entry ops, the new files of items whose
+// data transfer was to create them (Create set), and returns items with
+// those turned into plain transfers to the files now there. It is the
+// fallback for a create the slave refused (its name taken, its GFID
+// elsewhere: the entry op resolves both in the master's favour, as for any
+// new file), and what makes a file the batch gives up on or defers exist,
+// as its entry op would have, so that the index may record it. A file
+// whose entry op fails is marked failed as an entry and left out.
+func (m *master) createEntries(ctx context.Context, items []transfer.Item, failed map[gfid.GFID]failure) ([]transfer.Item, error) {
+	var entries []*pb.Entry
+	for _, it := range items {
+		if it.Create {
+			entries = append(entries, &pb.Entry{Op: pb.EntryOp_ENTRY_OP_CREATE, Gfid: it.GFID.Bytes(),
+				ParentGfid: it.LinkParent.Bytes(), Name: it.LinkName, Stat: it.Stat})
+		}
+	}
+	if len(entries) == 0 {
+		return items, nil
+	}
+	if err := m.applyEntries(ctx, entries, failed); err != nil {
+		return nil, err
+	}
+	out := items[:0:0]
+	for _, it := range items {
+		if it.Create {
+			if _, bad := failed[it.GFID]; bad {
+				continue
+			}
+			it.Create = false
+		}
+		out = append(out, it)
+	}
+	return out, nil
 }

@@ -420,7 +420,8 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 	began := time.Now()
 	p, err := plan.Crawl(ctx, m.db, m.cfg.Root, dirs,
 		scan.Options{Exclude: scan.NewExclude(m.cfg.Excludes), Logger: m.log},
-		plan.Options{IgnoreDeletes: m.cfg.IgnoreDeletes, AllowMassDelete: m.cfg.AllowMassDelete})
+		plan.Options{IgnoreDeletes: m.cfg.IgnoreDeletes, AllowMassDelete: m.cfg.AllowMassDelete,
+			FuseCreates: m.cfg.SyncMode != SyncRsync})
 	if err != nil {
 		if errors.Is(err, plan.ErrGuard) {
 			err = fmt.Errorf("%w; the slave is left as it is: if the master root really was emptied or replaced on purpose, rerun with --allow-mass-delete", err)
@@ -673,8 +674,20 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 		if _, bad := failed[d.GFID]; bad {
 			continue
 		}
-		items = append(items, transfer.Item{GFID: d.GFID, RelPath: d.RelPath, LinkParent: d.Parent, LinkName: []byte(d.Name), New: d.New})
+		it := transfer.Item{GFID: d.GFID, RelPath: d.RelPath, LinkParent: d.Parent, LinkName: []byte(d.Name), New: d.New}
+		if d.Create != nil {
+			// No entry op made this new file: its transfer does.
+			it.Create, it.Stat = true, d.Create
+		}
+		items = append(items, it)
 		paths[d.GFID] = d.RelPath
+	}
+	if m.cfg.SyncMode == SyncRsync {
+		// rsync only stages files the slave already has.
+		var err error
+		if items, err = m.createEntries(ctx, items, failed); err != nil {
+			return fmt.Errorf("send file data: %w", err)
+		}
 	}
 	for attempt := 1; len(items) > 0; attempt++ {
 		var results []transfer.Result
@@ -690,25 +703,67 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 			return fmt.Errorf("send file data: %w", err)
 		}
 		var again []transfer.Item
+		// uncreated are creates that did not happen: refused (fallback set)
+		// or settled as a failure or deferral (f). Each is made with an
+		// entry op first; then a refused one is sent again, and a settled
+		// one is recorded as for any file whose entry op went through.
+		type uncreated struct {
+			it       transfer.Item
+			fallback bool
+			f        failure
+		}
+		var unmade []uncreated
 		for i, r := range results {
 			if r.Err == nil {
 				continue
 			}
 			it := items[i]
-			if errors.Is(r.Err, os.ErrNotExist) && !r.Retryable() || errors.Is(r.Err, transfer.ErrChanged) && attempt >= 4*m.cfg.Retries {
+			var f failure
+			switch {
+			case it.Create && refusedCreate(r.Err):
+				// The name is taken or the GFID is elsewhere (or the parent
+				// is missing): the entry op resolves it, then a plain
+				// transfer follows, not counted as another attempt.
+				unmade = append(unmade, uncreated{it: it, fallback: true})
+				continue
+			case errors.Is(r.Err, os.ErrNotExist) && !r.Retryable() || errors.Is(r.Err, transfer.ErrChanged) && attempt >= 4*m.cfg.Retries:
 				// Moved or removed since the scan, or written to without
 				// pause: not a failure, but not on the slave either. The
 				// next crawl (which sees the move or removal) sends it.
-				failed[it.GFID] = failure{Kind: deferred, Op: "DATA", Path: paths[it.GFID], GFID: it.GFID.String(),
+				f = failure{Kind: deferred, Op: "DATA", Path: paths[it.GFID], GFID: it.GFID.String(),
 					Code: errCode(r.Err), Message: r.Err.Error(), Attempts: attempt, At: time.Now()}
+			case attempt >= m.cfg.Retries && !errors.Is(r.Err, transfer.ErrChanged):
+				f = failure{Kind: "data", Op: "DATA", Path: paths[it.GFID], GFID: it.GFID.String(),
+					Code: errCode(r.Err), Message: r.Err.Error(), Attempts: attempt, At: time.Now()}
+			default:
+				again = append(again, it)
 				continue
 			}
-			if attempt >= m.cfg.Retries && !errors.Is(r.Err, transfer.ErrChanged) {
-				failed[it.GFID] = failure{Kind: "data", Op: "DATA", Path: paths[it.GFID], GFID: it.GFID.String(),
-					Code: errCode(r.Err), Message: r.Err.Error(), Attempts: attempt, At: time.Now()}
+			if it.Create {
+				unmade = append(unmade, uncreated{it: it, f: f})
 				continue
 			}
-			again = append(again, it)
+			failed[it.GFID] = f
+		}
+		if len(unmade) > 0 {
+			todo := make([]transfer.Item, len(unmade))
+			for i, u := range unmade {
+				todo[i] = u.it
+			}
+			if _, err := m.createEntries(ctx, todo, failed); err != nil {
+				return fmt.Errorf("create new files the data plane did not: %w", err)
+			}
+			for _, u := range unmade {
+				if _, bad := failed[u.it.GFID]; bad {
+					continue // its entry op failed: recorded as such
+				}
+				u.it.Create = false
+				if u.fallback {
+					again = append(again, u.it)
+				} else {
+					failed[u.it.GFID] = u.f
+				}
+			}
 		}
 		items = again
 		if len(items) > 0 {
