@@ -25,6 +25,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -147,6 +148,13 @@ func DevInoKey(dev, ino uint64) Key {
 	return Key(b)
 }
 
+// initialMmapSize is the index's first memory map: room for some 600,000
+// objects before bbolt has to remap.
+const initialMmapSize = 256 << 20
+
+// applyFillPercent is how full Apply packs the pages it splits.
+const applyFillPercent = 0.9
+
 // Options configures Open.
 type Options struct {
 	// LockTimeout bounds the wait for another process's lock on the file
@@ -167,7 +175,11 @@ func Open(path string, opts Options) (*DB, error) {
 	if to <= 0 {
 		to = time.Second
 	}
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: to})
+	// A map larger than the file costs only address space, and saves the
+	// remaps of a growing index: each copies every node a write
+	// transaction holds out of the old map (a first crawl's commit grows
+	// the file several times).
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: to, InitialMmapSize: initialMmapSize})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("open index %s: another georep master holds it; stop that master first: %w", path, err)
@@ -228,6 +240,15 @@ func (d *DB) Ctime(k Key) (ns int64, known bool, err error) {
 type Tx struct {
 	tx                                *bolt.Tx
 	objects, gfids, children, meta, f *bolt.Bucket
+	// pend, while Apply runs, holds its writes to objects, gfids and
+	// children, which reads see first; they reach bbolt at its end.
+	pend map[*bolt.Bucket]map[string]pending
+}
+
+// pending is one buffered write: a value, or a deletion.
+type pending struct {
+	v   []byte
+	del bool
 }
 
 func newTx(tx *bolt.Tx) *Tx {
@@ -241,6 +262,93 @@ func newTx(tx *bolt.Tx) *Tx {
 	}
 }
 
+// get reads key k of b, through Apply's buffered writes.
+func (t *Tx) get(b *bolt.Bucket, k []byte) []byte {
+	if w, ok := t.pend[b][string(k)]; ok {
+		if w.del {
+			return nil
+		}
+		return w.v
+	}
+	return b.Get(k)
+}
+
+// put writes k = v to b, or buffers it during Apply.
+func (t *Tx) put(b *bolt.Bucket, k, v []byte) error {
+	if t.pend != nil {
+		t.pend[b][string(k)] = pending{v: v}
+		return nil
+	}
+	return b.Put(k, v)
+}
+
+// del deletes k from b, or buffers the deletion during Apply.
+func (t *Tx) del(b *bolt.Bucket, k []byte) error {
+	if t.pend != nil {
+		t.pend[b][string(k)] = pending{del: true}
+		return nil
+	}
+	return b.Delete(k)
+}
+
+// Apply is Delete of each of deletes, then Put of each of puts, in that
+// order, with the same result; but each bucket is written once, in key
+// order. bbolt inserts a key into an in-memory node that is split only at
+// commit, shifting the keys after it: keys in a crawl's order (random file
+// handles and GFIDs) make a large commit quadratic, keys in order append.
+func (t *Tx) Apply(deletes []Key, puts []Object) error {
+	t.pend = map[*bolt.Bucket]map[string]pending{
+		t.objects: make(map[string]pending, len(puts)), t.gfids: make(map[string]pending, len(puts)),
+		t.children: make(map[string]pending, len(puts)),
+	}
+	err := t.applyBuffered(deletes, puts)
+	pend := t.pend
+	t.pend = nil
+	if err != nil {
+		return err
+	}
+	for _, b := range []*bolt.Bucket{t.objects, t.gfids, t.children} {
+		// Pages filled to 90% rather than bbolt's half: a first crawl's
+		// index takes half the pages (and the next crawl's reads half the
+		// page faults); a node that fits its page is not split, so later
+		// updates in place are unaffected, and an insert into a full page
+		// splits it as it would anyway.
+		b.FillPercent = applyFillPercent
+		w := pend[b]
+		keys := make([]string, 0, len(w))
+		for k := range w {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			var err error
+			if p := w[k]; p.del {
+				err = b.Delete([]byte(k))
+			} else {
+				err = b.Put([]byte(k), p.v)
+			}
+			if err != nil {
+				return fmt.Errorf("index: write %x: %w", k, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (t *Tx) applyBuffered(deletes []Key, puts []Object) error {
+	for _, k := range deletes {
+		if err := t.Delete(k); err != nil {
+			return err
+		}
+	}
+	for _, o := range puts {
+		if err := t.Put(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func childKey(parent gfid.GFID, name string) []byte {
 	b := make([]byte, 0, gfid.Size+1+len(name))
 	b = append(b, parent[:]...)
@@ -250,7 +358,7 @@ func childKey(parent gfid.GFID, name string) []byte {
 
 // Get returns the object with key k.
 func (t *Tx) Get(k Key) (Object, bool, error) {
-	v := t.objects.Get([]byte(k))
+	v := t.get(t.objects, []byte(k))
 	if v == nil {
 		return Object{}, false, nil
 	}
@@ -264,7 +372,7 @@ func (t *Tx) Get(k Key) (Object, bool, error) {
 // Ctime returns the indexed ctime of key k. It reads that one field of the
 // record instead of decoding it all: a crawl asks for every object it sees.
 func (t *Tx) Ctime(k Key) (ns int64, known bool, err error) {
-	v := t.objects.Get([]byte(k))
+	v := t.get(t.objects, []byte(k))
 	if v == nil {
 		return 0, false, nil
 	}
@@ -307,7 +415,7 @@ const ctimeField = 8
 
 // ByGFID returns the key of the object with GFID g.
 func (t *Tx) ByGFID(g gfid.GFID) (Key, bool) {
-	v := t.gfids.Get(g[:])
+	v := t.get(t.gfids, g[:])
 	if v == nil {
 		return "", false
 	}
@@ -316,7 +424,7 @@ func (t *Tx) ByGFID(g gfid.GFID) (Key, bool) {
 
 // Child returns the key indexed at (parent, name).
 func (t *Tx) Child(parent gfid.GFID, name string) (Key, bool) {
-	v := t.children.Get(childKey(parent, name))
+	v := t.get(t.children, childKey(parent, name))
 	if v == nil {
 		return "", false
 	}
@@ -395,14 +503,14 @@ func (t *Tx) Put(o Object) error {
 	if err != nil {
 		return err
 	}
-	if err := t.objects.Put(k, v); err != nil {
+	if err := t.put(t.objects, k, v); err != nil {
 		return fmt.Errorf("index: store object: %w", err)
 	}
-	if err := t.gfids.Put(o.GFID.Bytes(), k); err != nil {
+	if err := t.put(t.gfids, o.GFID.Bytes(), k); err != nil {
 		return fmt.Errorf("index: store gfid: %w", err)
 	}
 	for _, l := range o.Links {
-		if err := t.children.Put(childKey(l.Parent, l.Name), k); err != nil {
+		if err := t.put(t.children, childKey(l.Parent, l.Name), k); err != nil {
 			return fmt.Errorf("index: store link: %w", err)
 		}
 	}
@@ -425,15 +533,15 @@ func (t *Tx) Delete(k Key) error {
 			return err
 		}
 	}
-	if err := t.objects.Delete(kb); err != nil {
+	if err := t.del(t.objects, kb); err != nil {
 		return fmt.Errorf("index: delete object: %w", err)
 	}
 	return nil
 }
 
 func (t *Tx) deleteIfPoints(b *bolt.Bucket, key, want []byte) error {
-	if v := b.Get(key); v != nil && bytes.Equal(v, want) {
-		if err := b.Delete(key); err != nil {
+	if v := t.get(b, key); v != nil && bytes.Equal(v, want) {
+		if err := t.del(b, key); err != nil {
 			return fmt.Errorf("index: delete %x: %w", key, err)
 		}
 	}

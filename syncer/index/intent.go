@@ -2,6 +2,8 @@ package index
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -13,17 +15,33 @@ import (
 // those, so a later delete on the master reaches them.
 var bucketIntents = []byte("intents")
 
-// PutIntent records that o is about to be created on the slave.
-func (t *Tx) PutIntent(o Object) error {
+// PutIntents records that objs are about to be created on the slave (or
+// to get names the index does not know yet).
+//
+// They are written in key order into pages filled to the brim: bbolt
+// shifts a node's later keys on every insert until the node is split at
+// commit, so keys in a crawl's order would make a large batch quadratic,
+// and the bucket is only ever read whole and deleted whole.
+func (t *Tx) PutIntents(objs []Object) error {
+	if len(objs) == 0 {
+		return nil
+	}
 	b, err := t.tx.CreateBucketIfNotExists(bucketIntents)
 	if err != nil {
 		return fmt.Errorf("create bucket %s: %w", bucketIntents, err)
 	}
-	v, err := encode(o)
-	if err != nil {
-		return err
+	b.FillPercent = 1
+	sorted := slices.SortedFunc(slices.Values(objs), func(a, b Object) int { return strings.Compare(string(a.Key), string(b.Key)) })
+	for _, o := range sorted {
+		v, err := encode(o)
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte(o.Key), v); err != nil {
+			return fmt.Errorf("index: store intent: %w", err)
+		}
 	}
-	return b.Put([]byte(o.Key), v)
+	return nil
 }
 
 // Intents returns the objects recorded by PutIntent and not yet cleared.

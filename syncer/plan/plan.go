@@ -86,21 +86,21 @@ type Plan struct {
 // Empty reports whether the plan has no slave work.
 func (p *Plan) Empty() bool { return len(p.Entries) == 0 && len(p.Meta) == 0 && len(p.Data) == 0 }
 
-// Commit writes the plan's index changes and the root identity in tx.
+// Commit writes the plan's index changes and the root identity in tx:
+// the deletions first, then the puts, in one Apply (each bucket written in
+// key order: a first crawl's commit is otherwise quadratic).
 func (p *Plan) Commit(tx *index.Tx) error {
+	var deletes []index.Key
+	puts := make([]index.Object, 0, len(p.Changes))
 	for _, c := range p.Changes {
 		if c.Object == nil {
-			if err := tx.Delete(c.Key); err != nil {
-				return err
-			}
+			deletes = append(deletes, c.Key)
+		} else {
+			puts = append(puts, *c.Object)
 		}
 	}
-	for _, c := range p.Changes {
-		if c.Object != nil {
-			if err := tx.Put(*c.Object); err != nil {
-				return err
-			}
-		}
+	if err := tx.Apply(deletes, puts); err != nil {
+		return err
 	}
 	return tx.SetRootID(p.RootID)
 }
