@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -462,17 +463,51 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 // recordIntents durably notes, before anything is sent, the objects p
 // creates, moves or links on the slave: a master killed before the commit
 // finds them in recoverIntents.
+//
+// Only a record that gives the slave something the index cannot find is
+// noted: a new object, a new GFID, a name the index does not have. A
+// change of data or attributes alone, or a lost name, leaves the slave
+// holding nothing beyond the index's names for that GFID; the index's
+// older record already makes the next crawl redo it. A batch of 1% changed
+// files so writes nothing, and makes no transaction (no fsync) at all.
 func (m *master) recordIntents(p *plan.Plan) error {
-	return m.db.Update(func(tx *index.Tx) error {
+	var objs []index.Object
+	err := m.db.View(func(tx *index.Tx) error {
 		for _, c := range p.Changes {
-			if c.Object != nil {
-				if err := tx.PutIntent(*c.Object); err != nil {
-					return err
-				}
+			if c.Object == nil {
+				continue
+			}
+			old, known, err := tx.Get(c.Object.Key)
+			if err != nil {
+				return err
+			}
+			if !known || addsNames(&old, c.Object) {
+				objs = append(objs, *c.Object)
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("read the index before recording the batch's creations: %w", err)
+	}
+	if len(objs) == 0 {
+		return nil
+	}
+	return m.db.Update(func(tx *index.Tx) error { return tx.PutIntents(objs) })
+}
+
+// addsNames reports whether the record n puts on the slave a GFID or a
+// name that the indexed record old does not have.
+func addsNames(old, n *index.Object) bool {
+	if old.GFID != n.GFID {
+		return true
+	}
+	for _, l := range n.Links {
+		if !slices.Contains(old.Links, l) {
+			return true
+		}
+	}
+	return false
 }
 
 // recoverIntents runs before the first crawl. A killed master may have
