@@ -111,6 +111,10 @@ type master struct {
 	mu   sync.Mutex
 	st   status.Status
 	ckpt *checkpoint.Watcher // made by the first publish, under mu
+
+	// dialled is closed when the first connection attempt, started with
+	// the session, has ended; see awaitDial.
+	dialled chan struct{}
 }
 
 // Run runs a master session until ctx ends (continuous) or, with
@@ -196,6 +200,20 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}, client.SessionOptions{Master: mark, Force: cfg.Force, KeepAliveInterval: cfg.KeepAliveInterval,
 		Logger: log, OnState: m.onSessionState})
 	defer m.sess.Close()
+
+	// Dial now, while the index is read and the first crawl runs: ssh, the
+	// remote georep's start and the handshake otherwise wait for the plan
+	// (a tenth of a second and more: a --once run of a 1% change is not
+	// much longer than that). The session dials one connection at a time
+	// only if asked one at a time, so every use of it awaits this first.
+	dialCtx, stopDial := context.WithCancel(ctx)
+	m.dialled = make(chan struct{})
+	go func() {
+		defer close(m.dialled)
+		// An error is the first Do's to report: it dials again.
+		_, _ = m.sess.Connect(dialCtx)
+	}()
+	defer func() { stopDial(); <-m.dialled }()
 
 	if err := m.recoverIntents(ctx); err != nil {
 		return err
@@ -434,7 +452,9 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 	for _, d := range p.Data {
 		dataBytes += d.Size
 	}
-	m.obs.CrawlPlanned(crawl, len(p.Entries), len(p.Meta), len(p.Data), dataBytes, time.Since(began))
+	var ph phaseTimes
+	ph.plan = time.Since(began)
+	m.obs.CrawlPlanned(crawl, len(p.Entries), len(p.Meta), len(p.Data), dataBytes, ph.plan)
 	pending := status.Pending{Entry: int64(len(p.Entries)), Data: int64(len(p.Data)), Meta: int64(len(p.Meta))}
 	m.publish(func(s *status.Status) {
 		s.Pending = pending
@@ -442,15 +462,23 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 			s.OldestPending = cutAt
 		}
 	})
+	t := time.Now()
 	if err := m.recordIntents(p); err != nil {
 		return 0, 0, err
 	}
-	failed, err := m.apply(ctx, p)
+	ph.intents = time.Since(t)
+	failed, err := m.apply(ctx, p, &ph)
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := m.commit(ctx, p, failed, cutAt); err != nil {
+	if err := m.commit(ctx, p, failed, cutAt, &ph); err != nil {
 		return 0, 0, err
+	}
+	if !p.Empty() {
+		m.log.Debug("batch phases", "plan", ph.plan.Round(time.Millisecond), "intents", ph.intents.Round(time.Millisecond),
+			"entries", ph.entries.Round(time.Millisecond), "data", ph.data.Round(time.Millisecond),
+			"meta", ph.meta.Round(time.Millisecond), "stime", ph.stime.Round(time.Millisecond),
+			"index", ph.index.Round(time.Millisecond))
 	}
 	failures, deferrals = counts(failed)
 	if !p.Empty() {
@@ -528,6 +556,9 @@ func (m *master) recoverIntents(ctx context.Context) error {
 	}
 	if len(intents) == 0 {
 		return nil
+	}
+	if err := m.awaitDial(ctx); err != nil {
+		return err
 	}
 	// The names the index knows for each intended object, checked too.
 	known := map[index.Key][]index.Link{}
@@ -625,19 +656,45 @@ func counts(failed map[gfid.GFID]failure) (failures, deferrals int) {
 	return failures, deferrals
 }
 
+// awaitDial waits for the dial started with the session to end, so that
+// the session is not asked for a second connection while it makes the
+// first. Every use of the session (recoverIntents, then apply, which comes
+// before commit) waits here first.
+func (m *master) awaitDial(ctx context.Context) error {
+	select {
+	case <-m.dialled:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// phaseTimes is how long each step of a batch took (the debug log's
+// "batch phases"): where a slow batch spends its time.
+type phaseTimes struct {
+	plan, intents, entries, data, meta, stime, index time.Duration
+}
+
 // apply sends p's entries, data and meta, retrying failing items, and
 // returns the GFIDs given up on.
-func (m *master) apply(ctx context.Context, p *plan.Plan) (map[gfid.GFID]failure, error) {
+func (m *master) apply(ctx context.Context, p *plan.Plan, ph *phaseTimes) (map[gfid.GFID]failure, error) {
+	if err := m.awaitDial(ctx); err != nil {
+		return nil, err
+	}
 	failed := map[gfid.GFID]failure{}
+	t := time.Now()
 	if err := m.applyEntries(ctx, p.Entries, failed); err != nil {
 		return nil, err
 	}
+	ph.entries, t = time.Since(t), time.Now()
 	if err := m.applyData(ctx, p.Data, failed); err != nil {
 		return nil, err
 	}
+	ph.data, t = time.Since(t), time.Now()
 	if err := m.applyMeta(ctx, p.Meta, failed); err != nil {
 		return nil, err
 	}
+	ph.meta = time.Since(t)
 	return failed, nil
 }
 
@@ -845,7 +902,8 @@ func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed map
 // An item given up on holds the stime back: stime never passes work the
 // slave does not have (gsyncd moved on and lost it silently). The lag then
 // grows in the status until a later crawl gets the item through.
-func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]failure, cutAt time.Time) error {
+func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]failure, cutAt time.Time, ph *phaseTimes) error {
+	t := time.Now()
 	m.mu.Lock()
 	stime := m.st.LastSynced
 	m.mu.Unlock()
@@ -862,6 +920,7 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 			return fmt.Errorf("record stime on the slave: %w", err)
 		}
 	}
+	ph.stime, t = time.Since(t), time.Now()
 	err := m.db.Update(func(tx *index.Tx) error {
 		kept := *p
 		kept.Changes = nil
@@ -913,6 +972,7 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 	if err != nil {
 		return fmt.Errorf("commit the index: %w", err)
 	}
+	ph.index = time.Since(t)
 	var recent []failure
 	for _, f := range failed {
 		if f.Kind != deferred {
