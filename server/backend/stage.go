@@ -5,8 +5,9 @@ package backend
 // as <gfid in hex>: the basis rsync deltas against. rsync, never run with
 // --inplace, writes each new content to a temp there and renames it over
 // the basis link, so the real file and the index are never touched.
-// InstallStaged then puts each delivered file in place by GFID with the
-// same machinery PutFiles uses (FileWriter.install): a rename over a file's
+// InstallStaged then flushes the delivered files together (SyncPuts, one
+// syncfs per group) and puts each in place by GFID with the same
+// machinery PutFiles uses (FileWriter.install): a rename over a file's
 // sole name or a copy into the inode of a hard-link group. Whatever names
 // the file has meanwhile, content lands on the identity it was sent for.
 
@@ -190,13 +191,29 @@ func removeAll(d *dirfd.Dir, name string, depth int) error {
 	return errors.Join(errs...)
 }
 
+// installGroup bounds the delivered files InstallStaged holds open between
+// their flush and their install: one group takes one flush, and its open
+// temps stay well below any descriptor limit.
+const installGroup = 512
+
 // InstallStaged installs files from the staging directory stage, one
 // result per file in order; with finish the directory is removed after.
 // A file whose staged copy is still its basis inode (rsync did not
 // replace it) counts as already identical when its size is the expected
 // one, and EBADMSG otherwise; a staged copy of another size is EBADMSG.
 // A failed install keeps the previous content.
+//
+// Delivered content is flushed as native mode's group commit does
+// (SyncPuts): the staged copies of up to installGroup files are taken and
+// given their identity, flushed together by one syncfs, and only then put
+// in place in order, so no name ever shows content that was not on disk.
 func (b *Backend) InstallStaged(stage string, files []StagedFile, finish bool) ([]StagedResult, error) {
+	return b.installStaged(stage, files, finish, nil)
+}
+
+// installStaged is InstallStaged with hook (tests) set on every delivered
+// file's writer: it sees the "sync" and install steps in order.
+func (b *Backend) installStaged(stage string, files []StagedFile, finish bool, hook func(step string) error) ([]StagedResult, error) {
 	if err := validStage(stage); err != nil {
 		return nil, fmt.Errorf("install staged files: %w", err)
 	}
@@ -210,19 +227,74 @@ func (b *Backend) InstallStaged(stage string, files []StagedFile, finish bool) (
 		return nil, err
 	}
 	res := make([]StagedResult, len(files))
-	for i, f := range files {
-		res[i] = b.installOne(sd, f)
-		if res[i].Err != nil {
-			res[i].Err = fmt.Errorf("install staged content of %s: %w", f.GFID, res[i].Err)
-		}
+	for start := 0; start < len(files); start += installGroup {
+		end := min(start+installGroup, len(files))
+		b.installGroup(sd, files[start:end], res[start:end], hook)
 	}
 	sd.Close()
+	for i := range res {
+		if res[i].Err != nil {
+			res[i].Err = fmt.Errorf("install staged content of %s: %w", files[i].GFID, res[i].Err)
+		}
+	}
 	if finish {
 		if err := b.removeStage(stage); err != nil {
 			return res, err
 		}
 	}
 	return res, nil
+}
+
+// installGroup takes every delivered file of files into .georep/tmp with
+// its identity, flushes them all at once, then installs them in order.
+// Files with nothing to flush (discarded, refused, still the basis) get
+// their result on the way.
+func (b *Backend) installGroup(sd *dirfd.Dir, files []StagedFile, res []StagedResult, hook func(string) error) {
+	var ws []*FileWriter
+	var at []int
+	for i, f := range files {
+		w, r := b.takeOne(sd, f)
+		if w == nil {
+			res[i] = r
+			continue
+		}
+		w.installHook = hook
+		ws = append(ws, w)
+		at = append(at, i)
+	}
+	if len(ws) == 0 {
+		return
+	}
+	// rsync checked each file's whole content against the sender's
+	// checksum and takeOne its size: what SyncPuts asks of a temp.
+	for _, w := range ws {
+		w.verified = true
+	}
+	if err := b.SyncPuts(ws); err != nil {
+		for _, i := range at {
+			res[i] = StagedResult{Err: fmt.Errorf("previous content kept: %w", err)}
+		}
+		return
+	}
+	for k, w := range ws {
+		res[at[k]] = b.installTaken(w)
+	}
+}
+
+// installTaken puts one flushed writer in place under the write lock; its
+// temp is gone afterwards either way.
+func (b *Backend) installTaken(w *FileWriter) StagedResult {
+	defer w.discard()
+	s, err := b.lock()
+	if err != nil {
+		return StagedResult{Err: err}
+	}
+	defer b.unlock(s)
+	how, err := w.install(s)
+	if err != nil {
+		return StagedResult{Err: err}
+	}
+	return StagedResult{Install: how, Written: w.h.Size}
 }
 
 // openStage opens an existing staging directory (never through a symlink).
@@ -261,33 +333,47 @@ func (b *Backend) removeStage(stage string) error {
 	return nil
 }
 
-func (b *Backend) installOne(sd *dirfd.Dir, f StagedFile) StagedResult {
+// takeOne prepares one file: a delivered copy comes back as a writer
+// holding it in .georep/tmp with its identity, waiting for the flush;
+// anything else is settled here and comes back as its result.
+func (b *Backend) takeOne(sd *dirfd.Dir, f StagedFile) (*FileWriter, StagedResult) {
 	name := f.GFID.Hex()
 	if f.Discard {
 		if err := removeAll(sd, name, 0); err != nil {
 			b.log.Warn("cannot remove a discarded staged file; finishing the stage removes it", "gfid", f.GFID, "err", err)
 		}
-		return StagedResult{Err: fmt.Errorf("the master gave it up (it changed during the transfer); previous content kept: %w", unix.ECANCELED)}
+		return nil, StagedResult{Err: fmt.Errorf("the master gave it up (it changed during the transfer); previous content kept: %w", unix.ECANCELED)}
 	}
 	st, err := sd.Lstat(name)
 	if errors.Is(err, unix.ENOENT) {
-		return StagedResult{Err: fmt.Errorf("rsync delivered nothing (was the file staged?): %w", unix.EBADMSG)}
+		return nil, StagedResult{Err: fmt.Errorf("rsync delivered nothing (was the file staged?): %w", unix.EBADMSG)}
 	}
 	if err != nil {
-		return StagedResult{Err: err}
+		return nil, StagedResult{Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return StagedResult{Err: fmt.Errorf("the staged copy is not a regular file (mode %#o): %w", st.Mode, unix.EBADMSG)}
+		return nil, StagedResult{Err: fmt.Errorf("the staged copy is not a regular file (mode %#o): %w", st.Mode, unix.EBADMSG)}
 	}
 	if st.Nlink != 1 {
 		// Still the basis (a link of the real file), or something a client
 		// linked there: not new content, and never to be renamed anywhere.
-		return b.keepBasis(sd, f, st)
+		return nil, b.keepBasis(sd, f, st)
 	}
 	if st.Size != f.Size {
-		return StagedResult{Err: fmt.Errorf("rsync delivered %d bytes, the master expected %d; previous content kept: %w", st.Size, f.Size, unix.EBADMSG)}
+		return nil, StagedResult{Err: fmt.Errorf("rsync delivered %d bytes, the master expected %d; previous content kept: %w", st.Size, f.Size, unix.EBADMSG)}
 	}
-	return b.installDelivered(sd, f)
+	w := &FileWriter{b: b, tmpName: tempName(), h: PutHeader{
+		GFID: f.GFID, Size: f.Size, LinkParent: f.LinkParent, LinkName: f.LinkName, Stat: f.Stat,
+	}}
+	if err := b.takeStaged(sd, name, w); err != nil {
+		return nil, StagedResult{Err: err}
+	}
+	// The identity goes on first, so it is flushed with the content.
+	if err := unix.Fsetxattr(int(w.f.Fd()), b.gfidAttr, f.GFID[:], 0); err != nil {
+		w.discard()
+		return nil, StagedResult{Err: fmt.Errorf("give the staged copy its gfid: %w", err)}
+	}
+	return w, StagedResult{}
 }
 
 // keepBasis handles a staged copy rsync did not replace: when it is the
@@ -324,36 +410,6 @@ func (b *Backend) keepBasis(sd *dirfd.Dir, f StagedFile, st unix.Stat_t) StagedR
 		b.log.Warn("cannot remove a staged basis; finishing the stage removes it", "gfid", f.GFID, "err", err)
 	}
 	return StagedResult{Written: 0}
-}
-
-// installDelivered moves the staged copy into .georep/tmp, gives it its
-// identity, flushes it and installs it as PutFiles would.
-func (b *Backend) installDelivered(sd *dirfd.Dir, f StagedFile) StagedResult {
-	w := &FileWriter{b: b, tmpName: tempName(), h: PutHeader{
-		GFID: f.GFID, Size: f.Size, LinkParent: f.LinkParent, LinkName: f.LinkName, Stat: f.Stat,
-	}}
-	if err := b.takeStaged(sd, f.GFID.Hex(), w); err != nil {
-		return StagedResult{Err: err}
-	}
-	defer w.discard()
-	// The identity goes on first, so it is flushed with the content.
-	if err := unix.Fsetxattr(int(w.f.Fd()), b.gfidAttr, f.GFID[:], 0); err != nil {
-		return StagedResult{Err: fmt.Errorf("give the staged copy its gfid: %w", err)}
-	}
-	// Flushed before anything points at it.
-	if err := w.f.Sync(); err != nil {
-		return StagedResult{Err: fmt.Errorf("flush the staged copy: %w", err)}
-	}
-	s, err := b.lock()
-	if err != nil {
-		return StagedResult{Err: err}
-	}
-	defer b.unlock(s)
-	how, err := w.install(s)
-	if err != nil {
-		return StagedResult{Err: err}
-	}
-	return StagedResult{Install: how, Written: f.Size}
 }
 
 // takeStaged opens the staged copy name and renames it into .georep/tmp as

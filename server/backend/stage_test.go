@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -232,4 +234,182 @@ func TestInstallStagedRefusesAForeignLink(t *testing.T) {
 	if string(fileBytes(t, filepath.Join(dir, "y"))) != "yy" {
 		t.Errorf("y changed")
 	}
+}
+
+// rsyncAll runs one real rsync, as the master's runs do, delivering each
+// content to <stage>/<gfid hex>.
+func rsyncAll(t *testing.T, b *Backend, stage string, contents map[gfid.GFID][]byte) {
+	t.Helper()
+	src := t.TempDir()
+	for g, c := range contents {
+		if err := os.WriteFile(filepath.Join(src, g.Hex()), c, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := filepath.Join(b.Root(), ReservedDir, StageDirName, stage) + "/"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "rsync", "-r", "--ignore-times", src+"/", dst).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rsync into the stage: %v\n%s", err, out)
+	}
+}
+
+// TestInstallStagedSyncedBeforeInstall: InstallStaged flushes each group
+// of delivered files (SyncPuts: one syncfs, or an fsync each below
+// syncfsMin) before it puts any of that group in place, files that need no
+// flush (discarded, still the basis) take no part, a new file without a
+// basis is installed like the rest, and a failed flush installs nothing.
+func TestInstallStagedSyncedBeforeInstall(t *testing.T) {
+	tests := []struct {
+		name      string
+		delivered int  // files rsync delivers new content for
+		links     int  // extra hard links of each: installed in place
+		noBasis   bool // the delivered files were not staged (new files)
+		extras    bool // plus a discarded file and one rsync left alone
+		failSync  bool
+	}{
+		{name: "one file, fsync", delivered: 1},
+		{name: "below syncfsMin", delivered: syncfsMin - 1},
+		{name: "syncfs batch", delivered: 3 * syncfsMin},
+		{name: "two groups", delivered: installGroup + 3},
+		{name: "hard-link groups", delivered: syncfsMin, links: 1},
+		{name: "new files, no basis", delivered: syncfsMin, noBasis: true},
+		{name: "with a discard and an unchanged file", delivered: syncfsMin, extras: true},
+		{name: "flush fails", delivered: syncfsMin + 1, failSync: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, dir := newBackend(t)
+			old := []byte("old content")
+			var files []StagedFile
+			var staged []gfid.GFID
+			deliver := map[gfid.GFID][]byte{}
+			names := map[gfid.GFID]string{}
+			for i := range tc.delivered {
+				x, name := gfid.New(), fmt.Sprintf("f%04d", i)
+				writeOld(t, b, dir, x, name, old)
+				for l := range tc.links {
+					apply(t, b, link(x, gfid.Root, fmt.Sprintf("%s-link%d", name, l), nil))
+				}
+				if !tc.noBasis {
+					staged = append(staged, x)
+				}
+				deliver[x] = bytes.Repeat([]byte{byte(i)}, 100+i)
+				names[x] = name
+				files = append(files, StagedFile{GFID: x, Size: int64(100 + i), LinkParent: gfid.Root, LinkName: name})
+			}
+			var keep []gfid.GFID // files whose old content must stay
+			if tc.extras {
+				discarded, same := gfid.New(), gfid.New()
+				writeOld(t, b, dir, discarded, "discarded", old)
+				writeOld(t, b, dir, same, "same", old)
+				staged = append(staged, discarded, same)
+				deliver[discarded] = []byte("never installed")
+				names[discarded], names[same] = "discarded", "same"
+				// Between the delivered files, so each group's order shows.
+				files = slices.Insert(files, 1,
+					StagedFile{GFID: discarded, Size: 15, LinkParent: gfid.Root, LinkName: "discarded", Discard: true},
+					StagedFile{GFID: same, Size: int64(len(old)), LinkParent: gfid.Root, LinkName: "same"})
+				keep = append(keep, discarded, same)
+			}
+			stage := stage1(t, b, staged...)
+			rsyncAll(t, b, stage, deliver)
+
+			var events []string
+			hook := func(step string) error {
+				events = append(events, step)
+				if step == "sync" && tc.failSync {
+					return fmt.Errorf("test: the flush fails: %w", unix.EIO)
+				}
+				return nil
+			}
+			res, err := b.installStaged(stage, files, true, hook)
+			if err != nil {
+				t.Fatalf("InstallStaged: %v", err)
+			}
+			if len(res) != len(files) {
+				t.Fatalf("%d results for %d files", len(res), len(files))
+			}
+
+			// Each group: a flush of every delivered file, then its installs.
+			installStep := map[bool]string{true: "copy", false: "rename"}[tc.links > 0]
+			var want []string
+			for start := 0; start < len(files); start += installGroup {
+				n := 0
+				for _, f := range files[start:min(start+installGroup, len(files))] {
+					if _, ok := deliver[f.GFID]; ok && !f.Discard {
+						n++
+					}
+				}
+				if tc.failSync {
+					// SyncPuts stops at the first failed flush.
+					want = append(want, "sync")
+					break
+				}
+				for range n {
+					want = append(want, "sync")
+				}
+				for range n {
+					want = append(want, installStep)
+				}
+			}
+			if !slices.Equal(events, want) {
+				t.Errorf("steps %v,\nwant %v", compactSteps(events), compactSteps(want))
+			}
+
+			for i, f := range files {
+				r := res[i]
+				p := filepath.Join(dir, names[f.GFID])
+				switch {
+				case f.Discard:
+					if !errors.Is(r.Err, unix.ECANCELED) {
+						t.Errorf("discarded file: %v, want ECANCELED", r.Err)
+					}
+				case slices.Contains(keep, f.GFID):
+					if r.Err != nil || r.Install != InstallNone {
+						t.Errorf("unchanged file: %v (%v), want nothing installed", r.Install, r.Err)
+					}
+				case tc.failSync:
+					if !errors.Is(r.Err, unix.EIO) {
+						t.Errorf("file %d after a failed flush: %v, want EIO", i, r.Err)
+					}
+					if got := fileBytes(t, p); !bytes.Equal(got, old) {
+						t.Errorf("file %d changed although its flush failed", i)
+					}
+				default:
+					if r.Err != nil || r.Written != f.Size {
+						t.Errorf("file %d: %v, wrote %d, want %d", i, r.Err, r.Written, f.Size)
+					}
+					if got := fileBytes(t, p); !bytes.Equal(got, deliver[f.GFID]) {
+						t.Errorf("file %d holds %d bytes, want the delivered %d", i, len(got), len(deliver[f.GFID]))
+					}
+					if g := gfidOfPath(t, b, p); g != f.GFID {
+						t.Errorf("file %d carries gfid %s, want %s", i, g, f.GFID)
+					}
+				}
+			}
+			for _, x := range keep {
+				if got := fileBytes(t, filepath.Join(dir, names[x])); !bytes.Equal(got, old) {
+					t.Errorf("%s: %q, want the old content kept", names[x], got)
+				}
+			}
+			dirEmpty(t, filepath.Join(dir, ReservedDir, StageDirName))
+			dirEmpty(t, filepath.Join(dir, ReservedDir, tmpDirName))
+		})
+	}
+}
+
+// compactSteps shortens a step list for a message: runs become "step×n".
+func compactSteps(steps []string) []string {
+	var out []string
+	for i := 0; i < len(steps); {
+		j := i
+		for j < len(steps) && steps[j] == steps[i] {
+			j++
+		}
+		out = append(out, fmt.Sprintf("%s×%d", steps[i], j-i))
+		i = j
+	}
+	return out
 }
