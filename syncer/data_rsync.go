@@ -3,8 +3,10 @@ package syncer
 // --sync-mode rsync: file content goes by rsync into the slave's staging
 // area, addressed by GFID on both ends, then is installed by GFID.
 //
-// One batch (at most rsyncBatch files): StageFiles links each file's
-// current slave content into a fresh stage as <gfid hex> (rsync's basis);
+// Up to --sync-jobs runs go at once on disjoint shares of the files. One
+// run (at most rsyncBatch files): StageFiles links each file's current
+// slave content into a fresh stage as <gfid hex> (rsync's basis; a new
+// file has none and rsync writes it whole);
 // the master makes a private symlink farm <state>/rsync/<stage>/<gfid hex>
 // -> <root>/<path>, notes each file's inode, size, mtime and ctime, and
 // runs ONE rsync (--copy-links --ignore-times --files-from, no --inplace)
@@ -32,6 +34,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -44,6 +47,8 @@ import (
 const (
 	// rsyncBatch bounds the files of one rsync run (and one stage).
 	rsyncBatch = 10000
+	// rsyncMinShare is the fewest files sendRsync gives a parallel run.
+	rsyncMinShare = 64
 	// rsyncIOTimeout is rsync's --timeout: a transfer that moves nothing
 	// for this long fails (and is retried) instead of hanging.
 	rsyncIOTimeout = 5 * time.Minute
@@ -63,7 +68,9 @@ const (
 // ErrRsync is a file rsync did not deliver, with rsync's reason.
 var ErrRsync = errors.New("rsync did not deliver the file")
 
-// sendRsync moves items' content with rsync, in batches.
+// sendRsync moves items' content with rsync: up to SyncJobs runs at once,
+// each on its own disjoint share of the items and its own stage, so one
+// run's staging and install overlap another's transfer.
 func (m *master) sendRsync(ctx context.Context, c *client.Conn, items []transfer.Item) ([]transfer.Result, error) {
 	shell, err := c.RsyncShell(ctx)
 	if err != nil {
@@ -75,13 +82,44 @@ func (m *master) sendRsync(ctx context.Context, c *client.Conn, items []transfer
 		return nil, fmt.Errorf("resolve the master root %s: %w", m.cfg.Root, err)
 	}
 	results := make([]transfer.Result, len(items))
-	for start := 0; start < len(items); start += rsyncBatch {
-		end := min(start+rsyncBatch, len(items))
-		if err := m.sendRsyncBatch(ctx, c, shell, rootPath, items[start:end], results[start:end]); err != nil {
-			return nil, err
-		}
+	shares := rsyncShares(len(items), m.cfg.SyncJobs)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for _, sh := range shares {
+		wg.Go(func() {
+			for start := sh[0]; start < sh[1]; start += rsyncBatch {
+				end := min(start+rsyncBatch, sh[1])
+				if err := m.sendRsyncBatch(ctx, c, shell, rootPath, items[start:end], results[start:end]); err != nil {
+					// The first failure stops the other runs: the
+					// session retries all of items.
+					cancel(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
 	}
 	return results, nil
+}
+
+// rsyncShares splits n items into at most jobs contiguous [start, end)
+// ranges of near-equal size, none smaller than rsyncMinShare unless there
+// are fewer items: a run costs a StageFiles, an rsync start and an
+// InstallStaged, which a handful of files would not repay.
+func rsyncShares(n, jobs int) [][2]int {
+	jobs = max(1, min(jobs, n/rsyncMinShare))
+	shares := make([][2]int, 0, jobs)
+	for j := range jobs {
+		start, end := n*j/jobs, n*(j+1)/jobs
+		if start < end {
+			shares = append(shares, [2]int{start, end})
+		}
+	}
+	return shares
 }
 
 // sendRsyncBatch sends one batch. rsync aborts the whole run on some per-file
@@ -146,21 +184,31 @@ type rsyncRun struct {
 	// named counts the items rsync's stderr named.
 	collateral []bool
 	named      int
+	// timing is where the run's time went, for the debug log.
+	timing struct{ stage, farm, rsync, check, install time.Duration }
 }
 
 func (r *rsyncRun) run(ctx context.Context) error {
-	gs := make([][]byte, len(r.items))
+	start := time.Now()
+	// A new file's slave content is the empty inode its CREATE made: no
+	// basis worth linking, and without one rsync writes the file fresh
+	// (the install still finds the file by GFID and checks it).
+	var gs [][]byte
+	var basis []int
 	r.byHex = make(map[string]int, len(r.items))
 	for i, it := range r.items {
-		gs[i] = it.GFID.Bytes()
 		r.byHex[it.GFID.Hex()] = i
+		if !it.New {
+			gs = append(gs, it.GFID.Bytes())
+			basis = append(basis, i)
+		}
 	}
 	resp, err := r.c.Slave.StageFiles(ctx, &pb.StageFilesRequest{Gfids: gs})
 	if err != nil {
 		return fmt.Errorf("stage files on the slave: %w", r.c.Explain(err))
 	}
-	if len(resp.GetResults()) != len(r.items) {
-		return fmt.Errorf("stage files: the slave answered %d results for %d files", len(resp.GetResults()), len(r.items))
+	if len(resp.GetResults()) != len(gs) {
+		return fmt.Errorf("stage files: the slave answered %d results for %d files", len(resp.GetResults()), len(gs))
 	}
 	r.stage = resp.GetStage()
 	if err := dirNameOK(r.stage); err != nil {
@@ -170,17 +218,23 @@ func (r *rsyncRun) run(ctx context.Context) error {
 	r.marks = make([]fileMark, len(r.items))
 	r.sent = make([]int64, len(r.items))
 	r.logged = make([]bool, len(r.items))
-	for i, res := range resp.GetResults() {
-		if res.GetErrno() != 0 {
-			r.results[i].Err = &transfer.RemoteError{Errno: unix.Errno(res.GetErrno()), Code: res.GetCode(), Message: res.GetMessage()}
-			continue
-		}
+	for i := range r.items {
 		r.staged[i] = true
 	}
+	for k, res := range resp.GetResults() {
+		if res.GetErrno() != 0 {
+			i := basis[k]
+			r.results[i].Err = &transfer.RemoteError{Errno: unix.Errno(res.GetErrno()), Code: res.GetCode(), Message: res.GetMessage()}
+			r.staged[i] = false
+		}
+	}
+	r.timing.stage = time.Since(start)
 	r.farm = filepath.Join(r.m.cfg.StateDir, "rsync", r.stage)
 	defer os.RemoveAll(r.farm)
 	defer os.Remove(r.farm + ".list")
+	start = time.Now()
 	list, err := r.makeFarm()
+	r.timing.farm = time.Since(start)
 	if err != nil {
 		r.finish(ctx, nil, err)
 		return err
@@ -329,8 +383,9 @@ func (r *rsyncRun) rsync(ctx context.Context, list string) (map[int]error, error
 	for _, n := range r.sent {
 		sent += n
 	}
+	r.timing.rsync = time.Since(start)
 	r.m.log.Debug("rsync batch done", "stage", r.stage, "files", len(r.items), "exit", code,
-		"sent_bytes", sent, "elapsed", time.Since(start), "named_failures", len(failures))
+		"sent_bytes", sent, "elapsed", r.timing.rsync, "named_failures", len(failures))
 	if ctx.Err() != nil && code != 0 {
 		return failures, ctx.Err()
 	}
@@ -495,6 +550,7 @@ func rsyncExitText(code int) string {
 // finish installs what rsync delivered and discards the rest, filling the
 // results. runErr fails every file not already failed.
 func (r *rsyncRun) finish(ctx context.Context, failures map[int]error, runErr error) error {
+	start := time.Now()
 	r.collateral = make([]bool, len(r.items))
 	files := make([]*pb.StagedFile, 0, len(r.items))
 	idx := make([]int, 0, len(r.items))
@@ -532,6 +588,8 @@ func (r *rsyncRun) finish(ctx context.Context, failures map[int]error, runErr er
 	if len(files) == 0 {
 		return nil
 	}
+	r.timing.check = time.Since(start)
+	start = time.Now()
 	// The stage is removed whatever happened to the transfer, so it never
 	// outlives the batch on a slave that stays up.
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -540,6 +598,9 @@ func (r *rsyncRun) finish(ctx context.Context, failures map[int]error, runErr er
 	if err != nil {
 		return fmt.Errorf("install staged files on the slave: %w", r.c.Explain(err))
 	}
+	r.timing.install = time.Since(start)
+	r.m.log.Debug("rsync batch installed", "stage", r.stage, "files", len(files), "stage_took", r.timing.stage,
+		"farm_took", r.timing.farm, "rsync_took", r.timing.rsync, "check_took", r.timing.check, "install_took", r.timing.install)
 	if len(resp.GetResults()) != len(files) {
 		return fmt.Errorf("install staged files: the slave answered %d results for %d files", len(resp.GetResults()), len(files))
 	}
@@ -550,6 +611,7 @@ func (r *rsyncRun) finish(ctx context.Context, failures map[int]error, runErr er
 		}
 		if e := res.GetResult(); e.GetErrno() != 0 {
 			r.results[i].Err = &transfer.RemoteError{Errno: unix.Errno(e.GetErrno()), Code: e.GetCode(), Message: e.GetMessage()}
+			r.m.log.Debug("rsync: the slave did not install the file", "path", r.items[i].RelPath, "gfid", r.items[i].GFID, "err", r.results[i].Err)
 			continue
 		}
 		r.results[i].Sent = r.sent[i]

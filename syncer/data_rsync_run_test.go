@@ -1,0 +1,172 @@
+package syncer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/georep/georep/client"
+	"github.com/georep/georep/internal/testbin"
+	"github.com/georep/georep/internal/treecmp"
+)
+
+// TestRsyncShares: the shares cover every item once, in order, are at
+// most jobs, differ in size by at most one, and are never split below
+// rsyncMinShare.
+func TestRsyncShares(t *testing.T) {
+	tests := []struct {
+		n, jobs, want int
+	}{
+		{n: 0, jobs: 3, want: 0},
+		{n: 1, jobs: 3, want: 1},
+		{n: rsyncMinShare, jobs: 3, want: 1},
+		{n: 2*rsyncMinShare - 1, jobs: 3, want: 1},
+		{n: 2 * rsyncMinShare, jobs: 3, want: 2},
+		{n: 3 * rsyncMinShare, jobs: 3, want: 3},
+		{n: 20004, jobs: 3, want: 3},
+		{n: 20004, jobs: 1, want: 1},
+		{n: 20004, jobs: 0, want: 1},
+		{n: 1000, jobs: 64, want: 1000 / rsyncMinShare},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("n=%d jobs=%d", tc.n, tc.jobs), func(t *testing.T) {
+			shares := rsyncShares(tc.n, tc.jobs)
+			if len(shares) != tc.want {
+				t.Fatalf("%d shares %v, want %d", len(shares), shares, tc.want)
+			}
+			next, smallest, largest := 0, tc.n, 0
+			for _, sh := range shares {
+				if sh[0] != next || sh[1] <= sh[0] {
+					t.Fatalf("shares %v do not tile [0, %d)", shares, tc.n)
+				}
+				next = sh[1]
+				smallest, largest = min(smallest, sh[1]-sh[0]), max(largest, sh[1]-sh[0])
+			}
+			if next != tc.n {
+				t.Fatalf("shares %v end at %d, want %d", shares, next, tc.n)
+			}
+			if len(shares) > 1 && (largest-smallest > 1 || smallest < rsyncMinShare) {
+				t.Errorf("shares %v: sizes %d to %d", shares, smallest, largest)
+			}
+		})
+	}
+}
+
+// lockedBuffer collects log output written from several goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, l := range bytes.Split(b.buf.Bytes(), []byte("\n")) {
+		if len(l) == 0 {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(l, &m); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestRsyncParallelRuns: --sync-mode rsync with --sync-jobs N runs up to N
+// rsyncs at once on disjoint shares, each with its own stage, and every
+// stage's files are installed: the slave equals the master after new files
+// (no basis) and again after rewriting them (a basis each), and no stage
+// is left behind. Real georep slave child, real rsync daemon.
+func TestRsyncParallelRuns(t *testing.T) {
+	bin, err := testbin.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		files    int
+		jobs     int
+		wantRuns int // rsync runs per wave
+	}{
+		{name: "one job", files: 300, jobs: 1, wantRuns: 1},
+		{name: "four jobs", files: 300, jobs: 4, wantRuns: 4},
+		{name: "too few files to split four ways", files: 3*rsyncMinShare - 1, jobs: 4, wantRuns: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			base := t.TempDir()
+			master, slave, state := filepath.Join(base, "m"), filepath.Join(base, "s"), filepath.Join(base, "state")
+			for _, d := range []string{master, slave, state} {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			u, err := client.ParseSlaveURL(slave)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for wave, content := range []string{"first", "second, longer"} {
+				for i := range tc.files {
+					d := filepath.Join(master, fmt.Sprintf("d%d", i%7))
+					if err := os.MkdirAll(d, 0o755); err != nil {
+						t.Fatal(err)
+					}
+					body := bytes.Repeat([]byte(fmt.Sprintf("%s %d\n", content, i)), 1+i%50)
+					if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("f%04d", i)), body, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var logs lockedBuffer
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				err := Run(ctx, Config{Root: master, StateDir: state, Slave: u, Dial: client.Options{LocalGeorep: bin},
+					Once: true, SyncMode: SyncRsync, SyncJobs: tc.jobs,
+					Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+				cancel()
+				if err != nil {
+					t.Fatalf("wave %d: Run: %v\n%s", wave, err, logs.buf.String())
+				}
+				stages := map[string]int{}
+				for _, l := range logs.lines(t) {
+					if l["msg"] == "rsync batch installed" {
+						stages[l["stage"].(string)] += int(l["files"].(float64))
+					}
+				}
+				total := 0
+				for _, n := range stages {
+					total += n
+				}
+				if len(stages) != tc.wantRuns || total != tc.files {
+					t.Errorf("wave %d: %d stages installed %d files (%v), want %d stages, %d files",
+						wave, len(stages), total, stages, tc.wantRuns, tc.files)
+				}
+				if !treecmp.Compare(t, master, slave, treecmp.Options{}) {
+					t.FailNow()
+				}
+				left, err := os.ReadDir(filepath.Join(slave, ".georep", "stage"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(left) != 0 {
+					t.Errorf("wave %d: %d stages left behind", wave, len(left))
+				}
+			}
+		})
+	}
+}
