@@ -105,8 +105,8 @@ func TestRsyncParallelRuns(t *testing.T) {
 		jobs     int
 		wantRuns int // rsync runs per wave
 	}{
-		{name: "one job", files: 300, jobs: 1, wantRuns: 1},
-		{name: "four jobs", files: 300, jobs: 4, wantRuns: 4},
+		{name: "one job", files: 2 * rsyncMinShare, jobs: 1, wantRuns: 1},
+		{name: "four jobs", files: 4 * rsyncMinShare, jobs: 4, wantRuns: 4},
 		{name: "too few files to split four ways", files: 3*rsyncMinShare - 1, jobs: 4, wantRuns: 2},
 	}
 	for _, tc := range tests {
