@@ -90,6 +90,10 @@ type Config struct {
 	// Observer is told what the session does (metrics, progress); nil
 	// tells nobody.
 	Observer Observer
+
+	// maxDirty, set by tests, bounds a change batch's directories (0: the
+	// detector's default); past it a batch becomes an overflow.
+	maxDirty int
 }
 
 // batchSize bounds the entries or meta entries of one RPC.
@@ -281,7 +285,7 @@ func (m *master) runXsync(ctx context.Context) error {
 
 func (m *master) runChangelog(ctx context.Context) error {
 	cl, err := changelog.Open(changelog.Options{Root: m.cfg.Root, StateDir: m.cfg.StateDir,
-		Interval: m.cfg.ChangeInterval, Logger: m.log})
+		Interval: m.cfg.ChangeInterval, MaxDirty: m.cfg.maxDirty, Logger: m.log})
 	if err != nil {
 		return fmt.Errorf("start the change detector: %w", err)
 	}
@@ -311,6 +315,8 @@ func (m *master) runChangelog(ctx context.Context) error {
 				return err
 			}
 			retry.after(failed, deferrals)
+			// A retry crawl is a one-off: the session is back to live changes.
+			m.publish(func(s *status.Status) { s.Crawl = status.ChangelogCrawl })
 		case err := <-runErr:
 			runErr <- err
 			if ctx.Err() != nil {
@@ -332,6 +338,11 @@ func (m *master) runChangelog(ctx context.Context) error {
 			failed, deferrals, err := m.crawl(ctx, dirs, crawl, b.CutAt)
 			if err != nil {
 				return err
+			}
+			if crawl != status.ChangelogCrawl {
+				// An overflow's Hybrid Crawl or a History Crawl is done:
+				// say so, or the status shows it until the next change.
+				m.publish(func(s *status.Status) { s.Crawl = status.ChangelogCrawl })
 			}
 			if failed+deferrals > 0 {
 				retry.after(failed, deferrals)
