@@ -71,13 +71,26 @@ type Rolling struct {
 	n    uint32
 }
 
-// Reset makes the window p.
+// Reset makes the window p. The sums are taken four bytes at a time
+// with 32-bit wraparound (only their low 16 bits count): a is the plain
+// sum, and b gains each byte times its distance from the window's end.
 func (r *Rolling) Reset(p []byte) {
 	var a, b uint32
 	l := uint32(len(p))
-	for i, c := range p {
+	w := l // the weight of p[0]
+	for len(p) >= 4 {
+		c0, c1, c2, c3 := uint32(p[0]), uint32(p[1]), uint32(p[2]), uint32(p[3])
+		s := c0 + c1 + c2 + c3
+		a += s
+		// w*c0 + (w-1)*c1 + (w-2)*c2 + (w-3)*c3
+		b += w*s - c1 - 2*c2 - 3*c3
+		w -= 4
+		p = p[4:]
+	}
+	for _, c := range p {
 		a += uint32(c)
-		b += (l - uint32(i)) * uint32(c)
+		b += w * uint32(c)
+		w--
 	}
 	r.a, r.b, r.n = a&0xffff, b&0xffff, l
 }
@@ -94,9 +107,15 @@ func (r *Rolling) Sum() uint32 { return r.a | r.b<<16 }
 
 // Strong is the XXH3-128 of p, high half first.
 func Strong(p []byte) []byte {
+	s := Strong128(p)
+	return s[:]
+}
+
+// Strong128 is Strong without an allocation, for comparing many blocks.
+func Strong128(p []byte) [StrongSize]byte {
 	h := xxh3.Hash128(p)
-	out := make([]byte, StrongSize)
-	binary.BigEndian.PutUint64(out, h.Hi)
+	var out [StrongSize]byte
+	binary.BigEndian.PutUint64(out[:], h.Hi)
 	binary.BigEndian.PutUint64(out[8:], h.Lo)
 	return out
 }

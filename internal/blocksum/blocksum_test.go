@@ -54,3 +54,64 @@ func TestStrongDiffers(t *testing.T) {
 		t.Fatalf("strong sums %x and %x: want %d distinct bytes", a, b, StrongSize)
 	}
 }
+
+// The unrolled Reset must agree with the definition (each byte weighted by
+// its distance from the window's end) for every length, including the
+// tails the four-byte steps leave.
+func TestWeakMatchesDefinition(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	data := make([]byte, 9000)
+	for i := range data {
+		data[i] = byte(rng.UintN(256))
+	}
+	for _, n := range []int{0, 1, 2, 3, 4, 5, 7, 8, 63, 2048, 4099, 8192, 9000} {
+		var a, b uint32
+		for i, c := range data[:n] {
+			a += uint32(c)
+			b += uint32(n-i) * uint32(c)
+		}
+		if got, want := Weak(data[:n]), a&0xffff|(b&0xffff)<<16; got != want {
+			t.Errorf("Weak of %d bytes = %#x, want %#x", n, got, want)
+		}
+	}
+}
+
+func TestStrong128MatchesStrong(t *testing.T) {
+	for _, p := range [][]byte{nil, []byte("x"), make([]byte, 8192)} {
+		s := Strong128(p)
+		if string(s[:]) != string(Strong(p)) {
+			t.Errorf("Strong128(%d bytes) = %x, Strong = %x", len(p), s, Strong(p))
+		}
+	}
+}
+
+func BenchmarkWeak(b *testing.B) {
+	p := make([]byte, 8192)
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		Weak(p)
+	}
+}
+
+func BenchmarkStrong128(b *testing.B) {
+	p := make([]byte, 8192)
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		Strong128(p)
+	}
+}
+
+func BenchmarkRoll(b *testing.B) {
+	p := make([]byte, 1<<20)
+	for i := range p {
+		p[i] = byte(i * 7)
+	}
+	b.SetBytes(int64(len(p) - 8192))
+	for b.Loop() {
+		var r Rolling
+		r.Reset(p[:8192])
+		for i := 8192; i < len(p); i++ {
+			r.Roll(p[i-8192], p[i])
+		}
+	}
+}
