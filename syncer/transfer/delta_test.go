@@ -2,10 +2,13 @@ package transfer
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/zeebo/blake3"
 
 	"github.com/georep/georep/internal/blocksum"
 	"github.com/georep/georep/internal/gfid"
@@ -189,4 +192,190 @@ func TestBlockSumsRPC(t *testing.T) {
 			}
 		})
 	}
+}
+
+// recordSink rebuilds the new content from a delta's parts against old,
+// checking they come in file order without gaps.
+type recordSink struct {
+	old, out           []byte
+	at                 int64
+	literal_, copied   int64
+	copies, literalOps int
+}
+
+func (r *recordSink) literal(off int64, data []byte) error {
+	if off != r.at {
+		return fmt.Errorf("literal at %d, want %d", off, r.at)
+	}
+	r.out = append(r.out, data...)
+	r.at += int64(len(data))
+	r.literal_ += int64(len(data))
+	r.literalOps++
+	return nil
+}
+
+func (r *recordSink) copy(off, src, n int64) error {
+	if off != r.at || src < 0 || src+n > int64(len(r.old)) {
+		return fmt.Errorf("copy of [%d, %d) to %d, want to %d within %d bytes", src, src+n, off, r.at, len(r.old))
+	}
+	r.out = append(r.out, r.old[src:src+n]...)
+	r.at += n
+	r.copied += n
+	r.copies++
+	return nil
+}
+
+// sumsOf is what the slave's BlockSums answers for content old.
+func sumsOf(old []byte, bs int) *pb.BlockSumsResponse {
+	resp := &pb.BlockSumsResponse{BlockSize: uint32(bs), Size: int64(len(old))}
+	for p := 0; p < len(old); p += bs {
+		blk := old[p:min(p+bs, len(old))]
+		resp.Blocks = append(resp.Blocks, &pb.Block{Weak: blocksum.Weak(blk), Strong: blocksum.Strong(blk)})
+	}
+	return resp
+}
+
+// runScan scans fresh (from a real file) against old's sums in blocks of
+// bs and returns what was sent and how far the rolling checksum slid.
+func runScan(tb testing.TB, old, fresh []byte, bs int) (*recordSink, *deltaScan) {
+	tb.Helper()
+	p := filepath.Join(tb.TempDir(), "f")
+	if err := os.WriteFile(p, fresh, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	r := &recordSink{old: old}
+	d := &deltaScan{name: "f", fd: int(f.Fd()), size: int64(len(fresh)), chunk: 256 << 10, out: r, hash: blake3.New()}
+	if err := d.run(newMatcher(sumsOf(old, bs))); err != nil {
+		tb.Fatalf("scan: %v", err)
+	}
+	if !bytes.Equal(r.out, fresh) {
+		tb.Fatalf("rebuilt %d bytes that differ from the %d bytes of the new content", len(r.out), len(fresh))
+	}
+	if want := blake3.Sum256(fresh); !bytes.Equal(d.hash.Sum(nil), want[:]) {
+		tb.Fatalf("digest %x, want %x", d.hash.Sum(nil), want)
+	}
+	return r, d
+}
+
+// weakTwin returns blk changed so that its weak sum stays the same while
+// its content (and so its strong sum) differs: +1 and -1 on two adjacent
+// bytes, then -1 and +1 on two others, keep both the byte sum and the
+// weighted sum.
+func weakTwin(blk []byte) []byte {
+	t := bytes.Clone(blk)
+	for i := 0; i+3 < len(t); i++ {
+		if t[i] < 255 && t[i+1] > 0 && t[i+2] > 0 && t[i+3] < 255 {
+			t[i]++
+			t[i+1]--
+			t[i+2]--
+			t[i+3]++
+			return t
+		}
+	}
+	panic("no byte pattern to twin")
+}
+
+func TestDeltaScanFastPath(t *testing.T) {
+	const bs = 4096
+	const mib = 1 << 20
+	base := randomBytes(2*mib, 21)
+	twin := weakTwin(base[300*bs : 301*bs])
+	if blocksum.Weak(twin) != blocksum.Weak(base[300*bs:301*bs]) || bytes.Equal(twin, base[300*bs:301*bs]) {
+		t.Fatal("weakTwin did not keep the weak sum with other content")
+	}
+	tests := []struct {
+		name  string
+		fresh []byte
+		// literal is the exact literal bytes wanted (-1: at most maxLit);
+		// maxRolled bounds the bytes the rolling checksum slides over.
+		literal, maxLit, maxRolled int64
+		copies                     int
+	}{
+		{name: "identical: one copy, no rolling", fresh: base, literal: 0, maxRolled: 0, copies: 1},
+		{name: "aligned edit sends only the changed blocks",
+			fresh:   slices.Concat(base[:mib+100], randomBytes(5000, 22), base[mib+5100:]),
+			literal: 2 * bs, maxRolled: 2 * bs, copies: 2},
+		{name: "64 KiB in place",
+			fresh:   slices.Concat(base[:mib-bs/2], randomBytes(64<<10, 23), base[mib-bs/2+64<<10:]),
+			literal: 64<<10 + bs, maxRolled: 64<<10 + bs, copies: 2},
+		{name: "weak collision, strong differs, goes literal",
+			fresh:   slices.Concat(base[:300*bs], twin, base[301*bs:]),
+			literal: bs, maxRolled: bs, copies: 2},
+		{name: "insertion: shifted content still found",
+			fresh:   slices.Concat(base[:100*bs+7], randomBytes(1000, 24), base[100*bs+7:]),
+			literal: -1, maxLit: 1000 + 2*bs, maxRolled: 1000 + 2*bs, copies: 2},
+		{name: "deletion: shifted content still found",
+			fresh:   slices.Concat(base[:400*bs+3], base[400*bs+3000:]),
+			literal: -1, maxLit: 2 * bs, maxRolled: 2 * bs, copies: 2},
+		{name: "blocks reordered", fresh: slices.Concat(base[mib:], base[:mib]), literal: 0, maxRolled: 0, copies: 2},
+		{name: "short tail goes literal", fresh: base[:mib+123], literal: 123, maxRolled: 0, copies: 1},
+		{name: "nothing in common", fresh: randomBytes(mib, 25), literal: mib, maxRolled: mib, copies: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, d := runScan(t, base, tt.fresh, bs)
+			if tt.literal >= 0 && r.literal_ != tt.literal {
+				t.Errorf("%d literal bytes, want %d", r.literal_, tt.literal)
+			}
+			if tt.literal < 0 && r.literal_ > tt.maxLit {
+				t.Errorf("%d literal bytes, want at most %d", r.literal_, tt.maxLit)
+			}
+			if d.rolled > tt.maxRolled {
+				t.Errorf("rolled over %d bytes, want at most %d", d.rolled, tt.maxRolled)
+			}
+			if r.copies != tt.copies {
+				t.Errorf("%d copy parts, want %d (adjacent blocks coalesced)", r.copies, tt.copies)
+			}
+		})
+	}
+}
+
+// BenchmarkDeltaScan32MiB is the master's delta computation for issue 5's
+// large file: 32 MiB, 64 KiB rewritten in the middle, read from a real file
+// (page cache) and digested, against the slave's sums at the chosen block
+// size.
+func BenchmarkDeltaScan32MiB(b *testing.B) {
+	const size = 32 << 20
+	old := randomBytes(size, 31)
+	fresh := slices.Concat(old[:size/2], randomBytes(64<<10, 32), old[size/2+64<<10:])
+	bs, _ := blocksum.BlockSize(size)
+	sums := sumsOf(old, bs)
+	p := filepath.Join(b.TempDir(), "f")
+	if err := os.WriteFile(p, fresh, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	b.SetBytes(size)
+	for b.Loop() {
+		r := &recordSink{old: old}
+		d := &deltaScan{name: "f", fd: int(f.Fd()), size: size, chunk: 256 << 10, out: &countSink{r: r}, hash: blake3.New()}
+		if err := d.run(newMatcher(sums)); err != nil {
+			b.Fatal(err)
+		}
+		if r.literal_ > 64<<10+int64(bs) {
+			b.Fatalf("%d literal bytes", r.literal_)
+		}
+	}
+}
+
+// countSink counts a delta's parts without rebuilding the content.
+type countSink struct{ r *recordSink }
+
+func (c *countSink) literal(_ int64, data []byte) error {
+	c.r.literal_ += int64(len(data))
+	return nil
+}
+
+func (c *countSink) copy(_, _, n int64) error {
+	c.r.copied += n
+	return nil
 }
