@@ -86,6 +86,17 @@ func (s *Service) receiveFiles(stream pb.Slave_PutFilesServer, dec *zstd.Decoder
 				return invalid("a header came while the content of %s had no trailer yet: end each file with a trailer", cur.desc)
 			}
 			cur = s.beginFile(p.Header)
+			// A small file may come whole in its header (the slave
+			// offered single_message_files): chunk, then trailer.
+			if c := p.Header.GetChunk(); c != nil {
+				buf = cur.write(dec, c, buf)
+			}
+			if t := p.Header.GetTrailer(); t != nil {
+				if !s.endFile(cur, t, ready, stop) {
+					return nil // the committer's error ends the call
+				}
+				cur = nil
+			}
 		case *pb.PutFilesRequest_Chunk:
 			if cur == nil {
 				return invalid("a chunk came outside a file: send a header first")
@@ -100,16 +111,26 @@ func (s *Service) receiveFiles(stream pb.Slave_PutFilesServer, dec *zstd.Decoder
 			if cur == nil {
 				return invalid("a trailer came outside a file: send a header first")
 			}
-			cur.verify(p.Trailer)
-			select {
-			case ready <- cur:
-				cur = nil
-			case <-stop:
+			if !s.endFile(cur, p.Trailer, ready, stop) {
 				return nil // the committer's error ends the call
 			}
+			cur = nil
 		default:
 			return invalid("a PutFiles message must carry a header, a chunk, a copy or a trailer")
 		}
+	}
+}
+
+// endFile checks f's trailer and hands f to the committer. It returns
+// false, with f discarded, when the committer gave up.
+func (s *Service) endFile(f *incomingFile, t *pb.FileTrailer, ready chan<- *incomingFile, stop <-chan struct{}) bool {
+	f.verify(t)
+	select {
+	case ready <- f:
+		return true
+	case <-stop:
+		f.abort()
+		return false
 	}
 }
 

@@ -146,14 +146,15 @@ func (s *Service) Handshake(ctx context.Context, req *pb.HandshakeRequest) (*pb.
 	}
 	s.logger.Info("master handshake", attrs...)
 	return &pb.HandshakeResponse{
-		Protocol:        ours,
-		Object:          ourObject,
-		Native:          s.backend.NativeMark(),
-		Root:            s.backend.Root(),
-		Privileged:      s.backend.Privileged(),
-		SoftwareVersion: s.version,
-		Compressions:    compressions(),
-		Rsync:           hasRsync(),
+		Protocol:           ours,
+		Object:             ourObject,
+		Native:             s.backend.NativeMark(),
+		Root:               s.backend.Root(),
+		Privileged:         s.backend.Privileged(),
+		SoftwareVersion:    s.version,
+		Compressions:       compressions(),
+		Rsync:              hasRsync(),
+		SingleMessageFiles: true,
 	}, nil
 }
 

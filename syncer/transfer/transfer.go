@@ -126,6 +126,9 @@ type Stats struct {
 	// WholeRetries is how many delta files failed their digest (the
 	// slave's content changed meanwhile) and were sent again whole.
 	WholeRetries int64
+	// Messages is how many PutFiles messages were sent: each costs
+	// framing and a wake-up on both ends, whatever its size.
+	Messages int64
 }
 
 // Options tunes Send.
@@ -150,6 +153,10 @@ type Options struct {
 	// BwLimit caps the bytes per second all of Send's streams together
 	// put on the wire; 0 means no cap.
 	BwLimit int64
+	// SingleMessage sends a file that fits one chunk as one message, its
+	// header carrying the chunk and the trailer, instead of three. Only
+	// for a slave whose Handshake set single_message_files.
+	SingleMessage bool
 
 	// hooks are test probes; nil in production.
 	hooks *hooks
@@ -177,7 +184,7 @@ type sender struct {
 	// whole marks items to send whole, never as a delta; set between passes.
 	whole []bool
 
-	files, failed, data, wire, deltas atomic.Int64
+	files, failed, data, wire, deltas, msgs atomic.Int64
 }
 
 // Send sends the content of items, read beneath root (an open directory),
@@ -225,7 +232,7 @@ func Send(ctx context.Context, slave pb.SlaveClient, root *os.File, items []Item
 		s.run(ctx, slave, again)
 	}
 	st := Stats{Files: s.files.Load(), Failed: s.failed.Load(), DataBytes: s.data.Load(), WireBytes: s.wire.Load(),
-		DeltaFiles: s.deltas.Load(), WholeRetries: int64(len(again))}
+		DeltaFiles: s.deltas.Load(), WholeRetries: int64(len(again)), Messages: s.msgs.Load()}
 	return s.results, st, nil
 }
 
@@ -298,6 +305,8 @@ type stream struct {
 	buf []byte
 	// zc compresses chunks when the slave takes zstd; nil otherwise.
 	zc *compressor
+	// small is what single-message files taught about compressing.
+	small smallCompression
 }
 
 func (s *sender) openStream(ctx context.Context, slave pb.SlaveClient) (*stream, error) {
@@ -387,6 +396,7 @@ func (st *stream) send(req *pb.PutFilesRequest) error {
 		return err
 	}
 	st.s.wire.Add(int64(n))
+	st.s.msgs.Add(1)
 	return st.ps.Send(req)
 }
 
@@ -394,17 +404,57 @@ func (st *stream) send(req *pb.PutFilesRequest) error {
 // when that is on and shrinks it enough.
 func (st *stream) sendData(i int, off int64, data []byte, z *fileCompression) error {
 	c := &pb.FileChunk{Offset: off, Data: data}
-	if st.zc != nil {
-		if enc, ok := st.zc.compress(z, data); ok {
-			c.Data, c.Compression, c.Length = enc, pb.Compression_COMPRESSION_ZSTD, uint32(len(data))
-		}
-	}
+	st.compressChunk(c, z)
 	if err := st.send(&pb.PutFilesRequest{Part: &pb.PutFilesRequest_Chunk{Chunk: c}}); err != nil {
 		return err
 	}
 	st.s.data.Add(int64(len(data)))
 	st.s.results[i].Sent += int64(len(data))
 	return nil
+}
+
+// compressChunk encodes c's data when compression is on and shrinks it
+// enough.
+func (st *stream) compressChunk(c *pb.FileChunk, z *fileCompression) {
+	if st.zc == nil {
+		return
+	}
+	if enc, ok := st.zc.compress(z, c.Data); ok {
+		c.Compression, c.Length, c.Data = pb.Compression_COMPRESSION_ZSTD, uint32(len(c.Data)), enc
+	}
+}
+
+// smallSkip is how many small files go as they are after giveUpAfter in
+// a row did not shrink, before one is tried again.
+const smallSkip = 64
+
+// smallCompression counts across a stream's single-chunk files: one small
+// file says little about the next, but a tree of incompressible small
+// files (media, archives) costs a zstd attempt each for nothing.
+type smallCompression struct {
+	misses int // files in a row that did not shrink
+	skip   int // files still to send without trying
+}
+
+// chunkOf is data, a whole small file's content, as its only chunk.
+func (st *stream) chunkOf(data []byte) *pb.FileChunk {
+	c := &pb.FileChunk{Data: data}
+	if st.zc == nil || len(data) < compressMin {
+		return c
+	}
+	if st.small.skip > 0 {
+		st.small.skip--
+		return c
+	}
+	st.compressChunk(c, &fileCompression{})
+	if c.Compression != pb.Compression_COMPRESSION_UNSPECIFIED {
+		st.small.misses = 0
+		return c
+	}
+	if st.small.misses++; st.small.misses >= giveUpAfter {
+		st.small.skip = smallSkip
+	}
+	return c
 }
 
 // streamErr is the reason a Send failed: the receiver's, when it has one.
@@ -467,6 +517,9 @@ func (st *stream) sendFile(i int) error {
 	header := &pb.PutFilesRequest{Part: &pb.PutFilesRequest_Header{Header: h}}
 	var digest []byte
 	var changed bool
+	if sums == nil && dense && s.opts.SingleMessage && before.Size <= int64(s.chunk) {
+		return st.sendSingle(i, fd, &before, header)
+	}
 	if sums != nil {
 		if err := st.send(header); err != nil {
 			s.fail(i, st.streamErr(err))
@@ -496,6 +549,63 @@ func (st *stream) sendFile(i int) error {
 	if err := st.send(&pb.PutFilesRequest{Part: &pb.PutFilesRequest_Trailer{Trailer: tr}}); err != nil {
 		s.fail(i, st.streamErr(err))
 		return err
+	}
+	select {
+	case st.inflight <- i:
+	case <-st.recvDone:
+		s.fail(i, st.broken)
+		return st.broken
+	}
+	return nil
+}
+
+// sendSingle sends item i, a dense file of at most one chunk, as one
+// message: its header carrying the content and the trailer. The file is
+// read and checked unchanged before anything is sent, so a file that
+// changes meanwhile is not sent at all (ErrChanged) and the slave never
+// sees it. A non-nil error means the stream is broken.
+func (st *stream) sendSingle(i int, fd int, before *unix.Stat_t, header *pb.PutFilesRequest) error {
+	s := st.s
+	it := s.items[i]
+	if st.buf == nil {
+		st.buf = make([]byte, s.chunk)
+	}
+	buf := st.buf[:before.Size]
+	for n := 0; n < len(buf); {
+		m, err := unix.Pread(fd, buf[n:], int64(n))
+		if err != nil {
+			s.fail(i, fmt.Errorf("read %s at offset %d: %w", it.RelPath, n, err))
+			return nil
+		}
+		if m == 0 {
+			s.fail(i, fmt.Errorf("%s: %w", it.RelPath, ErrChanged)) // shrank under us
+			return nil
+		}
+		n += m
+	}
+	var after unix.Stat_t
+	if err := unix.Fstat(fd, &after); err != nil || after.Size != before.Size || after.Mtim != before.Mtim ||
+		after.Ctim != before.Ctim || after.Ino != before.Ino {
+		s.fail(i, fmt.Errorf("%s: %w", it.RelPath, ErrChanged))
+		return nil
+	}
+	digest := blake3.Sum256(buf)
+	if s.opts.hooks != nil && s.opts.hooks.corrupt != nil {
+		s.opts.hooks.corrupt(it, buf)
+	}
+	h := header.GetHeader()
+	h.Trailer = &pb.FileTrailer{Blake3: digest[:]}
+	if len(buf) > 0 {
+		h.Chunk = st.chunkOf(buf)
+	}
+	if err := st.send(header); err != nil {
+		s.fail(i, st.streamErr(err))
+		return err
+	}
+	s.data.Add(int64(len(buf)))
+	s.results[i].Sent += int64(len(buf))
+	if s.opts.hooks != nil && s.opts.hooks.afterChunk != nil && len(buf) > 0 {
+		s.opts.hooks.afterChunk(it, 0)
 	}
 	select {
 	case st.inflight <- i:

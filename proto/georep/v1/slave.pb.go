@@ -651,9 +651,13 @@ type HandshakeResponse struct {
 	Compressions []Compression `protobuf:"varint,7,rep,packed,name=compressions,proto3,enum=georep.v1.Compression" json:"compressions,omitempty"`
 	// True when the slave has an rsync program and serves StageFiles,
 	// InstallStaged and RsyncTunnel (--sync-mode rsync).
-	Rsync         bool `protobuf:"varint,8,opt,name=rsync,proto3" json:"rsync,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Rsync bool `protobuf:"varint,8,opt,name=rsync,proto3" json:"rsync,omitempty"`
+	// True when the slave takes a whole small file in one PutFiles message:
+	// a FileHeader carrying its content chunk and its trailer (see
+	// FileHeader.chunk). A master sends those only to a slave that says so.
+	SingleMessageFiles bool `protobuf:"varint,9,opt,name=single_message_files,json=singleMessageFiles,proto3" json:"single_message_files,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *HandshakeResponse) Reset() {
@@ -738,6 +742,13 @@ func (x *HandshakeResponse) GetCompressions() []Compression {
 func (x *HandshakeResponse) GetRsync() bool {
 	if x != nil {
 		return x.Rsync
+	}
+	return false
+}
+
+func (x *HandshakeResponse) GetSingleMessageFiles() bool {
+	if x != nil {
+		return x.SingleMessageFiles
 	}
 	return false
 }
@@ -2551,7 +2562,15 @@ type FileHeader struct {
 	// under the root). The parent directory's GFID (16 bytes).
 	CreateParentGfid []byte `protobuf:"bytes,7,opt,name=create_parent_gfid,json=createParentGfid,proto3" json:"create_parent_gfid,omitempty"`
 	// The new file's name within create_parent_gfid (one path component).
-	CreateName    []byte `protobuf:"bytes,8,opt,name=create_name,json=createName,proto3" json:"create_name,omitempty"`
+	CreateName []byte `protobuf:"bytes,8,opt,name=create_name,json=createName,proto3" json:"create_name,omitempty"`
+	// Optional, only to a slave whose Handshake set single_message_files: the
+	// file's first content chunk, as a FileChunk message right after this
+	// header would carry it. Saves a message per small file.
+	Chunk *FileChunk `protobuf:"bytes,9,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	// Optional, as chunk: ends the file as a FileTrailer message right after
+	// this header (and its chunk) would. No chunk, copy or trailer message
+	// of this file follows; the next message is another file's header.
+	Trailer       *FileTrailer `protobuf:"bytes,10,opt,name=trailer,proto3" json:"trailer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2638,6 +2657,20 @@ func (x *FileHeader) GetCreateParentGfid() []byte {
 func (x *FileHeader) GetCreateName() []byte {
 	if x != nil {
 		return x.CreateName
+	}
+	return nil
+}
+
+func (x *FileHeader) GetChunk() *FileChunk {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+func (x *FileHeader) GetTrailer() *FileTrailer {
+	if x != nil {
+		return x.Trailer
 	}
 	return nil
 }
@@ -3603,7 +3636,7 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\bprotocol\x18\x01 \x01(\v2\x12.georep.v1.VersionR\bprotocol\x12*\n" +
 	"\x06object\x18\x02 \x01(\v2\x12.georep.v1.VersionR\x06object\x12-\n" +
 	"\x06master\x18\x03 \x01(\v2\x15.georep.v1.VolumeMarkR\x06master\x12:\n" +
-	"\fcompressions\x18\x04 \x03(\x0e2\x16.georep.v1.CompressionR\fcompressions\"\xcf\x02\n" +
+	"\fcompressions\x18\x04 \x03(\x0e2\x16.georep.v1.CompressionR\fcompressions\"\x81\x03\n" +
 	"\x11HandshakeResponse\x12.\n" +
 	"\bprotocol\x18\x01 \x01(\v2\x12.georep.v1.VersionR\bprotocol\x12*\n" +
 	"\x06object\x18\x02 \x01(\v2\x12.georep.v1.VersionR\x06object\x12-\n" +
@@ -3614,7 +3647,8 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"privileged\x12)\n" +
 	"\x10software_version\x18\x06 \x01(\tR\x0fsoftwareVersion\x12:\n" +
 	"\fcompressions\x18\a \x03(\x0e2\x16.georep.v1.CompressionR\fcompressions\x12\x14\n" +
-	"\x05rsync\x18\b \x01(\bR\x05rsync\"\xfd\x01\n" +
+	"\x05rsync\x18\b \x01(\bR\x05rsync\x120\n" +
+	"\x14single_message_files\x18\t \x01(\bR\x12singleMessageFiles\"\xfd\x01\n" +
 	"\x05Entry\x12\"\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x12.georep.v1.EntryOpR\x02op\x12\x12\n" +
 	"\x04gfid\x18\x02 \x01(\fR\x04gfid\x12\x1f\n" +
@@ -3729,7 +3763,7 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x05chunk\x18\x02 \x01(\v2\x14.georep.v1.FileChunkH\x00R\x05chunk\x122\n" +
 	"\atrailer\x18\x03 \x01(\v2\x16.georep.v1.FileTrailerH\x00R\atrailer\x12)\n" +
 	"\x04copy\x18\x04 \x01(\v2\x13.georep.v1.FileCopyH\x00R\x04copyB\x06\n" +
-	"\x04part\"\x85\x02\n" +
+	"\x04part\"\xe3\x02\n" +
 	"\n" +
 	"FileHeader\x12\x12\n" +
 	"\x04gfid\x18\x01 \x01(\fR\x04gfid\x12\x12\n" +
@@ -3740,7 +3774,10 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x05delta\x18\x06 \x01(\bR\x05delta\x12,\n" +
 	"\x12create_parent_gfid\x18\a \x01(\fR\x10createParentGfid\x12\x1f\n" +
 	"\vcreate_name\x18\b \x01(\fR\n" +
-	"createName\"\x89\x01\n" +
+	"createName\x12*\n" +
+	"\x05chunk\x18\t \x01(\v2\x14.georep.v1.FileChunkR\x05chunk\x120\n" +
+	"\atrailer\x18\n" +
+	" \x01(\v2\x16.georep.v1.FileTrailerR\atrailer\"\x89\x01\n" +
 	"\tFileChunk\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x128\n" +
@@ -3951,55 +3988,57 @@ var file_georep_v1_slave_proto_depIdxs = []int32{
 	42, // 36: georep.v1.PutFilesRequest.trailer:type_name -> georep.v1.FileTrailer
 	41, // 37: georep.v1.PutFilesRequest.copy:type_name -> georep.v1.FileCopy
 	6,  // 38: georep.v1.FileHeader.stat:type_name -> georep.v1.Stat
-	0,  // 39: georep.v1.FileChunk.compression:type_name -> georep.v1.Compression
-	11, // 40: georep.v1.PutFilesResponse.result:type_name -> georep.v1.EntryResult
-	46, // 41: georep.v1.BlockSumsResponse.blocks:type_name -> georep.v1.Block
-	11, // 42: georep.v1.StageFilesResponse.results:type_name -> georep.v1.EntryResult
-	6,  // 43: georep.v1.StagedFile.stat:type_name -> georep.v1.Stat
-	49, // 44: georep.v1.InstallStagedRequest.files:type_name -> georep.v1.StagedFile
-	43, // 45: georep.v1.InstallStagedResponse.results:type_name -> georep.v1.PutFilesResponse
-	54, // 46: georep.v1.RsyncTunnelResponse.exit:type_name -> georep.v1.RsyncExit
-	7,  // 47: georep.v1.Slave.Handshake:input_type -> georep.v1.HandshakeRequest
-	10, // 48: georep.v1.Slave.EntryOps:input_type -> georep.v1.EntryOpsRequest
-	15, // 49: georep.v1.Slave.MetaOps:input_type -> georep.v1.MetaOpsRequest
-	17, // 50: georep.v1.Slave.Stime:input_type -> georep.v1.StimeRequest
-	19, // 51: georep.v1.Slave.SetStime:input_type -> georep.v1.SetStimeRequest
-	21, // 52: georep.v1.Slave.Xtime:input_type -> georep.v1.XtimeRequest
-	23, // 53: georep.v1.Slave.SetXtime:input_type -> georep.v1.SetXtimeRequest
-	25, // 54: georep.v1.Slave.KeepAlive:input_type -> georep.v1.KeepAliveRequest
-	27, // 55: georep.v1.Slave.VolumeInfo:input_type -> georep.v1.VolumeInfoRequest
-	30, // 56: georep.v1.Slave.Entries:input_type -> georep.v1.EntriesRequest
-	32, // 57: georep.v1.Slave.Lstat:input_type -> georep.v1.LstatRequest
-	34, // 58: georep.v1.Slave.Gfid:input_type -> georep.v1.GfidRequest
-	36, // 59: georep.v1.Slave.Purge:input_type -> georep.v1.PurgeRequest
-	38, // 60: georep.v1.Slave.PutFiles:input_type -> georep.v1.PutFilesRequest
-	44, // 61: georep.v1.Slave.BlockSums:input_type -> georep.v1.BlockSumsRequest
-	47, // 62: georep.v1.Slave.StageFiles:input_type -> georep.v1.StageFilesRequest
-	50, // 63: georep.v1.Slave.InstallStaged:input_type -> georep.v1.InstallStagedRequest
-	52, // 64: georep.v1.Slave.RsyncTunnel:input_type -> georep.v1.RsyncTunnelRequest
-	8,  // 65: georep.v1.Slave.Handshake:output_type -> georep.v1.HandshakeResponse
-	12, // 66: georep.v1.Slave.EntryOps:output_type -> georep.v1.EntryOpsResponse
-	16, // 67: georep.v1.Slave.MetaOps:output_type -> georep.v1.MetaOpsResponse
-	18, // 68: georep.v1.Slave.Stime:output_type -> georep.v1.StimeResponse
-	20, // 69: georep.v1.Slave.SetStime:output_type -> georep.v1.SetStimeResponse
-	22, // 70: georep.v1.Slave.Xtime:output_type -> georep.v1.XtimeResponse
-	24, // 71: georep.v1.Slave.SetXtime:output_type -> georep.v1.SetXtimeResponse
-	26, // 72: georep.v1.Slave.KeepAlive:output_type -> georep.v1.KeepAliveResponse
-	28, // 73: georep.v1.Slave.VolumeInfo:output_type -> georep.v1.VolumeInfoResponse
-	31, // 74: georep.v1.Slave.Entries:output_type -> georep.v1.EntriesResponse
-	33, // 75: georep.v1.Slave.Lstat:output_type -> georep.v1.LstatResponse
-	35, // 76: georep.v1.Slave.Gfid:output_type -> georep.v1.GfidResponse
-	37, // 77: georep.v1.Slave.Purge:output_type -> georep.v1.PurgeResponse
-	43, // 78: georep.v1.Slave.PutFiles:output_type -> georep.v1.PutFilesResponse
-	45, // 79: georep.v1.Slave.BlockSums:output_type -> georep.v1.BlockSumsResponse
-	48, // 80: georep.v1.Slave.StageFiles:output_type -> georep.v1.StageFilesResponse
-	51, // 81: georep.v1.Slave.InstallStaged:output_type -> georep.v1.InstallStagedResponse
-	53, // 82: georep.v1.Slave.RsyncTunnel:output_type -> georep.v1.RsyncTunnelResponse
-	65, // [65:83] is the sub-list for method output_type
-	47, // [47:65] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	40, // 39: georep.v1.FileHeader.chunk:type_name -> georep.v1.FileChunk
+	42, // 40: georep.v1.FileHeader.trailer:type_name -> georep.v1.FileTrailer
+	0,  // 41: georep.v1.FileChunk.compression:type_name -> georep.v1.Compression
+	11, // 42: georep.v1.PutFilesResponse.result:type_name -> georep.v1.EntryResult
+	46, // 43: georep.v1.BlockSumsResponse.blocks:type_name -> georep.v1.Block
+	11, // 44: georep.v1.StageFilesResponse.results:type_name -> georep.v1.EntryResult
+	6,  // 45: georep.v1.StagedFile.stat:type_name -> georep.v1.Stat
+	49, // 46: georep.v1.InstallStagedRequest.files:type_name -> georep.v1.StagedFile
+	43, // 47: georep.v1.InstallStagedResponse.results:type_name -> georep.v1.PutFilesResponse
+	54, // 48: georep.v1.RsyncTunnelResponse.exit:type_name -> georep.v1.RsyncExit
+	7,  // 49: georep.v1.Slave.Handshake:input_type -> georep.v1.HandshakeRequest
+	10, // 50: georep.v1.Slave.EntryOps:input_type -> georep.v1.EntryOpsRequest
+	15, // 51: georep.v1.Slave.MetaOps:input_type -> georep.v1.MetaOpsRequest
+	17, // 52: georep.v1.Slave.Stime:input_type -> georep.v1.StimeRequest
+	19, // 53: georep.v1.Slave.SetStime:input_type -> georep.v1.SetStimeRequest
+	21, // 54: georep.v1.Slave.Xtime:input_type -> georep.v1.XtimeRequest
+	23, // 55: georep.v1.Slave.SetXtime:input_type -> georep.v1.SetXtimeRequest
+	25, // 56: georep.v1.Slave.KeepAlive:input_type -> georep.v1.KeepAliveRequest
+	27, // 57: georep.v1.Slave.VolumeInfo:input_type -> georep.v1.VolumeInfoRequest
+	30, // 58: georep.v1.Slave.Entries:input_type -> georep.v1.EntriesRequest
+	32, // 59: georep.v1.Slave.Lstat:input_type -> georep.v1.LstatRequest
+	34, // 60: georep.v1.Slave.Gfid:input_type -> georep.v1.GfidRequest
+	36, // 61: georep.v1.Slave.Purge:input_type -> georep.v1.PurgeRequest
+	38, // 62: georep.v1.Slave.PutFiles:input_type -> georep.v1.PutFilesRequest
+	44, // 63: georep.v1.Slave.BlockSums:input_type -> georep.v1.BlockSumsRequest
+	47, // 64: georep.v1.Slave.StageFiles:input_type -> georep.v1.StageFilesRequest
+	50, // 65: georep.v1.Slave.InstallStaged:input_type -> georep.v1.InstallStagedRequest
+	52, // 66: georep.v1.Slave.RsyncTunnel:input_type -> georep.v1.RsyncTunnelRequest
+	8,  // 67: georep.v1.Slave.Handshake:output_type -> georep.v1.HandshakeResponse
+	12, // 68: georep.v1.Slave.EntryOps:output_type -> georep.v1.EntryOpsResponse
+	16, // 69: georep.v1.Slave.MetaOps:output_type -> georep.v1.MetaOpsResponse
+	18, // 70: georep.v1.Slave.Stime:output_type -> georep.v1.StimeResponse
+	20, // 71: georep.v1.Slave.SetStime:output_type -> georep.v1.SetStimeResponse
+	22, // 72: georep.v1.Slave.Xtime:output_type -> georep.v1.XtimeResponse
+	24, // 73: georep.v1.Slave.SetXtime:output_type -> georep.v1.SetXtimeResponse
+	26, // 74: georep.v1.Slave.KeepAlive:output_type -> georep.v1.KeepAliveResponse
+	28, // 75: georep.v1.Slave.VolumeInfo:output_type -> georep.v1.VolumeInfoResponse
+	31, // 76: georep.v1.Slave.Entries:output_type -> georep.v1.EntriesResponse
+	33, // 77: georep.v1.Slave.Lstat:output_type -> georep.v1.LstatResponse
+	35, // 78: georep.v1.Slave.Gfid:output_type -> georep.v1.GfidResponse
+	37, // 79: georep.v1.Slave.Purge:output_type -> georep.v1.PurgeResponse
+	43, // 80: georep.v1.Slave.PutFiles:output_type -> georep.v1.PutFilesResponse
+	45, // 81: georep.v1.Slave.BlockSums:output_type -> georep.v1.BlockSumsResponse
+	48, // 82: georep.v1.Slave.StageFiles:output_type -> georep.v1.StageFilesResponse
+	51, // 83: georep.v1.Slave.InstallStaged:output_type -> georep.v1.InstallStagedResponse
+	53, // 84: georep.v1.Slave.RsyncTunnel:output_type -> georep.v1.RsyncTunnelResponse
+	67, // [67:85] is the sub-list for method output_type
+	49, // [49:67] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_georep_v1_slave_proto_init() }
