@@ -67,6 +67,9 @@ func TestPutCreate(t *testing.T) {
 		{name: "empty", size: 0},
 		{name: "multi-chunk", size: int64(len(big)), spans: []putSpan{{0, big}}},
 		{name: "holes", size: 8 << 20, spans: []putSpan{{1 << 20, []byte("a")}, {5 << 20, big[:1<<20]}}},
+		// The size comes from the ftruncate at verify, before the stat.
+		{name: "only a hole", size: 3 << 20},
+		{name: "past the writeback mark", size: 2*writebackMin + 5, spans: []putSpan{{0, bytes.Repeat(big[:1<<20], 9)[:2*writebackMin+5]}}},
 		{name: "in a subdirectory", size: 3, spans: []putSpan{{0, []byte("sub")}}, subdir: true},
 	}
 	for _, tc := range tests {
@@ -355,6 +358,47 @@ func TestPutCreateReplay(t *testing.T) {
 			if n := indexEntries(t, b); n != 1 {
 				t.Errorf("%d index entries, want 1", n)
 			}
+		})
+	}
+}
+
+// TestPutWritebackStarted: a big file's writeback is started every
+// writebackMin bytes as it is written (the flush before install finds it
+// under way); a small file's never is, and both verify and install.
+func TestPutWritebackStarted(t *testing.T) {
+	tests := []struct {
+		name       string
+		size       int64
+		wantKicked int64
+	}{
+		{name: "small", size: 4096, wantKicked: 0},
+		{name: "just under the mark", size: writebackMin - 1, wantKicked: 0},
+		{name: "two marks and a bit", size: 2*writebackMin + MaxChunk/2, wantKicked: 2 * writebackMin},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, dir := newBackend(t)
+			x := gfid.New()
+			h := createHeader(x, gfid.Root, "f", tc.size)
+			data := bytes.Repeat([]byte("writeback"), int(tc.size)/9+1)[:tc.size]
+			w, err := b.BeginPut(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Abort()
+			for o := int64(0); o < tc.size; o += MaxChunk {
+				if err := w.WriteAt(data[o:min(o+MaxChunk, tc.size)], o); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if w.kicked != tc.wantKicked {
+				t.Errorf("writeback started up to %d, want %d", w.kicked, tc.wantKicked)
+			}
+			spans := []putSpan{{0, data}}
+			if how, err := w.Commit(digestOf(tc.size, spans)); err != nil || how != InstallCreated {
+				t.Fatalf("commit: %v, %v", how, err)
+			}
+			wantCreated(t, b, dir, filepath.Join(dir, "f"), x, h, data)
 		})
 	}
 }

@@ -96,6 +96,7 @@ type FileWriter struct {
 	hash    *blake3.Hasher
 	zeros   []byte
 	pos     int64 // end of the content hashed so far
+	kicked  int64 // end of the content whose writeback was started
 	written int64
 	done    bool
 	// verified: the digest matched; synced: SyncPuts flushed the temp.
@@ -193,13 +194,10 @@ func (b *Backend) BeginPut(h PutHeader) (*FileWriter, error) {
 			w.discard()
 		}
 	}()
-	// The identity goes on first, so it is flushed with the content.
+	// The identity goes on first, so it is flushed with the content. The
+	// size is set by Verify, and only when the writes fall short of it.
 	if err := unix.Fsetxattr(int(f.Fd()), b.gfidAttr, h.GFID[:], 0); err != nil {
 		return nil, fmt.Errorf("put content of %s: give temp its gfid: %w", h.GFID, err)
-	}
-	// ftruncate, not writes of zeros: what no chunk covers stays a hole.
-	if err := f.Truncate(h.Size); err != nil {
-		return nil, fmt.Errorf("put content of %s: size temp to %d bytes: %w", h.GFID, h.Size, err)
 	}
 	successful = true
 	return w, nil
@@ -280,7 +278,26 @@ func (w *FileWriter) WriteAt(p []byte, off int64) error {
 	w.hash.Write(p)
 	w.pos = off + int64(len(p))
 	w.written += int64(len(p))
+	w.startWriteback()
 	return nil
+}
+
+// writebackMin is how much written content of a temp waits before its
+// writeback is started.
+const writebackMin = 4 << 20
+
+// startWriteback starts writing the temp's content received since the
+// last call out to disk, once there is writebackMin of it, without
+// waiting: the flush before install (SyncPuts) then finds most of a big
+// file's pages written or in flight instead of starting them all. Small
+// files never reach it; their flush is one syncfs for many anyway. It is
+// only a hint: a failure shows at the flush.
+func (w *FileWriter) startWriteback() {
+	if w.pos-w.kicked < writebackMin {
+		return
+	}
+	_ = unix.SyncFileRange(int(w.f.Fd()), w.kicked, w.pos-w.kicked, unix.SYNC_FILE_RANGE_WRITE)
+	w.kicked = w.pos
 }
 
 // hashZeros hashes the hole from w.pos to end.
@@ -317,11 +334,21 @@ func (w *FileWriter) Verify(digest []byte) error {
 	if w.done || w.verified {
 		return fmt.Errorf("content of %s: verify after commit, abort or verify: %w", w.h.GFID, unix.EINVAL)
 	}
+	end := w.pos // the temp's size: writes and copies only go forward
 	w.hashZeros(w.h.Size)
 	if sum := w.hash.Sum(nil); len(digest) != DigestSize || !bytes.Equal(sum, digest) {
 		w.discard()
 		return fmt.Errorf("content of %s: BLAKE3 digest mismatch (received %x, sender says %x): the content was damaged in transit; previous content kept: %w",
 			w.h.GFID, sum, digest, unix.EBADMSG)
+	}
+	// ftruncate, not writes of zeros: a tail no chunk covered stays a
+	// hole. Not needed (a syscall per file saved) when the writes reached
+	// the size, as a dense file's always do.
+	if end < w.h.Size {
+		if err := w.f.Truncate(w.h.Size); err != nil {
+			w.discard()
+			return fmt.Errorf("content of %s: size temp to %d bytes: %w", w.h.GFID, w.h.Size, err)
+		}
 	}
 	if w.h.Create {
 		// Now, after the last write moved the mtime, and before the flush,
