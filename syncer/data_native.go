@@ -58,7 +58,13 @@ func (m *master) sendNative(ctx context.Context, c *client.Conn, items []transfe
 	}
 	results, _, err := transfer.Send(ctx, c.Slave, m.root, items, transfer.Options{Jobs: m.cfg.SyncJobs, Logger: m.log,
 		Compression: comp, BwLimit: m.cfg.BwLimit, SingleMessage: c.Info.GetSingleMessageFiles(),
-		Installed: func(_ transfer.Item, sent int64) { m.obs.FileSent(sent) }})
+		Installed: func(it transfer.Item, sent int64) {
+			if it.Create {
+				// The file's entry op was fused into its transfer.
+				m.obs.EntriesApplied(1)
+			}
+			m.obs.FileSent(sent)
+		}})
 	return results, err
 }
 

@@ -460,13 +460,20 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 		return 0, 0, err
 	}
 	var dataBytes int64
+	// A fused create is an entry as well as data: it is counted as both,
+	// so status, metrics and the progress bar show new files as entries
+	// whichever way the slave makes them.
+	entries := len(p.Entries)
 	for _, d := range p.Data {
 		dataBytes += d.Size
+		if d.Create != nil {
+			entries++
+		}
 	}
 	var ph phaseTimes
 	ph.plan = time.Since(began)
-	m.obs.CrawlPlanned(crawl, len(p.Entries), len(p.Meta), len(p.Data), dataBytes, ph.plan)
-	pending := status.Pending{Entry: int64(len(p.Entries)), Data: int64(len(p.Data)), Meta: int64(len(p.Meta))}
+	m.obs.CrawlPlanned(crawl, entries, len(p.Meta), len(p.Data), dataBytes, ph.plan)
+	pending := status.Pending{Entry: int64(entries), Data: int64(len(p.Data)), Meta: int64(len(p.Meta))}
 	m.publish(func(s *status.Status) {
 		s.Pending = pending
 		if !p.Empty() {
@@ -493,7 +500,7 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 	}
 	failures, deferrals = counts(failed)
 	if !p.Empty() {
-		m.log.Info("batch applied", "crawl", string(crawl), "entries", len(p.Entries), "data", len(p.Data),
+		m.log.Info("batch applied", "crawl", string(crawl), "entries", entries, "data", len(p.Data),
 			"meta", len(p.Meta), "failed", failures, "deferred", deferrals, "took", time.Since(began).Round(time.Millisecond))
 	}
 	return failures, deferrals, nil
