@@ -12,27 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/georep/georep/internal/status"
+	"github.com/georep/georep/internal/testfs"
 	"github.com/georep/georep/internal/treecmp"
 )
-
-// mountTmpfs mounts a tmpfs of size at a fresh directory, unmounted when
-// the test ends (after everything registered later has been cleaned up).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Fatalf("mount a %s tmpfs at %s (tests run as root): %v", size, dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 // statusDetail runs `georep status --json --detail` on state.
 func statusDetail(t *testing.T, state string) *status.Status {
@@ -72,7 +55,7 @@ func TestRsyncModeENOSPC(t *testing.T) {
 	base := t.TempDir()
 	// The slave root and a filler share an 8 MiB filesystem; the filler is
 	// outside the root so the trees compare equal.
-	fs := mountTmpfs(t, "8m")
+	fs := testfs.Tmpfs(t, "8m")
 	s := newSession(t, filepath.Join(base, "master"), filepath.Join(fs, "slave"))
 	old := randBytes(t, 2<<20)
 	writeAt(t, filepath.Join(s.master, "f"), 0, old)

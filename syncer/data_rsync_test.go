@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/georep/georep/internal/rsyncd"
+	"github.com/georep/georep/internal/testfs"
 	"github.com/georep/georep/syncer/transfer"
 )
 
@@ -240,22 +241,6 @@ func writeRandom(t *testing.T, p string, n int, mode os.FileMode) {
 	}
 }
 
-// mountTmpfs mounts a tmpfs of size at a fresh directory, unmounted when
-// the test ends.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Fatalf("mount a %s tmpfs at %s (tests run as root): %v", size, dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
 // daemonShell writes an -e program that runs the slave's confined rsync
 // daemon (internal/rsyncd's configuration) for stage, as georep slave
 // rsyncd does, its log on stderr.
@@ -290,7 +275,7 @@ func TestParseRsyncStderr(t *testing.T) {
 			name: "slave filesystem full (daemon)",
 			setup: func(t *testing.T, src string) rsyncCase {
 				writeRandom(t, filepath.Join(src, hexA), 2<<20, 0o644)
-				stage := mountTmpfs(t, "1m")
+				stage := testfs.Tmpfs(t, "1m")
 				return rsyncCase{src: src, dst: "slave::" + rsyncd.Module + "/", shell: daemonShell(t, stage), list: []string{hexA}}
 			},
 			wantCode:   11,

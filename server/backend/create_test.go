@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/georep/georep/internal/gfid"
+	"github.com/georep/georep/internal/testfs"
 	pb "github.com/georep/georep/proto/georep/v1"
 )
 
@@ -263,15 +264,7 @@ func TestPutCreateNameTakenMeanwhile(t *testing.T) {
 // TestPutCreateENOSPC: a full disk fails the create while the content is
 // written, and leaves no name, no index entry and no temp.
 func TestPutCreateENOSPC(t *testing.T) {
-	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=2m"); err != nil {
-		t.Fatalf("mount a 2 MiB tmpfs at %s (needs root): %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
+	dir := testfs.Tmpfs(t, "2m")
 	b := openBackend(t, dir, Options{})
 	x := gfid.New()
 	data := bytes.Repeat([]byte{0x5a}, 4<<20)

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/georep/georep/internal/gfid"
+	"github.com/georep/georep/internal/testfs"
 	pb "github.com/georep/georep/proto/georep/v1"
 	"github.com/georep/georep/server"
 	"github.com/georep/georep/server/backend"
@@ -499,22 +500,6 @@ func itoa(i int) string {
 	return string(b)
 }
 
-// mountTmpfs mounts a tmpfs of size at a fresh directory, unmounted when
-// the test ends (after everything registered later has been cleaned up).
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
-		t.Fatalf("mount a %s tmpfs at %s (tests run as root): %v", size, dir, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
 func TestSendENOSPC(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -530,7 +515,7 @@ func TestSendENOSPC(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, mountTmpfs(t, "4m"))
+			e := newEnv(t, testfs.Tmpfs(t, "4m"))
 			g := e.create(t, "f")
 			for _, l := range tc.links {
 				e.link(t, g, l)
