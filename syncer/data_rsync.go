@@ -7,8 +7,10 @@ package syncer
 // run (at most rsyncBatch files): StageFiles links each file's current
 // slave content into a fresh stage as <gfid hex> (rsync's basis; a new
 // file has none and rsync writes it whole);
-// the master makes a private symlink farm <state>/rsync/<stage>/<gfid hex>
-// -> <root>/<path>, notes each file's inode, size, mtime and ctime, and
+// the master opens each file beneath the root (no symlinks followed), makes
+// a private symlink farm <state>/rsync/<stage>/<gfid hex> ->
+// /proc/<pid>/fd/<that descriptor>, notes each file's inode, size, mtime
+// and ctime, and
 // runs ONE rsync (--copy-links --ignore-times --files-from, no --inplace)
 // into <host>::georep/<stage>/ over the session's transport (the ssh
 // ControlMaster, a local child, or the mTLS tunnel). rsync writes each new
@@ -176,8 +178,13 @@ type rsyncRun struct {
 	items    []transfer.Item
 	results  []transfer.Result
 
-	stage  string
-	farm   string
+	stage string
+	farm  string
+	// fds hold each listed file, opened beneath the root: the farm's
+	// links name them (/proc/<pid>/fd/N), not the file's path, so a
+	// directory on the path swapped for a symlink while rsync runs cannot
+	// make it read a file from outside the root.
+	fds    []int
 	staged []bool     // in the stage and the list
 	marks  []fileMark // before rsync
 	sent   []int64    // bytes rsync reports sending, per item
@@ -234,6 +241,7 @@ func (r *rsyncRun) run(ctx context.Context) error {
 	r.timing.stage = time.Since(start)
 	r.farm = filepath.Join(r.m.cfg.StateDir, "rsync", r.stage)
 	defer os.RemoveAll(r.farm)
+	defer r.closeFds()
 	defer os.Remove(r.farm + ".list")
 	start = time.Now()
 	list, err := r.makeFarm()
@@ -244,6 +252,13 @@ func (r *rsyncRun) run(ctx context.Context) error {
 	}
 	failures, runErr := r.rsync(ctx, list)
 	return r.finish(ctx, failures, runErr)
+}
+
+func (r *rsyncRun) closeFds() {
+	for _, fd := range r.fds {
+		unix.Close(fd)
+	}
+	r.fds = nil
 }
 
 // dirNameOK checks the slave's stage name before it becomes a local path.
@@ -266,16 +281,29 @@ func (r *rsyncRun) makeFarm() (string, error) {
 		if !r.staged[i] {
 			continue
 		}
-		mark, err := r.statBeneath(it.RelPath)
+		fd, mark, err := r.openBeneath(it.RelPath)
+		if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+			return "", fmt.Errorf("hold %s open for rsync: raise the open-file limit (ulimit -n) above %d per --sync-jobs: %w", it.RelPath, rsyncBatch, err)
+		}
 		if err != nil {
 			r.staged[i] = false
 			r.results[i].Err = err
 			continue
 		}
+		r.fds = append(r.fds, fd)
 		r.marks[i] = mark
 		name := it.GFID.Hex()
-		if err := os.Symlink(filepath.Join(r.rootPath, filepath.FromSlash(it.RelPath)), filepath.Join(r.farm, name)); err != nil {
+		link := filepath.Join(r.farm, name)
+		if err := os.Symlink(fdPath(fd), link); err != nil {
 			return "", fmt.Errorf("link %s into the rsync symlink farm: %w", it.RelPath, err)
+		}
+		if len(r.fds) == 1 {
+			// rsync reaches the file through this process's /proc entry:
+			// without /proc every file would look vanished.
+			var st unix.Stat_t
+			if err := unix.Stat(link, &st); err != nil || int64(st.Ino) != mark.ino {
+				return "", fmt.Errorf("rsync cannot reach %s through %s (is /proc mounted and readable?): %v", it.RelPath, fdPath(fd), err)
+			}
 		}
 		list.WriteString(name)
 		list.WriteByte(0)
@@ -290,21 +318,40 @@ func (r *rsyncRun) makeFarm() (string, error) {
 // statBeneath stats rel beneath the master root without following any
 // symlink; a file that is gone or no longer regular is os.ErrNotExist-like.
 func (r *rsyncRun) statBeneath(rel string) (fileMark, error) {
+	fd, mark, err := r.openBeneath(rel)
+	if err != nil {
+		return fileMark{}, err
+	}
+	unix.Close(fd)
+	return mark, nil
+}
+
+// openBeneath opens rel beneath the master root without following any
+// symlink (an O_PATH descriptor: no read, no side effects of opening) and
+// returns it with the file's mark; the caller closes it.
+func (r *rsyncRun) openBeneath(rel string) (int, fileMark, error) {
 	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
 	fd, err := unix.Openat2(int(r.m.root.Fd()), rel, &how)
 	if err != nil {
-		return fileMark{}, fmt.Errorf("open %s beneath the master root: %w", rel, err)
+		return -1, fileMark{}, fmt.Errorf("open %s beneath the master root: %w", rel, err)
 	}
-	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return fileMark{}, fmt.Errorf("stat %s: %w", rel, err)
+		unix.Close(fd)
+		return -1, fileMark{}, fmt.Errorf("stat %s: %w", rel, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return fileMark{}, fmt.Errorf("%s is no longer a regular file: %w", rel, os.ErrNotExist)
+		unix.Close(fd)
+		return -1, fileMark{}, fmt.Errorf("%s is no longer a regular file: %w", rel, os.ErrNotExist)
 	}
-	return markOf(&st), nil
+	return fd, markOf(&st), nil
+}
+
+// fdPath names a descriptor of this process so that another process (rsync)
+// opens the very inode it refers to, whatever its names have become.
+func fdPath(fd int) string {
+	return "/proc/" + strconv.Itoa(os.Getpid()) + "/fd/" + strconv.Itoa(fd)
 }
 
 // rsyncArgs is the command line of one batch's rsync.
