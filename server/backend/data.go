@@ -379,12 +379,14 @@ func (b *Backend) SyncPuts(ws []*FileWriter) error {
 	}
 	err := func() error {
 		if len(ws) >= syncfsMin {
-			s, err := b.rlock()
-			if err != nil {
-				return err
-			}
-			defer b.runlock(s)
-			if err := b.tmp.Syncfs(); err != nil {
+			// Through the batch's own temp, not the backend's tmp fd: no
+			// backend lock is held across a flush that can take seconds
+			// (installs and entry ops of every stream would wait), and the
+			// writeback errors syncfs reports are counted per open file, so
+			// a flush through a shared fd could be told of another batch's
+			// failure while the batch it hit saw none. A file reports the
+			// errors since its open and any not yet reported to anyone.
+			if err := unix.Syncfs(int(ws[0].f.Fd())); err != nil {
 				return fmt.Errorf("flush %d received files to disk: %w", len(ws), err)
 			}
 			return nil
