@@ -33,14 +33,17 @@ const StageDir = ".georep/stage"
 // (--*-dest, --partial-dir, --temp-dir, --backup-dir) or makes the daemon
 // write files of the client's choosing (--log-file, batches) is refused, as
 // are extended attributes and ACLs (a client must not set an identity
-// xattr on a staged file); the master never needs any of them.
+// xattr on a staged file); the master never needs any of them. "D" is
+// listed apart from "devices" and "specials": rsync 3.5 refuses the long
+// names but still takes -D (and -a's -D), which made device nodes and
+// FIFOs in the stage.
 var refused = []string{
 	"delete*", "remove-source-files",
 	"inplace", "append*", "write-devices",
 	"link-dest", "copy-dest", "compare-dest", "partial-dir", "temp-dir",
 	"backup*", "suffix",
 	"log-file*", "write-batch", "only-write-batch", "read-batch",
-	"devices", "specials", "xattrs", "acls",
+	"devices", "specials", "D", "xattrs", "acls",
 }
 
 // Config returns the rsyncd.conf text for a daemon serving stage (an
