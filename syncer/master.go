@@ -928,18 +928,23 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 	if len(failed) == 0 {
 		stime = cutAt
 	}
+	// SetStime is also what flushes the slave (syncfs) before the index
+	// believes in its changes, so it is sent even with no stime to advance
+	// to (a first batch with items given up on): the epoch, which claims
+	// nothing.
+	ts := &pb.Timestamp{}
 	if !stime.IsZero() {
-		err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) error {
-			_, err := c.Slave.SetStime(ctx, &pb.SetStimeRequest{MasterUuid: m.id.Bytes(),
-				Stime: &pb.Timestamp{Sec: stime.Unix(), Nsec: uint32(stime.Nanosecond())}})
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("record stime on the slave: %w", err)
-		}
+		ts = &pb.Timestamp{Sec: stime.Unix(), Nsec: uint32(stime.Nanosecond())}
+	}
+	err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) error {
+		_, err := c.Slave.SetStime(ctx, &pb.SetStimeRequest{MasterUuid: m.id.Bytes(), Stime: ts})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record stime on the slave: %w", err)
 	}
 	ph.stime, t = time.Since(t), time.Now()
-	err := m.db.Update(func(tx *index.Tx) error {
+	err = m.db.Update(func(tx *index.Tx) error {
 		kept := *p
 		kept.Changes = nil
 		for _, c := range p.Changes {

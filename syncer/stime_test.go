@@ -1,0 +1,72 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/georep/georep/client"
+	"github.com/georep/georep/internal/testbin"
+	"github.com/georep/georep/internal/testfs"
+)
+
+// TestFirstBatchWithFailureFlushesSlave: SetStime is the slave's flush
+// (syncfs) before the master's index records a batch, so a first batch that
+// gives up on an item (no stime to advance to) must still send it — else
+// the index believes in entries and files a slave crash could lose, and
+// nothing would resend them. The slave's stime mark for this master
+// appearing (at the epoch: it claims nothing) shows the call was made.
+func TestFirstBatchWithFailureFlushesSlave(t *testing.T) {
+	bin, err := testbin.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	master, state := filepath.Join(base, "m"), filepath.Join(base, "state")
+	slave := testfs.Tmpfs(t, "1m")
+	for _, d := range []string{master, state} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(master, "small"), []byte("fits"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(master, "big"), make([]byte, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	u, err := client.ParseSlaveURL(slave)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err = Run(ctx, Config{Root: master, StateDir: state, Slave: u, Dial: client.Options{LocalGeorep: bin},
+		Once: true, Retries: 1, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	if !errors.Is(err, ErrFailures) {
+		t.Fatalf("Run: %v, want ErrFailures (the big file cannot fit)\n%s", err, logs.String())
+	}
+	if got, err := os.ReadFile(filepath.Join(slave, "small")); err != nil || string(got) != "fits" {
+		t.Fatalf("slave's small: %q, %v", got, err)
+	}
+	buf := make([]byte, 64<<10)
+	n, err := unix.Listxattr(slave, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00")
+	for _, n := range names {
+		if strings.Contains(n, ".georep.stime.") {
+			return
+		}
+	}
+	t.Errorf("no stime mark on the slave root after a first batch with a failure (xattrs %v): SetStime, and its flush, was skipped", names)
+}
