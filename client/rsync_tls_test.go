@@ -75,7 +75,7 @@ func runRsync(t *testing.T, shell *RsyncShell, src, dest string, extra ...string
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	args := append([]string{"-a", "-e", strings.Join(shell.Command, " ")}, extra...)
+	args := append([]string{"-rlptgo", "-e", strings.Join(shell.Command, " ")}, extra...)
 	args = append(args, src, shell.Host+"::"+dest)
 	cmd := exec.CommandContext(ctx, "rsync", args...)
 	out, err := cmd.CombinedOutput()
@@ -265,7 +265,7 @@ func TestRsyncTunnelCutKillsDaemon(t *testing.T) {
 	defer cancel()
 	go func() {
 		// 1 MiB/s: the transfer is still running when the connection is cut.
-		cmd := exec.CommandContext(ctx, "rsync", "-a", "--bwlimit=1024", "-e", strings.Join(shell.Command, " "),
+		cmd := exec.CommandContext(ctx, "rsync", "-rlptgo", "--bwlimit=1024", "-e", strings.Join(shell.Command, " "),
 			src+"/", shell.Host+"::georep/s1/")
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
