@@ -90,11 +90,18 @@ func (m *master) sendRsync(ctx context.Context, c *client.Conn, items []transfer
 	shares := rsyncShares(len(items), m.cfg.SyncJobs)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// Each run holds its files open (the farm points at those fds), so
+	// the runs together must stay under the open-file limit.
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return nil, fmt.Errorf("read the open-file limit: %w", err)
+	}
+	batch := rsyncBatchFor(lim.Cur, len(shares))
 	var wg sync.WaitGroup
 	for _, sh := range shares {
 		wg.Go(func() {
-			for start := sh[0]; start < sh[1]; start += rsyncBatch {
-				end := min(start+rsyncBatch, sh[1])
+			for start := sh[0]; start < sh[1]; start += batch {
+				end := min(start+batch, sh[1])
 				if err := m.sendRsyncBatch(ctx, c, shell, rootPath, items[start:end], results[start:end]); err != nil {
 					// The first failure stops the other runs: the
 					// session retries all of items.
@@ -109,6 +116,22 @@ func (m *master) sendRsync(ctx context.Context, c *client.Conn, items []transfer
 		return nil, err
 	}
 	return results, nil
+}
+
+// rsyncOpenReserve is how many descriptors are left for everything but
+// the files rsync runs hold open (the index, the connection, the logs).
+const rsyncOpenReserve = 512
+
+// rsyncBatchFor is the most files one of runs parallel rsync runs may take
+// at once under an open-file limit of limit: at most rsyncBatch, at least
+// 64 (a limit too low for that fails with the limit's own message).
+func rsyncBatchFor(limit uint64, runs int) int {
+	runs = max(runs, 1)
+	if limit <= rsyncOpenReserve {
+		return 64
+	}
+	per := (limit - rsyncOpenReserve) / uint64(runs)
+	return int(max(64, min(per, rsyncBatch)))
 }
 
 // rsyncShares splits n items into at most jobs contiguous [start, end)
@@ -283,7 +306,7 @@ func (r *rsyncRun) makeFarm() (string, error) {
 		}
 		fd, mark, err := r.openBeneath(it.RelPath)
 		if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
-			return "", fmt.Errorf("hold %s open for rsync: raise the open-file limit (ulimit -n) above %d per --sync-jobs: %w", it.RelPath, rsyncBatch, err)
+			return "", fmt.Errorf("hold %s open for rsync: raise the open-file limit (ulimit -n; each rsync run holds up to %d files open, --sync-jobs runs at once): %w", it.RelPath, rsyncBatch, err)
 		}
 		if err != nil {
 			r.staged[i] = false

@@ -476,3 +476,31 @@ func FuzzRsyncOutput(f *testing.F) {
 		}
 	})
 }
+
+// TestRsyncBatchFor: parallel rsync runs together hold no more files open
+// than the open-file limit allows, keep a reserve for the rest of the
+// master, and never exceed rsyncBatch or go below 64.
+func TestRsyncBatchFor(t *testing.T) {
+	tests := []struct {
+		limit uint64
+		runs  int
+		want  int
+	}{
+		{limit: 1 << 20, runs: 3, want: rsyncBatch},
+		{limit: 20000, runs: 3, want: (20000 - rsyncOpenReserve) / 3},
+		{limit: 20000, runs: 1, want: rsyncBatch},
+		{limit: 1024, runs: 4, want: 128},
+		{limit: 1024, runs: 0, want: 1024 - rsyncOpenReserve},
+		{limit: 600, runs: 8, want: 64},
+		{limit: 100, runs: 1, want: 64},
+	}
+	for _, tc := range tests {
+		if got := rsyncBatchFor(tc.limit, tc.runs); got != tc.want {
+			t.Errorf("rsyncBatchFor(%d, %d) = %d, want %d", tc.limit, tc.runs, got, tc.want)
+		}
+		if got := rsyncBatchFor(tc.limit, tc.runs); tc.limit > rsyncOpenReserve+64*uint64(max(tc.runs, 1)) &&
+			uint64(got*max(tc.runs, 1)) > tc.limit-rsyncOpenReserve {
+			t.Errorf("rsyncBatchFor(%d, %d) = %d: %d runs would hold more than the limit allows", tc.limit, tc.runs, got, tc.runs)
+		}
+	}
+}
