@@ -12,34 +12,12 @@ import (
 	"time"
 
 	"github.com/georep/georep/internal/pipeconn"
+	"github.com/georep/georep/internal/tailbuf"
 )
 
 // stderrKeep is how much of a child's stderr is kept for error reports:
 // the last 1 MiB, like gsyncd's ring buffer.
 const stderrKeep = 1 << 20
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu   sync.Mutex
-	max  int
-	data []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.data = append(b.data, p...)
-	if over := len(b.data) - b.max; over > 0 {
-		b.data = append(b.data[:0], b.data[over:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.data)
-}
 
 // procConn is a net.Conn over a child process's stdin and stdout: the
 // process is ssh (running georep slave --stdio remotely) or a local
@@ -48,7 +26,7 @@ func (b *tailBuffer) String() string {
 type procConn struct {
 	*pipeconn.Conn
 	cmd    *exec.Cmd
-	stderr *tailBuffer
+	stderr *tailbuf.Buffer
 	exited chan struct{}
 	// waitErr is written before exited is closed.
 	waitErr error
@@ -76,7 +54,7 @@ func startProc(argv []string, env []string) (*procConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stdout pipe for %s: %w", argv[0], err)
 	}
-	p := &procConn{cmd: cmd, stderr: &tailBuffer{max: stderrKeep}, exited: make(chan struct{})}
+	p := &procConn{cmd: cmd, stderr: tailbuf.New(stderrKeep), exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)

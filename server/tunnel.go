@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/georep/georep/internal/rsyncd"
+	"github.com/georep/georep/internal/tailbuf"
 	pb "github.com/georep/georep/proto/georep/v1"
 )
 
@@ -108,7 +109,7 @@ type tunnelDaemon struct {
 	cmd    *exec.Cmd
 	stdin  *os.File
 	stdout *os.File
-	stderr *tailBuffer
+	stderr *tailbuf.Buffer
 	// exited is closed once Wait has returned.
 	exited chan struct{}
 }
@@ -126,7 +127,7 @@ func startDaemon(cmd *exec.Cmd) (*tunnelDaemon, error) {
 		inW.Close()
 		return nil, fmt.Errorf("make its stdout pipe: %w", err)
 	}
-	d := &tunnelDaemon{cmd: cmd, stdin: inW, stdout: outR, stderr: &tailBuffer{max: tunnelStderrTail}, exited: make(chan struct{})}
+	d := &tunnelDaemon{cmd: cmd, stdin: inW, stdout: outR, stderr: tailbuf.New(tunnelStderrTail), exited: make(chan struct{})}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, d.stderr
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
@@ -242,32 +243,4 @@ func (d *tunnelDaemon) killOnCancel(ctx context.Context) {
 	case <-timer.C:
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	}
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := len(p)
-	if len(p) >= t.max {
-		t.buf = append(t.buf[:0], p[len(p)-t.max:]...)
-		return n, nil
-	}
-	if over := len(t.buf) + len(p) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	t.buf = append(t.buf, p...)
-	return n, nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
 }

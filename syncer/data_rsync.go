@@ -42,6 +42,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/georep/georep/client"
+	"github.com/georep/georep/internal/tailbuf"
 	pb "github.com/georep/georep/proto/georep/v1"
 	"github.com/georep/georep/syncer/transfer"
 )
@@ -425,9 +426,8 @@ func (r *rsyncRun) rsync(ctx context.Context, list string) (map[int]error, error
 	cmd := exec.CommandContext(ctx, "rsync", args...)
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	cmd.WaitDelay = 10 * time.Second
-	var stderr boundedBuffer
-	stderr.max = rsyncStderrMax
-	cmd.Stderr = &stderr
+	stderr := tailbuf.New(rsyncStderrMax)
+	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("run rsync: %w", err)
@@ -708,18 +708,3 @@ func lastLinesOf(s string, n int) string {
 	}
 	return strings.Join(lines, "; ")
 }
-
-// boundedBuffer keeps the first max bytes written to it.
-type boundedBuffer struct {
-	buf bytes.Buffer
-	max int
-}
-
-func (b *boundedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.buf.Len(); room > 0 {
-		b.buf.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
-func (b *boundedBuffer) String() string { return b.buf.String() }
