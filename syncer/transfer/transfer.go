@@ -533,12 +533,8 @@ func (st *stream) sendFile(i int) error {
 		s.fail(i, st.streamErr(err))
 		return err
 	}
-	if !changed {
-		var after unix.Stat_t
-		if err := unix.Fstat(fd, &after); err != nil || after.Size != before.Size || after.Mtim != before.Mtim ||
-			after.Ctim != before.Ctim || after.Ino != before.Ino {
-			changed = true
-		}
+	if !changed && !unchangedSince(fd, &before) {
+		changed = true
 	}
 	if changed {
 		st.mu.Lock()
@@ -557,6 +553,15 @@ func (st *stream) sendFile(i int) error {
 		return st.broken
 	}
 	return nil
+}
+
+// unchangedSince reports whether fd still has before's size, mtime, ctime
+// and inode: what was read from it is one version of the file. A failed
+// fstat counts as changed.
+func unchangedSince(fd int, before *unix.Stat_t) bool {
+	var after unix.Stat_t
+	return unix.Fstat(fd, &after) == nil && after.Size == before.Size && after.Mtim == before.Mtim &&
+		after.Ctim == before.Ctim && after.Ino == before.Ino
 }
 
 // sendSingle sends item i, a dense file of at most one chunk, as one
@@ -583,9 +588,7 @@ func (st *stream) sendSingle(i int, fd int, before *unix.Stat_t, header *pb.PutF
 		}
 		n += m
 	}
-	var after unix.Stat_t
-	if err := unix.Fstat(fd, &after); err != nil || after.Size != before.Size || after.Mtim != before.Mtim ||
-		after.Ctim != before.Ctim || after.Ino != before.Ino {
+	if !unchangedSince(fd, before) {
 		s.fail(i, fmt.Errorf("%s: %w", it.RelPath, ErrChanged))
 		return nil
 	}
