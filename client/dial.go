@@ -187,6 +187,17 @@ func Dial(ctx context.Context, u SlaveURL, opts Options) (*Conn, error) {
 	}
 }
 
+// transportTuning sizes flow-control windows and buffers for a session's
+// long data streams, as the slave does (server.StreamWindow and friends).
+func transportTuning() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithInitialWindowSize(server.StreamWindow),
+		grpc.WithInitialConnWindowSize(server.ConnWindow),
+		grpc.WithWriteBufferSize(server.IOBuffer),
+		grpc.WithReadBufferSize(server.IOBuffer),
+	}
+}
+
 func dialProc(ctx context.Context, u SlaveURL, argv []string, opts Options) (*Conn, error) {
 	proc, err := startProc(argv, nil)
 	if err != nil {
@@ -198,11 +209,11 @@ func dialProc(ctx context.Context, u SlaveURL, argv []string, opts Options) (*Co
 		}
 		return fmt.Errorf("connection to slave %s closed", u)
 	}}
-	cc, err := grpc.NewClient("passthrough:///georep-slave",
+	cc, err := grpc.NewClient("passthrough:///georep-slave", append([]grpc.DialOption{
 		grpc.WithContextDialer(d.dial),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgSize), grpc.MaxCallSendMsgSize(MaxMsgSize)),
-	)
+	}, transportTuning()...)...)
 	if err != nil {
 		_ = proc.Close()
 		return nil, fmt.Errorf("connect to slave %s: %w", u, err)

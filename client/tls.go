@@ -79,7 +79,7 @@ func dialTLSConfig(ctx context.Context, u SlaveURL, opts Options, cfg *tls.Confi
 			}))
 	}
 	target := "dns:///" + net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
-	cc, err := grpc.NewClient(target, dialOpts...)
+	cc, err := grpc.NewClient(target, append(dialOpts, transportTuning()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to slave %s: %w", u, err)
 	}

@@ -29,6 +29,17 @@ import (
 // grpc.MaxCallRecvMsgSize(server.MaxMessageSize)).
 const MaxMessageSize = 64 << 20
 
+// Flow-control windows and socket buffers for both ends of a session.
+// gRPC's defaults (64 KiB windows grown by BDP pings, 32 KiB buffers) are
+// tuned for many small RPCs; a session is a few long streams moving the
+// whole tree, where a small window stalls the sender for a window update
+// every 64 KiB and small buffers cost a pipe or socket wakeup per 32 KiB.
+const (
+	StreamWindow = 8 << 20
+	ConnWindow   = 32 << 20
+	IOBuffer     = 256 << 10
+)
+
 // KeepaliveMinTime is the shortest HTTP/2 ping interval a slave tolerates
 // from a master. gRPC's default (5 minutes) would answer a master pinging
 // every 10 s with GOAWAY "too_many_pings"; a master should ping no more
@@ -58,6 +69,10 @@ func NewGRPCServer(svc pb.SlaveServer, logger *slog.Logger, opts ...grpc.ServerO
 	})
 	base := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.InitialWindowSize(StreamWindow),
+		grpc.InitialConnWindowSize(ConnWindow),
+		grpc.WriteBufferSize(IOBuffer),
+		grpc.ReadBufferSize(IOBuffer),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             KeepaliveMinTime,
 			PermitWithoutStream: true,
