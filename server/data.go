@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
@@ -22,6 +23,10 @@ const (
 	// commitQueue is how many received files may wait for the committer;
 	// each holds an open temp.
 	commitQueue = 128
+	// batchFiles and batchBytes bound one FileBatch: its files and the
+	// chunk data they carry in all.
+	batchFiles = 256
+	batchBytes = backend.MaxChunk
 )
 
 // compressions are the FileChunk encodings this slave decodes, advertised
@@ -29,8 +34,10 @@ const (
 func compressions() []pb.Compression { return []pb.Compression{pb.Compression_COMPRESSION_ZSTD} }
 
 // PutFiles receives whole-file content for files addressed by GFID: per
-// file a header, chunks and a trailer, answered with one PutFilesResponse
-// once the file is installed or refused. A file's own failure (unknown
+// file a header, chunks and a trailer (or all three in one header, or
+// several such headers in one FileBatch), answered with one result once
+// the file is installed or refused: one PutFilesResponse each, or one for
+// each commit batch when the master set batch_results. A file's own failure (unknown
 // GFID, bad chunk, digest mismatch, full disk) is its result; only a
 // stream that breaks the message order fails the call. Whatever file is
 // open when the stream ends or breaks is discarded, its old content kept.
@@ -50,8 +57,11 @@ func (s *Service) PutFiles(stream pb.Slave_PutFilesServer) error {
 	ready := make(chan *incomingFile, commitQueue)
 	stop := make(chan struct{}) // closed when the committer gives up
 	committed := make(chan error, 1)
-	go func() { committed <- s.commitFiles(stream, ready, stop) }()
-	rerr := s.receiveFiles(stream, dec, ready, stop)
+	// batched is set by the receiver from the master's batch_results
+	// before it hands over the first file it came with.
+	var batched atomic.Bool
+	go func() { committed <- s.commitFiles(stream, ready, stop, &batched) }()
+	rerr := s.receiveFiles(stream, dec, ready, stop, &batched)
 	close(ready)
 	cerr := <-committed
 	if rerr != nil {
@@ -61,7 +71,8 @@ func (s *Service) PutFiles(stream pb.Slave_PutFilesServer) error {
 }
 
 // receiveFiles reads the stream and passes every finished file to ready.
-func (s *Service) receiveFiles(stream pb.Slave_PutFilesServer, dec *zstd.Decoder, ready chan<- *incomingFile, stop <-chan struct{}) error {
+func (s *Service) receiveFiles(stream pb.Slave_PutFilesServer, dec *zstd.Decoder, ready chan<- *incomingFile, stop <-chan struct{},
+	batched *atomic.Bool) error {
 	var cur *incomingFile
 	defer func() {
 		if cur != nil {
@@ -79,6 +90,9 @@ func (s *Service) receiveFiles(stream pb.Slave_PutFilesServer, dec *zstd.Decoder
 		}
 		if err != nil {
 			return err
+		}
+		if req.GetBatchResults() {
+			batched.Store(true)
 		}
 		switch p := req.GetPart().(type) {
 		case *pb.PutFilesRequest_Header:
@@ -115,10 +129,52 @@ func (s *Service) receiveFiles(stream pb.Slave_PutFilesServer, dec *zstd.Decoder
 				return nil // the committer's error ends the call
 			}
 			cur = nil
+		case *pb.PutFilesRequest_Batch:
+			if cur != nil {
+				return invalid("a file batch came while the content of %s had no trailer yet: end each file with a trailer", cur.desc)
+			}
+			if err := checkFileBatch(p.Batch); err != nil {
+				return err
+			}
+			// Each file is what a single-message header is: begun,
+			// written, ended and handed over before the next.
+			for _, h := range p.Batch.GetFiles() {
+				f := s.beginFile(h)
+				if c := h.GetChunk(); c != nil {
+					buf = f.write(dec, c, buf)
+				}
+				if !s.endFile(f, h.GetTrailer(), ready, stop) {
+					return nil // the committer's error ends the call
+				}
+			}
 		default:
-			return invalid("a PutFiles message must carry a header, a chunk, a copy or a trailer")
+			return invalid("a PutFiles message must carry a header, a chunk, a copy, a trailer or a file batch")
 		}
 	}
+}
+
+// checkFileBatch checks a FileBatch's shape before any of its files is
+// begun, so a malformed batch fails the stream having touched nothing:
+// 1 to batchFiles files, each with its trailer, and at most batchBytes
+// of chunk data in all. Each file's own fields are its result's to judge.
+func checkFileBatch(b *pb.FileBatch) error {
+	files := b.GetFiles()
+	switch {
+	case len(files) == 0:
+		return invalid("a file batch holds no file: send at least one, or none at all")
+	case len(files) > batchFiles:
+		return invalid("a file batch holds %d files, more than %d: split it", len(files), batchFiles)
+	}
+	data := 0
+	for i, h := range files {
+		if h == nil || h.GetTrailer() == nil {
+			return invalid("file %d of a file batch has no trailer: a batch carries whole files, each ending with its trailer", i)
+		}
+		if data += len(h.GetChunk().GetData()); data > batchBytes {
+			return invalid("a file batch carries more than %d bytes of chunk data (at file %d): split it", batchBytes, i)
+		}
+	}
+	return nil
 }
 
 // endFile checks f's trailer and hands f to the committer. It returns
@@ -136,7 +192,7 @@ func (s *Service) endFile(f *incomingFile, t *pb.FileTrailer, ready chan<- *inco
 
 // commitFiles flushes, installs and answers the files from ready in
 // batches, in order. After a failed Send it discards what still comes.
-func (s *Service) commitFiles(stream pb.Slave_PutFilesServer, ready <-chan *incomingFile, stop chan<- struct{}) error {
+func (s *Service) commitFiles(stream pb.Slave_PutFilesServer, ready <-chan *incomingFile, stop chan<- struct{}, batched *atomic.Bool) error {
 	var err error
 	batch := make([]*incomingFile, 0, commitBatchFiles)
 	for f := range ready {
@@ -159,7 +215,7 @@ func (s *Service) commitFiles(stream pb.Slave_PutFilesServer, ready <-chan *inco
 				break gather
 			}
 		}
-		if err = s.commitBatch(stream, batch); err != nil {
+		if err = s.commitBatch(stream, batch, batched.Load()); err != nil {
 			close(stop)
 		}
 	}
@@ -167,8 +223,9 @@ func (s *Service) commitFiles(stream pb.Slave_PutFilesServer, ready <-chan *inco
 }
 
 // commitBatch makes the verified files of batch durable with one flush,
-// installs them and sends every file's result in order.
-func (s *Service) commitBatch(stream pb.Slave_PutFilesServer, batch []*incomingFile) error {
+// installs them and sends every file's result in order: each in its own
+// message, or all in one when batched (the master asked for that).
+func (s *Service) commitBatch(stream pb.Slave_PutFilesServer, batch []*incomingFile, batched bool) error {
 	var ws []*backend.FileWriter
 	for _, f := range batch {
 		if f.err == nil {
@@ -184,6 +241,10 @@ func (s *Service) commitBatch(stream pb.Slave_PutFilesServer, batch []*incomingF
 			}
 		}
 	}
+	var all *pb.PutFilesResponse
+	if batched {
+		all = &pb.PutFilesResponse{Results: make([]*pb.PutFilesResponse, 0, len(batch))}
+	}
 	for i, f := range batch {
 		if f.err == nil {
 			_, f.err = f.w.Install()
@@ -193,12 +254,19 @@ func (s *Service) commitBatch(stream pb.Slave_PutFilesServer, batch []*incomingF
 			s.logger.Info("file content not installed", "gfid", gfidText(resp.GetGfid()),
 				"code", r.GetCode(), "message", r.GetMessage())
 		}
+		if all != nil {
+			all.Results = append(all.Results, resp)
+			continue
+		}
 		if err := stream.Send(resp); err != nil {
 			for _, g := range batch[i+1:] {
 				g.abort()
 			}
 			return err
 		}
+	}
+	if all != nil {
+		return stream.Send(all)
 	}
 	return nil
 }

@@ -155,6 +155,7 @@ func (s *Service) Handshake(ctx context.Context, req *pb.HandshakeRequest) (*pb.
 		Compressions:       compressions(),
 		Rsync:              hasRsync(),
 		SingleMessageFiles: true,
+		FileBatches:        true,
 	}, nil
 }
 

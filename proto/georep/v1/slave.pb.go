@@ -656,8 +656,14 @@ type HandshakeResponse struct {
 	// a FileHeader carrying its content chunk and its trailer (see
 	// FileHeader.chunk). A master sends those only to a slave that says so.
 	SingleMessageFiles bool `protobuf:"varint,9,opt,name=single_message_files,json=singleMessageFiles,proto3" json:"single_message_files,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// True when the slave takes several whole small files in one PutFiles
+	// message (PutFilesRequest.batch, see FileBatch) and answers a stream
+	// whose master set PutFilesRequest.batch_results with several files'
+	// results in one PutFilesResponse (PutFilesResponse.results). A master
+	// sends either only to a slave that says so.
+	FileBatches   bool `protobuf:"varint,10,opt,name=file_batches,json=fileBatches,proto3" json:"file_batches,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HandshakeResponse) Reset() {
@@ -749,6 +755,13 @@ func (x *HandshakeResponse) GetRsync() bool {
 func (x *HandshakeResponse) GetSingleMessageFiles() bool {
 	if x != nil {
 		return x.SingleMessageFiles
+	}
+	return false
+}
+
+func (x *HandshakeResponse) GetFileBatches() bool {
+	if x != nil {
+		return x.FileBatches
 	}
 	return false
 }
@@ -2397,7 +2410,8 @@ func (x *PurgeResponse) GetRemoved() uint64 {
 }
 
 // PutFilesRequest is one message of a PutFiles stream: a file's header, one
-// of its chunks, or its trailer. A file's messages are contiguous.
+// of its chunks, or its trailer, or a batch of whole small files. A file's
+// messages are contiguous.
 type PutFilesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Which part of a file this message carries.
@@ -2408,7 +2422,15 @@ type PutFilesRequest struct {
 	//	*PutFilesRequest_Chunk
 	//	*PutFilesRequest_Trailer
 	//	*PutFilesRequest_Copy
-	Part          isPutFilesRequest_Part `protobuf_oneof:"part"`
+	//	*PutFilesRequest_Batch
+	Part isPutFilesRequest_Part `protobuf_oneof:"part"`
+	// True when the master takes several files' results in one
+	// PutFilesResponse (PutFilesResponse.results); only to a slave whose
+	// Handshake set file_batches. It holds for the rest of the stream from
+	// the message that carries it (a master sets it on the stream's first
+	// message). It is asked for per stream, not at Handshake, because one
+	// slave daemon serves streams of many masters' connections, old and new.
+	BatchResults  bool `protobuf:"varint,6,opt,name=batch_results,json=batchResults,proto3" json:"batch_results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2486,6 +2508,22 @@ func (x *PutFilesRequest) GetCopy() *FileCopy {
 	return nil
 }
 
+func (x *PutFilesRequest) GetBatch() *FileBatch {
+	if x != nil {
+		if x, ok := x.Part.(*PutFilesRequest_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
+func (x *PutFilesRequest) GetBatchResults() bool {
+	if x != nil {
+		return x.BatchResults
+	}
+	return false
+}
+
 type isPutFilesRequest_Part interface {
 	isPutFilesRequest_Part()
 }
@@ -2511,6 +2549,13 @@ type PutFilesRequest_Copy struct {
 	Copy *FileCopy `protobuf:"bytes,4,opt,name=copy,proto3,oneof"`
 }
 
+type PutFilesRequest_Batch struct {
+	// Several whole files, each started and ended within this message
+	// (only to a slave whose Handshake set file_batches, and never while
+	// a file is open: after a trailer or at the start of the stream).
+	Batch *FileBatch `protobuf:"bytes,5,opt,name=batch,proto3,oneof"`
+}
+
 func (*PutFilesRequest_Header) isPutFilesRequest_Part() {}
 
 func (*PutFilesRequest_Chunk) isPutFilesRequest_Part() {}
@@ -2518,6 +2563,61 @@ func (*PutFilesRequest_Chunk) isPutFilesRequest_Part() {}
 func (*PutFilesRequest_Trailer) isPutFilesRequest_Part() {}
 
 func (*PutFilesRequest_Copy) isPutFilesRequest_Part() {}
+
+func (*PutFilesRequest_Batch) isPutFilesRequest_Part() {}
+
+// FileBatch carries several whole small files in one message, saving a
+// message (its framing and a wake-up on both ends) per file. Each file is
+// a FileHeader exactly as a single-message file sends it: its content in
+// chunk (none for an empty file) and its trailer, which is required. The
+// slave treats each as that single message and answers each with its own
+// result, in order; one file's failure never fails the others. A batch
+// holds 1 to 256 files and at most 1 MiB of chunk data in all; a batch
+// that breaks these rules fails the stream (INVALID_ARGUMENT).
+type FileBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The files, in the order they are answered.
+	Files         []*FileHeader `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileBatch) Reset() {
+	*x = FileBatch{}
+	mi := &file_georep_v1_slave_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileBatch) ProtoMessage() {}
+
+func (x *FileBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileBatch.ProtoReflect.Descriptor instead.
+func (*FileBatch) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *FileBatch) GetFiles() []*FileHeader {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
 
 // FileHeader starts the transfer of one file's content.
 type FileHeader struct {
@@ -2569,7 +2669,8 @@ type FileHeader struct {
 	Chunk *FileChunk `protobuf:"bytes,9,opt,name=chunk,proto3" json:"chunk,omitempty"`
 	// Optional, as chunk: ends the file as a FileTrailer message right after
 	// this header (and its chunk) would. No chunk, copy or trailer message
-	// of this file follows; the next message is another file's header.
+	// of this file follows; the next message is another file's header (or
+	// batch). Required for a file in a FileBatch.
 	Trailer       *FileTrailer `protobuf:"bytes,10,opt,name=trailer,proto3" json:"trailer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2577,7 +2678,7 @@ type FileHeader struct {
 
 func (x *FileHeader) Reset() {
 	*x = FileHeader{}
-	mi := &file_georep_v1_slave_proto_msgTypes[36]
+	mi := &file_georep_v1_slave_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2589,7 +2690,7 @@ func (x *FileHeader) String() string {
 func (*FileHeader) ProtoMessage() {}
 
 func (x *FileHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[36]
+	mi := &file_georep_v1_slave_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2602,7 +2703,7 @@ func (x *FileHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileHeader.ProtoReflect.Descriptor instead.
 func (*FileHeader) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{36}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *FileHeader) GetGfid() []byte {
@@ -2695,7 +2796,7 @@ type FileChunk struct {
 
 func (x *FileChunk) Reset() {
 	*x = FileChunk{}
-	mi := &file_georep_v1_slave_proto_msgTypes[37]
+	mi := &file_georep_v1_slave_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2707,7 +2808,7 @@ func (x *FileChunk) String() string {
 func (*FileChunk) ProtoMessage() {}
 
 func (x *FileChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[37]
+	mi := &file_georep_v1_slave_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2720,7 +2821,7 @@ func (x *FileChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileChunk.ProtoReflect.Descriptor instead.
 func (*FileChunk) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{37}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *FileChunk) GetOffset() int64 {
@@ -2772,7 +2873,7 @@ type FileCopy struct {
 
 func (x *FileCopy) Reset() {
 	*x = FileCopy{}
-	mi := &file_georep_v1_slave_proto_msgTypes[38]
+	mi := &file_georep_v1_slave_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2784,7 +2885,7 @@ func (x *FileCopy) String() string {
 func (*FileCopy) ProtoMessage() {}
 
 func (x *FileCopy) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[38]
+	mi := &file_georep_v1_slave_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2797,7 +2898,7 @@ func (x *FileCopy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileCopy.ProtoReflect.Descriptor instead.
 func (*FileCopy) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{38}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *FileCopy) GetOffset() int64 {
@@ -2837,7 +2938,7 @@ type FileTrailer struct {
 
 func (x *FileTrailer) Reset() {
 	*x = FileTrailer{}
-	mi := &file_georep_v1_slave_proto_msgTypes[39]
+	mi := &file_georep_v1_slave_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2849,7 +2950,7 @@ func (x *FileTrailer) String() string {
 func (*FileTrailer) ProtoMessage() {}
 
 func (x *FileTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[39]
+	mi := &file_georep_v1_slave_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2862,7 +2963,7 @@ func (x *FileTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileTrailer.ProtoReflect.Descriptor instead.
 func (*FileTrailer) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{39}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *FileTrailer) GetBlake3() []byte {
@@ -2892,14 +2993,19 @@ type PutFilesResponse struct {
 	// no GFID behind.
 	Result *EntryResult `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
 	// How many bytes of content the slave wrote for the file.
-	BytesWritten  int64 `protobuf:"varint,3,opt,name=bytes_written,json=bytesWritten,proto3" json:"bytes_written,omitempty"`
+	BytesWritten int64 `protobuf:"varint,3,opt,name=bytes_written,json=bytesWritten,proto3" json:"bytes_written,omitempty"`
+	// Set instead of gfid, result and bytes_written, only on a stream whose
+	// master set PutFilesRequest.batch_results: the results of several
+	// files, in the order the files were sent, each as a PutFilesResponse
+	// of its own (gfid, result and bytes_written; never results of its own).
+	Results       []*PutFilesResponse `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PutFilesResponse) Reset() {
 	*x = PutFilesResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[40]
+	mi := &file_georep_v1_slave_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2911,7 +3017,7 @@ func (x *PutFilesResponse) String() string {
 func (*PutFilesResponse) ProtoMessage() {}
 
 func (x *PutFilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[40]
+	mi := &file_georep_v1_slave_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2924,7 +3030,7 @@ func (x *PutFilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFilesResponse.ProtoReflect.Descriptor instead.
 func (*PutFilesResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{40}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PutFilesResponse) GetGfid() []byte {
@@ -2948,6 +3054,13 @@ func (x *PutFilesResponse) GetBytesWritten() int64 {
 	return 0
 }
 
+func (x *PutFilesResponse) GetResults() []*PutFilesResponse {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 // BlockSumsRequest asks for the block checksums of a file's content.
 type BlockSumsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2963,7 +3076,7 @@ type BlockSumsRequest struct {
 
 func (x *BlockSumsRequest) Reset() {
 	*x = BlockSumsRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[41]
+	mi := &file_georep_v1_slave_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3088,7 @@ func (x *BlockSumsRequest) String() string {
 func (*BlockSumsRequest) ProtoMessage() {}
 
 func (x *BlockSumsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[41]
+	mi := &file_georep_v1_slave_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3101,7 @@ func (x *BlockSumsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockSumsRequest.ProtoReflect.Descriptor instead.
 func (*BlockSumsRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{41}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *BlockSumsRequest) GetGfid() []byte {
@@ -3021,7 +3134,7 @@ type BlockSumsResponse struct {
 
 func (x *BlockSumsResponse) Reset() {
 	*x = BlockSumsResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[42]
+	mi := &file_georep_v1_slave_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3146,7 @@ func (x *BlockSumsResponse) String() string {
 func (*BlockSumsResponse) ProtoMessage() {}
 
 func (x *BlockSumsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[42]
+	mi := &file_georep_v1_slave_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3159,7 @@ func (x *BlockSumsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockSumsResponse.ProtoReflect.Descriptor instead.
 func (*BlockSumsResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{42}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *BlockSumsResponse) GetSize() int64 {
@@ -3084,7 +3197,7 @@ type Block struct {
 
 func (x *Block) Reset() {
 	*x = Block{}
-	mi := &file_georep_v1_slave_proto_msgTypes[43]
+	mi := &file_georep_v1_slave_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3096,7 +3209,7 @@ func (x *Block) String() string {
 func (*Block) ProtoMessage() {}
 
 func (x *Block) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[43]
+	mi := &file_georep_v1_slave_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3109,7 +3222,7 @@ func (x *Block) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Block.ProtoReflect.Descriptor instead.
 func (*Block) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{43}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Block) GetWeak() uint32 {
@@ -3137,7 +3250,7 @@ type StageFilesRequest struct {
 
 func (x *StageFilesRequest) Reset() {
 	*x = StageFilesRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[44]
+	mi := &file_georep_v1_slave_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3149,7 +3262,7 @@ func (x *StageFilesRequest) String() string {
 func (*StageFilesRequest) ProtoMessage() {}
 
 func (x *StageFilesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[44]
+	mi := &file_georep_v1_slave_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3162,7 +3275,7 @@ func (x *StageFilesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageFilesRequest.ProtoReflect.Descriptor instead.
 func (*StageFilesRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{44}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *StageFilesRequest) GetGfids() [][]byte {
@@ -3186,7 +3299,7 @@ type StageFilesResponse struct {
 
 func (x *StageFilesResponse) Reset() {
 	*x = StageFilesResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[45]
+	mi := &file_georep_v1_slave_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3198,7 +3311,7 @@ func (x *StageFilesResponse) String() string {
 func (*StageFilesResponse) ProtoMessage() {}
 
 func (x *StageFilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[45]
+	mi := &file_georep_v1_slave_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3211,7 +3324,7 @@ func (x *StageFilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageFilesResponse.ProtoReflect.Descriptor instead.
 func (*StageFilesResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{45}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *StageFilesResponse) GetStage() string {
@@ -3254,7 +3367,7 @@ type StagedFile struct {
 
 func (x *StagedFile) Reset() {
 	*x = StagedFile{}
-	mi := &file_georep_v1_slave_proto_msgTypes[46]
+	mi := &file_georep_v1_slave_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3266,7 +3379,7 @@ func (x *StagedFile) String() string {
 func (*StagedFile) ProtoMessage() {}
 
 func (x *StagedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[46]
+	mi := &file_georep_v1_slave_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3279,7 +3392,7 @@ func (x *StagedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StagedFile.ProtoReflect.Descriptor instead.
 func (*StagedFile) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{46}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *StagedFile) GetGfid() []byte {
@@ -3339,7 +3452,7 @@ type InstallStagedRequest struct {
 
 func (x *InstallStagedRequest) Reset() {
 	*x = InstallStagedRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[47]
+	mi := &file_georep_v1_slave_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3351,7 +3464,7 @@ func (x *InstallStagedRequest) String() string {
 func (*InstallStagedRequest) ProtoMessage() {}
 
 func (x *InstallStagedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[47]
+	mi := &file_georep_v1_slave_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3364,7 +3477,7 @@ func (x *InstallStagedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallStagedRequest.ProtoReflect.Descriptor instead.
 func (*InstallStagedRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{47}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *InstallStagedRequest) GetStage() string {
@@ -3399,7 +3512,7 @@ type InstallStagedResponse struct {
 
 func (x *InstallStagedResponse) Reset() {
 	*x = InstallStagedResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[48]
+	mi := &file_georep_v1_slave_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +3524,7 @@ func (x *InstallStagedResponse) String() string {
 func (*InstallStagedResponse) ProtoMessage() {}
 
 func (x *InstallStagedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[48]
+	mi := &file_georep_v1_slave_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +3537,7 @@ func (x *InstallStagedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallStagedResponse.ProtoReflect.Descriptor instead.
 func (*InstallStagedResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{48}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *InstallStagedResponse) GetResults() []*PutFilesResponse {
@@ -3448,7 +3561,7 @@ type RsyncTunnelRequest struct {
 
 func (x *RsyncTunnelRequest) Reset() {
 	*x = RsyncTunnelRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[49]
+	mi := &file_georep_v1_slave_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3460,7 +3573,7 @@ func (x *RsyncTunnelRequest) String() string {
 func (*RsyncTunnelRequest) ProtoMessage() {}
 
 func (x *RsyncTunnelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[49]
+	mi := &file_georep_v1_slave_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3473,7 +3586,7 @@ func (x *RsyncTunnelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RsyncTunnelRequest.ProtoReflect.Descriptor instead.
 func (*RsyncTunnelRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{49}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RsyncTunnelRequest) GetData() []byte {
@@ -3503,7 +3616,7 @@ type RsyncTunnelResponse struct {
 
 func (x *RsyncTunnelResponse) Reset() {
 	*x = RsyncTunnelResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[50]
+	mi := &file_georep_v1_slave_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3515,7 +3628,7 @@ func (x *RsyncTunnelResponse) String() string {
 func (*RsyncTunnelResponse) ProtoMessage() {}
 
 func (x *RsyncTunnelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[50]
+	mi := &file_georep_v1_slave_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3528,7 +3641,7 @@ func (x *RsyncTunnelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RsyncTunnelResponse.ProtoReflect.Descriptor instead.
 func (*RsyncTunnelResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{50}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RsyncTunnelResponse) GetData() []byte {
@@ -3559,7 +3672,7 @@ type RsyncExit struct {
 
 func (x *RsyncExit) Reset() {
 	*x = RsyncExit{}
-	mi := &file_georep_v1_slave_proto_msgTypes[51]
+	mi := &file_georep_v1_slave_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3571,7 +3684,7 @@ func (x *RsyncExit) String() string {
 func (*RsyncExit) ProtoMessage() {}
 
 func (x *RsyncExit) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[51]
+	mi := &file_georep_v1_slave_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3584,7 +3697,7 @@ func (x *RsyncExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RsyncExit.ProtoReflect.Descriptor instead.
 func (*RsyncExit) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{51}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RsyncExit) GetCode() int32 {
@@ -3636,7 +3749,7 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\bprotocol\x18\x01 \x01(\v2\x12.georep.v1.VersionR\bprotocol\x12*\n" +
 	"\x06object\x18\x02 \x01(\v2\x12.georep.v1.VersionR\x06object\x12-\n" +
 	"\x06master\x18\x03 \x01(\v2\x15.georep.v1.VolumeMarkR\x06master\x12:\n" +
-	"\fcompressions\x18\x04 \x03(\x0e2\x16.georep.v1.CompressionR\fcompressions\"\x81\x03\n" +
+	"\fcompressions\x18\x04 \x03(\x0e2\x16.georep.v1.CompressionR\fcompressions\"\xa4\x03\n" +
 	"\x11HandshakeResponse\x12.\n" +
 	"\bprotocol\x18\x01 \x01(\v2\x12.georep.v1.VersionR\bprotocol\x12*\n" +
 	"\x06object\x18\x02 \x01(\v2\x12.georep.v1.VersionR\x06object\x12-\n" +
@@ -3648,7 +3761,9 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x10software_version\x18\x06 \x01(\tR\x0fsoftwareVersion\x12:\n" +
 	"\fcompressions\x18\a \x03(\x0e2\x16.georep.v1.CompressionR\fcompressions\x12\x14\n" +
 	"\x05rsync\x18\b \x01(\bR\x05rsync\x120\n" +
-	"\x14single_message_files\x18\t \x01(\bR\x12singleMessageFiles\"\xfd\x01\n" +
+	"\x14single_message_files\x18\t \x01(\bR\x12singleMessageFiles\x12!\n" +
+	"\ffile_batches\x18\n" +
+	" \x01(\bR\vfileBatches\"\xfd\x01\n" +
 	"\x05Entry\x12\"\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x12.georep.v1.EntryOpR\x02op\x12\x12\n" +
 	"\x04gfid\x18\x02 \x01(\fR\x04gfid\x12\x1f\n" +
@@ -3757,13 +3872,17 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"parentGfid\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\fR\x05names\")\n" +
 	"\rPurgeResponse\x12\x18\n" +
-	"\aremoved\x18\x01 \x01(\x04R\aremoved\"\xd7\x01\n" +
+	"\aremoved\x18\x01 \x01(\x04R\aremoved\"\xaa\x02\n" +
 	"\x0fPutFilesRequest\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x15.georep.v1.FileHeaderH\x00R\x06header\x12,\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x14.georep.v1.FileChunkH\x00R\x05chunk\x122\n" +
 	"\atrailer\x18\x03 \x01(\v2\x16.georep.v1.FileTrailerH\x00R\atrailer\x12)\n" +
-	"\x04copy\x18\x04 \x01(\v2\x13.georep.v1.FileCopyH\x00R\x04copyB\x06\n" +
-	"\x04part\"\xe3\x02\n" +
+	"\x04copy\x18\x04 \x01(\v2\x13.georep.v1.FileCopyH\x00R\x04copy\x12,\n" +
+	"\x05batch\x18\x05 \x01(\v2\x14.georep.v1.FileBatchH\x00R\x05batch\x12#\n" +
+	"\rbatch_results\x18\x06 \x01(\bR\fbatchResultsB\x06\n" +
+	"\x04part\"8\n" +
+	"\tFileBatch\x12+\n" +
+	"\x05files\x18\x01 \x03(\v2\x15.georep.v1.FileHeaderR\x05files\"\xe3\x02\n" +
 	"\n" +
 	"FileHeader\x12\x12\n" +
 	"\x04gfid\x18\x01 \x01(\fR\x04gfid\x12\x12\n" +
@@ -3789,11 +3908,12 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\rsource_offset\x18\x03 \x01(\x03R\fsourceOffset\"?\n" +
 	"\vFileTrailer\x12\x16\n" +
 	"\x06blake3\x18\x01 \x01(\fR\x06blake3\x12\x18\n" +
-	"\aabandon\x18\x02 \x01(\bR\aabandon\"{\n" +
+	"\aabandon\x18\x02 \x01(\bR\aabandon\"\xb2\x01\n" +
 	"\x10PutFilesResponse\x12\x12\n" +
 	"\x04gfid\x18\x01 \x01(\fR\x04gfid\x12.\n" +
 	"\x06result\x18\x02 \x01(\v2\x16.georep.v1.EntryResultR\x06result\x12#\n" +
-	"\rbytes_written\x18\x03 \x01(\x03R\fbytesWritten\"E\n" +
+	"\rbytes_written\x18\x03 \x01(\x03R\fbytesWritten\x125\n" +
+	"\aresults\x18\x04 \x03(\v2\x1b.georep.v1.PutFilesResponseR\aresults\"E\n" +
 	"\x10BlockSumsRequest\x12\x12\n" +
 	"\x04gfid\x18\x01 \x01(\fR\x04gfid\x12\x1d\n" +
 	"\n" +
@@ -3890,7 +4010,7 @@ func file_georep_v1_slave_proto_rawDescGZIP() []byte {
 }
 
 var file_georep_v1_slave_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_georep_v1_slave_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_georep_v1_slave_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_georep_v1_slave_proto_goTypes = []any{
 	(Compression)(0),              // 0: georep.v1.Compression
 	(EntryOp)(0),                  // 1: georep.v1.EntryOp
@@ -3931,22 +4051,23 @@ var file_georep_v1_slave_proto_goTypes = []any{
 	(*PurgeRequest)(nil),          // 36: georep.v1.PurgeRequest
 	(*PurgeResponse)(nil),         // 37: georep.v1.PurgeResponse
 	(*PutFilesRequest)(nil),       // 38: georep.v1.PutFilesRequest
-	(*FileHeader)(nil),            // 39: georep.v1.FileHeader
-	(*FileChunk)(nil),             // 40: georep.v1.FileChunk
-	(*FileCopy)(nil),              // 41: georep.v1.FileCopy
-	(*FileTrailer)(nil),           // 42: georep.v1.FileTrailer
-	(*PutFilesResponse)(nil),      // 43: georep.v1.PutFilesResponse
-	(*BlockSumsRequest)(nil),      // 44: georep.v1.BlockSumsRequest
-	(*BlockSumsResponse)(nil),     // 45: georep.v1.BlockSumsResponse
-	(*Block)(nil),                 // 46: georep.v1.Block
-	(*StageFilesRequest)(nil),     // 47: georep.v1.StageFilesRequest
-	(*StageFilesResponse)(nil),    // 48: georep.v1.StageFilesResponse
-	(*StagedFile)(nil),            // 49: georep.v1.StagedFile
-	(*InstallStagedRequest)(nil),  // 50: georep.v1.InstallStagedRequest
-	(*InstallStagedResponse)(nil), // 51: georep.v1.InstallStagedResponse
-	(*RsyncTunnelRequest)(nil),    // 52: georep.v1.RsyncTunnelRequest
-	(*RsyncTunnelResponse)(nil),   // 53: georep.v1.RsyncTunnelResponse
-	(*RsyncExit)(nil),             // 54: georep.v1.RsyncExit
+	(*FileBatch)(nil),             // 39: georep.v1.FileBatch
+	(*FileHeader)(nil),            // 40: georep.v1.FileHeader
+	(*FileChunk)(nil),             // 41: georep.v1.FileChunk
+	(*FileCopy)(nil),              // 42: georep.v1.FileCopy
+	(*FileTrailer)(nil),           // 43: georep.v1.FileTrailer
+	(*PutFilesResponse)(nil),      // 44: georep.v1.PutFilesResponse
+	(*BlockSumsRequest)(nil),      // 45: georep.v1.BlockSumsRequest
+	(*BlockSumsResponse)(nil),     // 46: georep.v1.BlockSumsResponse
+	(*Block)(nil),                 // 47: georep.v1.Block
+	(*StageFilesRequest)(nil),     // 48: georep.v1.StageFilesRequest
+	(*StageFilesResponse)(nil),    // 49: georep.v1.StageFilesResponse
+	(*StagedFile)(nil),            // 50: georep.v1.StagedFile
+	(*InstallStagedRequest)(nil),  // 51: georep.v1.InstallStagedRequest
+	(*InstallStagedResponse)(nil), // 52: georep.v1.InstallStagedResponse
+	(*RsyncTunnelRequest)(nil),    // 53: georep.v1.RsyncTunnelRequest
+	(*RsyncTunnelResponse)(nil),   // 54: georep.v1.RsyncTunnelResponse
+	(*RsyncExit)(nil),             // 55: georep.v1.RsyncExit
 }
 var file_georep_v1_slave_proto_depIdxs = []int32{
 	3,  // 0: georep.v1.VolumeMark.version:type_name -> georep.v1.Version
@@ -3983,62 +4104,65 @@ var file_georep_v1_slave_proto_depIdxs = []int32{
 	6,  // 31: georep.v1.DirEntry.stat:type_name -> georep.v1.Stat
 	29, // 32: georep.v1.EntriesResponse.entries:type_name -> georep.v1.DirEntry
 	6,  // 33: georep.v1.LstatResponse.stat:type_name -> georep.v1.Stat
-	39, // 34: georep.v1.PutFilesRequest.header:type_name -> georep.v1.FileHeader
-	40, // 35: georep.v1.PutFilesRequest.chunk:type_name -> georep.v1.FileChunk
-	42, // 36: georep.v1.PutFilesRequest.trailer:type_name -> georep.v1.FileTrailer
-	41, // 37: georep.v1.PutFilesRequest.copy:type_name -> georep.v1.FileCopy
-	6,  // 38: georep.v1.FileHeader.stat:type_name -> georep.v1.Stat
-	40, // 39: georep.v1.FileHeader.chunk:type_name -> georep.v1.FileChunk
-	42, // 40: georep.v1.FileHeader.trailer:type_name -> georep.v1.FileTrailer
-	0,  // 41: georep.v1.FileChunk.compression:type_name -> georep.v1.Compression
-	11, // 42: georep.v1.PutFilesResponse.result:type_name -> georep.v1.EntryResult
-	46, // 43: georep.v1.BlockSumsResponse.blocks:type_name -> georep.v1.Block
-	11, // 44: georep.v1.StageFilesResponse.results:type_name -> georep.v1.EntryResult
-	6,  // 45: georep.v1.StagedFile.stat:type_name -> georep.v1.Stat
-	49, // 46: georep.v1.InstallStagedRequest.files:type_name -> georep.v1.StagedFile
-	43, // 47: georep.v1.InstallStagedResponse.results:type_name -> georep.v1.PutFilesResponse
-	54, // 48: georep.v1.RsyncTunnelResponse.exit:type_name -> georep.v1.RsyncExit
-	7,  // 49: georep.v1.Slave.Handshake:input_type -> georep.v1.HandshakeRequest
-	10, // 50: georep.v1.Slave.EntryOps:input_type -> georep.v1.EntryOpsRequest
-	15, // 51: georep.v1.Slave.MetaOps:input_type -> georep.v1.MetaOpsRequest
-	17, // 52: georep.v1.Slave.Stime:input_type -> georep.v1.StimeRequest
-	19, // 53: georep.v1.Slave.SetStime:input_type -> georep.v1.SetStimeRequest
-	21, // 54: georep.v1.Slave.Xtime:input_type -> georep.v1.XtimeRequest
-	23, // 55: georep.v1.Slave.SetXtime:input_type -> georep.v1.SetXtimeRequest
-	25, // 56: georep.v1.Slave.KeepAlive:input_type -> georep.v1.KeepAliveRequest
-	27, // 57: georep.v1.Slave.VolumeInfo:input_type -> georep.v1.VolumeInfoRequest
-	30, // 58: georep.v1.Slave.Entries:input_type -> georep.v1.EntriesRequest
-	32, // 59: georep.v1.Slave.Lstat:input_type -> georep.v1.LstatRequest
-	34, // 60: georep.v1.Slave.Gfid:input_type -> georep.v1.GfidRequest
-	36, // 61: georep.v1.Slave.Purge:input_type -> georep.v1.PurgeRequest
-	38, // 62: georep.v1.Slave.PutFiles:input_type -> georep.v1.PutFilesRequest
-	44, // 63: georep.v1.Slave.BlockSums:input_type -> georep.v1.BlockSumsRequest
-	47, // 64: georep.v1.Slave.StageFiles:input_type -> georep.v1.StageFilesRequest
-	50, // 65: georep.v1.Slave.InstallStaged:input_type -> georep.v1.InstallStagedRequest
-	52, // 66: georep.v1.Slave.RsyncTunnel:input_type -> georep.v1.RsyncTunnelRequest
-	8,  // 67: georep.v1.Slave.Handshake:output_type -> georep.v1.HandshakeResponse
-	12, // 68: georep.v1.Slave.EntryOps:output_type -> georep.v1.EntryOpsResponse
-	16, // 69: georep.v1.Slave.MetaOps:output_type -> georep.v1.MetaOpsResponse
-	18, // 70: georep.v1.Slave.Stime:output_type -> georep.v1.StimeResponse
-	20, // 71: georep.v1.Slave.SetStime:output_type -> georep.v1.SetStimeResponse
-	22, // 72: georep.v1.Slave.Xtime:output_type -> georep.v1.XtimeResponse
-	24, // 73: georep.v1.Slave.SetXtime:output_type -> georep.v1.SetXtimeResponse
-	26, // 74: georep.v1.Slave.KeepAlive:output_type -> georep.v1.KeepAliveResponse
-	28, // 75: georep.v1.Slave.VolumeInfo:output_type -> georep.v1.VolumeInfoResponse
-	31, // 76: georep.v1.Slave.Entries:output_type -> georep.v1.EntriesResponse
-	33, // 77: georep.v1.Slave.Lstat:output_type -> georep.v1.LstatResponse
-	35, // 78: georep.v1.Slave.Gfid:output_type -> georep.v1.GfidResponse
-	37, // 79: georep.v1.Slave.Purge:output_type -> georep.v1.PurgeResponse
-	43, // 80: georep.v1.Slave.PutFiles:output_type -> georep.v1.PutFilesResponse
-	45, // 81: georep.v1.Slave.BlockSums:output_type -> georep.v1.BlockSumsResponse
-	48, // 82: georep.v1.Slave.StageFiles:output_type -> georep.v1.StageFilesResponse
-	51, // 83: georep.v1.Slave.InstallStaged:output_type -> georep.v1.InstallStagedResponse
-	53, // 84: georep.v1.Slave.RsyncTunnel:output_type -> georep.v1.RsyncTunnelResponse
-	67, // [67:85] is the sub-list for method output_type
-	49, // [49:67] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	40, // 34: georep.v1.PutFilesRequest.header:type_name -> georep.v1.FileHeader
+	41, // 35: georep.v1.PutFilesRequest.chunk:type_name -> georep.v1.FileChunk
+	43, // 36: georep.v1.PutFilesRequest.trailer:type_name -> georep.v1.FileTrailer
+	42, // 37: georep.v1.PutFilesRequest.copy:type_name -> georep.v1.FileCopy
+	39, // 38: georep.v1.PutFilesRequest.batch:type_name -> georep.v1.FileBatch
+	40, // 39: georep.v1.FileBatch.files:type_name -> georep.v1.FileHeader
+	6,  // 40: georep.v1.FileHeader.stat:type_name -> georep.v1.Stat
+	41, // 41: georep.v1.FileHeader.chunk:type_name -> georep.v1.FileChunk
+	43, // 42: georep.v1.FileHeader.trailer:type_name -> georep.v1.FileTrailer
+	0,  // 43: georep.v1.FileChunk.compression:type_name -> georep.v1.Compression
+	11, // 44: georep.v1.PutFilesResponse.result:type_name -> georep.v1.EntryResult
+	44, // 45: georep.v1.PutFilesResponse.results:type_name -> georep.v1.PutFilesResponse
+	47, // 46: georep.v1.BlockSumsResponse.blocks:type_name -> georep.v1.Block
+	11, // 47: georep.v1.StageFilesResponse.results:type_name -> georep.v1.EntryResult
+	6,  // 48: georep.v1.StagedFile.stat:type_name -> georep.v1.Stat
+	50, // 49: georep.v1.InstallStagedRequest.files:type_name -> georep.v1.StagedFile
+	44, // 50: georep.v1.InstallStagedResponse.results:type_name -> georep.v1.PutFilesResponse
+	55, // 51: georep.v1.RsyncTunnelResponse.exit:type_name -> georep.v1.RsyncExit
+	7,  // 52: georep.v1.Slave.Handshake:input_type -> georep.v1.HandshakeRequest
+	10, // 53: georep.v1.Slave.EntryOps:input_type -> georep.v1.EntryOpsRequest
+	15, // 54: georep.v1.Slave.MetaOps:input_type -> georep.v1.MetaOpsRequest
+	17, // 55: georep.v1.Slave.Stime:input_type -> georep.v1.StimeRequest
+	19, // 56: georep.v1.Slave.SetStime:input_type -> georep.v1.SetStimeRequest
+	21, // 57: georep.v1.Slave.Xtime:input_type -> georep.v1.XtimeRequest
+	23, // 58: georep.v1.Slave.SetXtime:input_type -> georep.v1.SetXtimeRequest
+	25, // 59: georep.v1.Slave.KeepAlive:input_type -> georep.v1.KeepAliveRequest
+	27, // 60: georep.v1.Slave.VolumeInfo:input_type -> georep.v1.VolumeInfoRequest
+	30, // 61: georep.v1.Slave.Entries:input_type -> georep.v1.EntriesRequest
+	32, // 62: georep.v1.Slave.Lstat:input_type -> georep.v1.LstatRequest
+	34, // 63: georep.v1.Slave.Gfid:input_type -> georep.v1.GfidRequest
+	36, // 64: georep.v1.Slave.Purge:input_type -> georep.v1.PurgeRequest
+	38, // 65: georep.v1.Slave.PutFiles:input_type -> georep.v1.PutFilesRequest
+	45, // 66: georep.v1.Slave.BlockSums:input_type -> georep.v1.BlockSumsRequest
+	48, // 67: georep.v1.Slave.StageFiles:input_type -> georep.v1.StageFilesRequest
+	51, // 68: georep.v1.Slave.InstallStaged:input_type -> georep.v1.InstallStagedRequest
+	53, // 69: georep.v1.Slave.RsyncTunnel:input_type -> georep.v1.RsyncTunnelRequest
+	8,  // 70: georep.v1.Slave.Handshake:output_type -> georep.v1.HandshakeResponse
+	12, // 71: georep.v1.Slave.EntryOps:output_type -> georep.v1.EntryOpsResponse
+	16, // 72: georep.v1.Slave.MetaOps:output_type -> georep.v1.MetaOpsResponse
+	18, // 73: georep.v1.Slave.Stime:output_type -> georep.v1.StimeResponse
+	20, // 74: georep.v1.Slave.SetStime:output_type -> georep.v1.SetStimeResponse
+	22, // 75: georep.v1.Slave.Xtime:output_type -> georep.v1.XtimeResponse
+	24, // 76: georep.v1.Slave.SetXtime:output_type -> georep.v1.SetXtimeResponse
+	26, // 77: georep.v1.Slave.KeepAlive:output_type -> georep.v1.KeepAliveResponse
+	28, // 78: georep.v1.Slave.VolumeInfo:output_type -> georep.v1.VolumeInfoResponse
+	31, // 79: georep.v1.Slave.Entries:output_type -> georep.v1.EntriesResponse
+	33, // 80: georep.v1.Slave.Lstat:output_type -> georep.v1.LstatResponse
+	35, // 81: georep.v1.Slave.Gfid:output_type -> georep.v1.GfidResponse
+	37, // 82: georep.v1.Slave.Purge:output_type -> georep.v1.PurgeResponse
+	44, // 83: georep.v1.Slave.PutFiles:output_type -> georep.v1.PutFilesResponse
+	46, // 84: georep.v1.Slave.BlockSums:output_type -> georep.v1.BlockSumsResponse
+	49, // 85: georep.v1.Slave.StageFiles:output_type -> georep.v1.StageFilesResponse
+	52, // 86: georep.v1.Slave.InstallStaged:output_type -> georep.v1.InstallStagedResponse
+	54, // 87: georep.v1.Slave.RsyncTunnel:output_type -> georep.v1.RsyncTunnelResponse
+	70, // [70:88] is the sub-list for method output_type
+	52, // [52:70] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_georep_v1_slave_proto_init() }
@@ -4052,6 +4176,7 @@ func file_georep_v1_slave_proto_init() {
 		(*PutFilesRequest_Chunk)(nil),
 		(*PutFilesRequest_Trailer)(nil),
 		(*PutFilesRequest_Copy)(nil),
+		(*PutFilesRequest_Batch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4059,7 +4184,7 @@ func file_georep_v1_slave_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_georep_v1_slave_proto_rawDesc), len(file_georep_v1_slave_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   52,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -102,8 +102,9 @@ type SlaveClient interface {
 	// The slave writes into its reserved directory, verifies the digest,
 	// flushes it to disk and only then puts the content in place, keeping the
 	// GFID index right; a failed or abandoned transfer leaves the previous
-	// content intact. It answers one PutFilesResponse per file, in the order
-	// the files were sent; one file's failure never fails the stream.
+	// content intact. It answers one result per file, in the order the files
+	// were sent (several in one PutFilesResponse when the master asked for
+	// batch_results); one file's failure never fails the stream.
 	PutFiles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PutFilesRequest, PutFilesResponse], error)
 	// BlockSums returns per-block checksums of a regular file's current
 	// content, read through its GFID index entry, so the master can send only
@@ -383,8 +384,9 @@ type SlaveServer interface {
 	// The slave writes into its reserved directory, verifies the digest,
 	// flushes it to disk and only then puts the content in place, keeping the
 	// GFID index right; a failed or abandoned transfer leaves the previous
-	// content intact. It answers one PutFilesResponse per file, in the order
-	// the files were sent; one file's failure never fails the stream.
+	// content intact. It answers one result per file, in the order the files
+	// were sent (several in one PutFilesResponse when the master asked for
+	// batch_results); one file's failure never fails the stream.
 	PutFiles(grpc.BidiStreamingServer[PutFilesRequest, PutFilesResponse]) error
 	// BlockSums returns per-block checksums of a regular file's current
 	// content, read through its GFID index entry, so the master can send only
