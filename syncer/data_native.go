@@ -57,7 +57,7 @@ func (m *master) sendNative(ctx context.Context, c *client.Conn, items []transfe
 		return nil, err
 	}
 	results, _, err := transfer.Send(ctx, c.Slave, m.root, items, transfer.Options{Jobs: m.cfg.SyncJobs, Logger: m.log,
-		Compression: comp, BwLimit: m.cfg.BwLimit, SingleMessage: c.Info.GetSingleMessageFiles(),
+		Compression: comp, BwLimit: m.cfg.BwLimit, SingleMessage: c.Info.GetSingleMessageFiles(), FileBatches: c.Info.GetFileBatches(),
 		Installed: func(it transfer.Item, sent int64) {
 			if it.Create {
 				// The file's entry op was fused into its transfer.

@@ -42,13 +42,10 @@ const readAhead = 1 << 20
 // to get the sums (the whole file does not need them).
 func (st *stream) blockSums(i int, size int64) *pb.BlockSumsResponse {
 	s := st.s
-	if s.opts.WholeFile || s.whole[i] || size < DeltaMin {
+	if !st.wantsSums(i, size) {
 		return nil
 	}
-	bs, ok := blocksum.BlockSize(size)
-	if !ok {
-		return nil
-	}
+	bs, _ := blocksum.BlockSize(size)
 	req := &pb.BlockSumsRequest{Gfid: s.items[i].GFID.Bytes(), BlockSize: uint32(bs)}
 	s.wire.Add(int64(proto.Size(req)))
 	resp, err := st.slave.BlockSums(st.ctx, req)
@@ -66,6 +63,17 @@ func (st *stream) blockSums(i int, size int64) *pb.BlockSumsResponse {
 		h.afterSums(s.items[i])
 	}
 	return resp
+}
+
+// wantsSums reports whether blockSums would ask the slave for item i's
+// block sums (a round trip) for a file of size bytes.
+func (st *stream) wantsSums(i int, size int64) bool {
+	s := st.s
+	if s.opts.WholeFile || s.whole[i] || size < DeltaMin {
+		return false
+	}
+	_, ok := blocksum.BlockSize(size)
+	return ok
 }
 
 // deltaSink takes a delta's parts in file order.

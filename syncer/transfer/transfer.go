@@ -34,6 +34,10 @@ const (
 	// not come back yet.
 	pipelineDepth = 1024
 	zeroBlock     = 64 << 10
+	// batchFiles and batchBytes bound one FileBatch (the slave refuses
+	// more): its files, and their content in all.
+	batchFiles = 256
+	batchBytes = MaxChunk
 )
 
 // ErrChanged reports a file that changed (size, mtime, ctime or inode)
@@ -129,6 +133,9 @@ type Stats struct {
 	// Messages is how many PutFiles messages were sent: each costs
 	// framing and a wake-up on both ends, whatever its size.
 	Messages int64
+	// Responses is how many PutFiles messages came back (one per file, or
+	// one per slave commit with FileBatches).
+	Responses int64
 }
 
 // Options tunes Send.
@@ -157,6 +164,12 @@ type Options struct {
 	// header carrying the chunk and the trailer, instead of three. Only
 	// for a slave whose Handshake set single_message_files.
 	SingleMessage bool
+	// FileBatches sends consecutive files of at most one chunk several to
+	// a message (a FileBatch of up to 256 files and 1 MiB), and asks the
+	// slave for one message of results per commit instead of one per
+	// file. It implies SingleMessage. Only for a slave whose Handshake
+	// set file_batches.
+	FileBatches bool
 
 	// hooks are test probes; nil in production.
 	hooks *hooks
@@ -170,6 +183,9 @@ type hooks struct {
 	corrupt func(it Item, data []byte)
 	// afterSums runs once the slave's block sums of it arrived.
 	afterSums func(it Item)
+	// afterRead runs once a file of at most one chunk was read, before
+	// the check that it did not change meanwhile.
+	afterRead func(it Item)
 }
 
 // sender is one Send call's shared state.
@@ -184,7 +200,7 @@ type sender struct {
 	// whole marks items to send whole, never as a delta; set between passes.
 	whole []bool
 
-	files, failed, data, wire, deltas, msgs atomic.Int64
+	files, failed, data, wire, deltas, msgs, resps atomic.Int64
 }
 
 // Send sends the content of items, read beneath root (an open directory),
@@ -232,21 +248,23 @@ func Send(ctx context.Context, slave pb.SlaveClient, root *os.File, items []Item
 		s.run(ctx, slave, again)
 	}
 	st := Stats{Files: s.files.Load(), Failed: s.failed.Load(), DataBytes: s.data.Load(), WireBytes: s.wire.Load(),
-		DeltaFiles: s.deltas.Load(), WholeRetries: int64(len(again)), Messages: s.msgs.Load()}
+		DeltaFiles: s.deltas.Load(), WholeRetries: int64(len(again)), Messages: s.msgs.Load(), Responses: s.resps.Load()}
 	return s.results, st, nil
 }
 
-// run sends the items indexed by idx over opts.Jobs streams.
+// run sends the items indexed by idx over opts.Jobs streams. The work is
+// queued whole before the workers start, so a worker that finds nothing
+// ready has really run out (and sends its batch, see worker).
 func (s *sender) run(ctx context.Context, slave pb.SlaveClient, idx []int) {
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range max(s.opts.Jobs, 1) {
-		wg.Go(func() { s.worker(ctx, slave, next) })
-	}
+	next := make(chan int, len(idx))
 	for _, i := range idx {
 		next <- i
 	}
 	close(next)
+	var wg sync.WaitGroup
+	for range max(s.opts.Jobs, 1) {
+		wg.Go(func() { s.worker(ctx, slave, next) })
+	}
 	wg.Wait()
 }
 
@@ -265,7 +283,26 @@ func (s *sender) worker(ctx context.Context, slave pb.SlaveClient, next <-chan i
 			st.finish()
 		}
 	}()
-	for i := range next {
+	for {
+		var i int
+		var ok bool
+		select {
+		case i, ok = <-next:
+		default:
+			// Nothing ready right away: send the files gathered so far
+			// rather than hold them back waiting for more work. (run
+			// queues all its work first, so today only the end of the
+			// queue, seen as closed, stops a batch; this keeps a lagging
+			// feeder from ever delaying one.)
+			if st != nil && st.flush() != nil {
+				st.finish()
+				st = nil
+			}
+			i, ok = <-next
+		}
+		if !ok {
+			return
+		}
 		if err := ctx.Err(); err != nil {
 			s.fail(i, fmt.Errorf("not sent: %w", err))
 			continue
@@ -307,6 +344,24 @@ type stream struct {
 	zc *compressor
 	// small is what single-message files taught about compressing.
 	small smallCompression
+	// batch gathers single-message files until they are sent together
+	// (Options.FileBatches).
+	batch fileBatch
+	// asked is set once a message of this stream asked the slave for
+	// batched results.
+	asked bool
+}
+
+// fileBatch is the files a stream gathered for its next FileBatch. Their
+// content lives in one arena until the batch is sent, so gathering costs
+// no allocation per file.
+type fileBatch struct {
+	idx   []int            // items, in order
+	sizes []int64          // their content sizes
+	files []*pb.FileHeader // their headers, each with chunk and trailer
+	sums  [][32]byte       // their digests, referenced by the trailers
+	arena []byte           // their content, batchBytes long once used
+	used  int              // content bytes of the arena taken
 }
 
 func (s *sender) openStream(ctx context.Context, slave pb.SlaveClient) (*stream, error) {
@@ -331,8 +386,7 @@ func (s *sender) openStream(ctx context.Context, slave pb.SlaveClient) (*stream,
 // receive matches each result to the oldest item in flight.
 func (st *stream) receive() {
 	defer close(st.recvDone)
-	s := st.s
-	for {
+	for st.broken == nil {
 		resp, err := st.ps.Recv()
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
@@ -340,34 +394,25 @@ func (st *stream) receive() {
 			}
 			break
 		}
-		i, ok := <-st.inflight
-		if !ok {
-			st.broken = errors.New("the slave sent more results than files")
+		st.s.resps.Add(1)
+		// One file's result, or (batch_results) several in order.
+		results := resp.GetResults()
+		if len(results) == 0 {
+			st.broken = st.result(resp)
+			continue
+		}
+		if len(resp.GetGfid()) > 0 || resp.GetResult() != nil {
+			st.broken = errors.New("the slave sent one message with both a file's result and a batch of results")
 			break
 		}
-		if gfid.GFID(resp.GetGfid()) != s.items[i].GFID || len(resp.GetGfid()) != gfid.Size {
-			st.broken = fmt.Errorf("the slave answered for gfid %x where %s was expected", resp.GetGfid(), s.items[i].GFID)
-			s.fail(i, st.broken)
-			break
-		}
-		s.results[i].Written = resp.GetBytesWritten()
-		st.mu.Lock()
-		changed := st.changed[i]
-		delete(st.changed, i)
-		st.mu.Unlock()
-		r := resp.GetResult()
-		switch {
-		case changed:
-			s.fail(i, fmt.Errorf("%s: %w", s.items[i].RelPath, ErrChanged))
-		case r.GetErrno() != 0:
-			s.fail(i, &RemoteError{Errno: unix.Errno(r.GetErrno()), Code: r.GetCode(), Message: r.GetMessage()})
-		default:
-			s.files.Add(1)
-			if s.results[i].Delta {
-				s.deltas.Add(1)
+		for _, r := range results {
+			if len(r.GetResults()) > 0 {
+				st.broken = errors.New("the slave sent a batch of results inside a batch of results")
+			} else {
+				st.broken = st.result(r)
 			}
-			if s.opts.Installed != nil {
-				s.opts.Installed(s.items[i], s.results[i].Sent)
+			if st.broken != nil {
+				break
 			}
 		}
 	}
@@ -377,10 +422,48 @@ func (st *stream) receive() {
 	st.cancel() // stops a sender blocked in Send
 }
 
-// finish ends the stream: no more files; once the receiver is done, the
-// files still in flight never got an answer and fail.
+// result applies one file's result to the oldest item in flight. An error
+// means the stream cannot be trusted any more.
+func (st *stream) result(resp *pb.PutFilesResponse) error {
+	s := st.s
+	i, ok := <-st.inflight
+	if !ok {
+		return errors.New("the slave sent more results than files")
+	}
+	if gfid.GFID(resp.GetGfid()) != s.items[i].GFID || len(resp.GetGfid()) != gfid.Size {
+		err := fmt.Errorf("the slave answered for gfid %x where %s was expected", resp.GetGfid(), s.items[i].GFID)
+		s.fail(i, err)
+		return err
+	}
+	s.results[i].Written = resp.GetBytesWritten()
+	st.mu.Lock()
+	changed := st.changed[i]
+	delete(st.changed, i)
+	st.mu.Unlock()
+	r := resp.GetResult()
+	switch {
+	case changed:
+		s.fail(i, fmt.Errorf("%s: %w", s.items[i].RelPath, ErrChanged))
+	case r.GetErrno() != 0:
+		s.fail(i, &RemoteError{Errno: unix.Errno(r.GetErrno()), Code: r.GetCode(), Message: r.GetMessage()})
+	default:
+		s.files.Add(1)
+		if s.results[i].Delta {
+			s.deltas.Add(1)
+		}
+		if s.opts.Installed != nil {
+			s.opts.Installed(s.items[i], s.results[i].Sent)
+		}
+	}
+	return nil
+}
+
+// finish ends the stream: the files gathered are sent, then no more; once
+// the receiver is done, the files still in flight never got an answer and
+// fail.
 func (st *stream) finish() {
 	defer st.zc.close()
+	_ = st.flush() // a failure failed the batch's files
 	st.ps.CloseSend()
 	close(st.inflight)
 	<-st.recvDone
@@ -391,6 +474,9 @@ func (st *stream) finish() {
 }
 
 func (st *stream) send(req *pb.PutFilesRequest) error {
+	if st.s.opts.FileBatches && !st.asked {
+		req.BatchResults, st.asked = true, true
+	}
 	n := proto.Size(req)
 	if err := st.s.limit.wait(st.ctx, n); err != nil {
 		return err
@@ -503,7 +589,13 @@ func (st *stream) sendFile(i int) error {
 	// would send or copy them as zeros and leave the slave's copy dense.
 	// A new file has nothing on the slave to delta against.
 	dense := before.Blocks*512 >= before.Size
-	if dense && !it.New && !it.Create {
+	if dense && !it.New && !it.Create && st.wantsSums(i, before.Size) {
+		// The gathered files go first: not held back for a round trip,
+		// and ahead of this file on the stream.
+		if err := st.flush(); err != nil {
+			s.fail(i, err)
+			return err
+		}
 		sums = st.blockSums(i, before.Size)
 	}
 	h := &pb.FileHeader{Gfid: it.GFID.Bytes(), Size: before.Size, Stat: stat, Delta: sums != nil}
@@ -517,8 +609,16 @@ func (st *stream) sendFile(i int) error {
 	header := &pb.PutFilesRequest{Part: &pb.PutFilesRequest_Header{Header: h}}
 	var digest []byte
 	var changed bool
-	if sums == nil && dense && s.opts.SingleMessage && before.Size <= int64(s.chunk) {
+	if sums == nil && dense && (s.opts.SingleMessage || s.opts.FileBatches) && before.Size <= int64(s.chunk) {
+		if s.opts.FileBatches {
+			return st.addToBatch(i, fd, &before, h)
+		}
 		return st.sendSingle(i, fd, &before, header)
+	}
+	// Whatever was gathered goes ahead of this file's messages.
+	if err := st.flush(); err != nil {
+		s.fail(i, err)
+		return err
 	}
 	if sums != nil {
 		if err := st.send(header); err != nil {
@@ -571,33 +671,16 @@ func unchangedSince(fd int, before *unix.Stat_t) bool {
 // sees it. A non-nil error means the stream is broken.
 func (st *stream) sendSingle(i int, fd int, before *unix.Stat_t, header *pb.PutFilesRequest) error {
 	s := st.s
-	it := s.items[i]
 	if st.buf == nil {
 		st.buf = make([]byte, s.chunk)
 	}
 	buf := st.buf[:before.Size]
-	for n := 0; n < len(buf); {
-		m, err := unix.Pread(fd, buf[n:], int64(n))
-		if err != nil {
-			s.fail(i, fmt.Errorf("read %s at offset %d: %w", it.RelPath, n, err))
-			return nil
-		}
-		if m == 0 {
-			s.fail(i, fmt.Errorf("%s: %w", it.RelPath, ErrChanged)) // shrank under us
-			return nil
-		}
-		n += m
-	}
-	if !unchangedSince(fd, before) {
-		s.fail(i, fmt.Errorf("%s: %w", it.RelPath, ErrChanged))
+	sum := new([32]byte)
+	if !st.readWhole(i, fd, before, buf, sum) {
 		return nil
 	}
-	digest := blake3.Sum256(buf)
-	if s.opts.hooks != nil && s.opts.hooks.corrupt != nil {
-		s.opts.hooks.corrupt(it, buf)
-	}
 	h := header.GetHeader()
-	h.Trailer = &pb.FileTrailer{Blake3: digest[:]}
+	h.Trailer = &pb.FileTrailer{Blake3: sum[:]}
 	if len(buf) > 0 {
 		h.Chunk = st.chunkOf(buf)
 	}
@@ -605,16 +688,132 @@ func (st *stream) sendSingle(i int, fd int, before *unix.Stat_t, header *pb.PutF
 		s.fail(i, st.streamErr(err))
 		return err
 	}
-	s.data.Add(int64(len(buf)))
-	s.results[i].Sent += int64(len(buf))
-	if s.opts.hooks != nil && s.opts.hooks.afterChunk != nil && len(buf) > 0 {
-		s.opts.hooks.afterChunk(it, 0)
+	return st.sent(i, int64(len(buf)))
+}
+
+// readWhole reads item i, a dense file of at most one chunk, into buf
+// (its size), and its digest into sum. It reports false, with the item
+// failed, when the file cannot be read or changed while it was read.
+func (st *stream) readWhole(i int, fd int, before *unix.Stat_t, buf []byte, sum *[32]byte) bool {
+	s := st.s
+	it := s.items[i]
+	for n := 0; n < len(buf); {
+		m, err := unix.Pread(fd, buf[n:], int64(n))
+		if err != nil {
+			s.fail(i, fmt.Errorf("read %s at offset %d: %w", it.RelPath, n, err))
+			return false
+		}
+		if m == 0 {
+			s.fail(i, fmt.Errorf("%s: %w", it.RelPath, ErrChanged)) // shrank under us
+			return false
+		}
+		n += m
+	}
+	if s.opts.hooks != nil && s.opts.hooks.afterRead != nil {
+		s.opts.hooks.afterRead(it)
+	}
+	if !unchangedSince(fd, before) {
+		s.fail(i, fmt.Errorf("%s: %w", it.RelPath, ErrChanged))
+		return false
+	}
+	*sum = blake3.Sum256(buf)
+	if s.opts.hooks != nil && s.opts.hooks.corrupt != nil {
+		s.opts.hooks.corrupt(it, buf)
+	}
+	return true
+}
+
+// sent accounts for item i, whose size bytes of content (all of it) just
+// went out whole, and puts it in flight. A non-nil error means the stream
+// is broken.
+func (st *stream) sent(i int, size int64) error {
+	s := st.s
+	s.data.Add(size)
+	s.results[i].Sent += size
+	if s.opts.hooks != nil && s.opts.hooks.afterChunk != nil && size > 0 {
+		s.opts.hooks.afterChunk(s.items[i], 0)
 	}
 	select {
 	case st.inflight <- i:
+		return nil
 	case <-st.recvDone:
 		s.fail(i, st.broken)
 		return st.broken
+	}
+}
+
+// addToBatch reads item i, a dense file of at most one chunk, into the
+// stream's batch, under the same rules as sendSingle: a file that changed
+// while it was read never joins. A full batch is sent at once. A non-nil
+// error means the stream is broken.
+func (st *stream) addToBatch(i int, fd int, before *unix.Stat_t, h *pb.FileHeader) error {
+	b := &st.batch
+	if len(b.idx) == batchFiles || b.used+int(before.Size) > batchBytes {
+		if err := st.flush(); err != nil {
+			st.s.fail(i, err)
+			return err
+		}
+	}
+	if b.arena == nil {
+		b.arena = make([]byte, batchBytes)
+		b.sums = make([][32]byte, batchFiles)
+	}
+	buf := b.arena[b.used : b.used+int(before.Size)]
+	sum := &b.sums[len(b.idx)]
+	if !st.readWhole(i, fd, before, buf, sum) {
+		return nil
+	}
+	h.Trailer = &pb.FileTrailer{Blake3: sum[:]}
+	if len(buf) > 0 {
+		c := st.chunkOf(buf)
+		if c.Compression != pb.Compression_COMPRESSION_UNSPECIFIED {
+			// The encoder's output is reused by the next file: keep this
+			// one's in its own slot (it is smaller than what it encodes).
+			c.Data = buf[:copy(buf, c.Data)]
+		}
+		h.Chunk = c
+	}
+	b.idx = append(b.idx, i)
+	b.sizes = append(b.sizes, before.Size)
+	b.files = append(b.files, h)
+	b.used += len(buf)
+	if len(b.idx) == batchFiles || b.used == batchBytes {
+		return st.flush()
+	}
+	return nil
+}
+
+// flush sends the files gathered, if any: one as a single message, more
+// as a FileBatch; then they are in flight, in order. A non-nil error
+// means the stream is broken; every file of the batch failed with it.
+func (st *stream) flush() error {
+	b := &st.batch
+	if len(b.idx) == 0 {
+		return nil
+	}
+	req := &pb.PutFilesRequest{Part: &pb.PutFilesRequest_Batch{Batch: &pb.FileBatch{Files: b.files}}}
+	if len(b.idx) == 1 {
+		req = &pb.PutFilesRequest{Part: &pb.PutFilesRequest_Header{Header: b.files[0]}}
+	}
+	err := st.send(req)
+	idx, sizes := b.idx, b.sizes
+	// The message is encoded by now: the arena and slices are free again.
+	clear(b.files)
+	b.idx, b.sizes, b.files, b.used = b.idx[:0], b.sizes[:0], b.files[:0], 0
+	if err != nil {
+		err = st.streamErr(err)
+		for _, i := range idx {
+			st.s.fail(i, err)
+		}
+		return err
+	}
+	for k, i := range idx {
+		if err := st.sent(i, sizes[k]); err != nil {
+			for _, j := range idx[k+1:] {
+				st.s.fail(j, err)
+			}
+			return err
+		}
 	}
 	return nil
 }
