@@ -46,7 +46,8 @@ func compressions() []pb.Compression { return []pb.Compression{pb.Compression_CO
 // each file's temp and hands it to a committer, which takes every file
 // waiting, makes the batch durable with one flush (group commit), then
 // installs and answers them in order. Under load batches grow by
-// themselves; a lone file is flushed at once.
+// themselves; a lone file is flushed at once; a FileBatch's files go in
+// one commit (its rest is already received, only not yet begun).
 func (s *Service) PutFiles(stream pb.Slave_PutFilesServer) error {
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(backend.MaxChunk),
 		zstd.WithDecoderLowmem(true))
@@ -138,8 +139,10 @@ func (s *Service) receiveFiles(stream pb.Slave_PutFilesServer, dec *zstd.Decoder
 			}
 			// Each file is what a single-message header is: begun,
 			// written, ended and handed over before the next.
-			for _, h := range p.Batch.GetFiles() {
+			files := p.Batch.GetFiles()
+			for k, h := range files {
 				f := s.beginFile(h)
+				f.more = k < len(files)-1
 				if c := h.GetChunk(); c != nil {
 					buf = f.write(dec, c, buf)
 				}
@@ -204,16 +207,23 @@ func (s *Service) commitFiles(stream pb.Slave_PutFilesServer, ready <-chan *inco
 		size := f.written()
 	gather:
 		for len(batch) < commitBatchFiles && size < commitBatchBytes {
-			select {
-			case g, ok := <-ready:
-				if !ok {
-					break gather
+			var g *incomingFile
+			var ok bool
+			if batch[len(batch)-1].more {
+				// The rest of a FileBatch is already here, only not
+				// begun yet: one flush and one answer for all of it.
+				g, ok = <-ready
+			} else {
+				select {
+				case g, ok = <-ready:
+				default:
 				}
-				batch = append(batch, g)
-				size += g.written()
-			default:
+			}
+			if !ok {
 				break gather
 			}
+			batch = append(batch, g)
+			size += g.written()
 		}
 		if err = s.commitBatch(stream, batch, batched.Load()); err != nil {
 			close(stop)
@@ -279,6 +289,9 @@ type incomingFile struct {
 	// err is the file's first failure; later chunks are read and dropped
 	// until its trailer, which gets the failure as its result.
 	err error
+	// more says the file came in a FileBatch whose next file follows at
+	// once (the receiver has it in hand).
+	more bool
 }
 
 func gfidText(b []byte) string {
