@@ -167,6 +167,43 @@ func (d *Dir) OpenFile(name string, flags int, mode uint32) (*os.File, error) {
 	return os.NewFile(uintptr(fd), name), nil
 }
 
+// OpenTmpfile opens a new regular file without a name (O_TMPFILE) on d's
+// filesystem, its inode allocated near d as a file created in d would be.
+// It vanishes when closed, or at a crash, unless LinkFile names it first.
+// A filesystem without O_TMPFILE says EOPNOTSUPP (older kernels EISDIR).
+func (d *Dir) OpenTmpfile(mode uint32) (*os.File, error) {
+	fd, err := unix.Openat(d.fd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, mode)
+	if err != nil {
+		return nil, fmt.Errorf("open an unnamed file: %w", err)
+	}
+	return os.NewFile(uintptr(fd), "(unnamed)"), nil
+}
+
+// LinkFile gives the open regular file f the name name in d, never
+// replacing anything (EEXIST when the name is taken): linkat with
+// AT_EMPTY_PATH, or, for a caller the kernel refuses that to (it wants
+// CAP_DAC_READ_SEARCH before Linux 6.10), through f's /proc/self/fd link,
+// which names the open file itself and not a path that could be swapped.
+func (d *Dir) LinkFile(f *os.File, name string) error {
+	if err := ValidName(name); err != nil {
+		return opErr("link", name, err)
+	}
+	fd := int(f.Fd())
+	err := unix.Linkat(fd, "", d.fd, name, unix.AT_EMPTY_PATH)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) {
+		err = d.linkProc(fd, name)
+	}
+	if err != nil {
+		return fmt.Errorf("link open file to %q: %w", name, err)
+	}
+	return nil
+}
+
+// linkProc is LinkFile through /proc/self/fd.
+func (d *Dir) linkProc(fd int, name string) error {
+	return unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), d.fd, name, unix.AT_SYMLINK_FOLLOW)
+}
+
 // CreateExcl creates the regular file name, failing if anything exists
 // there (a planted symlink included), and opens it for writing.
 func (d *Dir) CreateExcl(name string, mode uint32) (*os.File, error) {

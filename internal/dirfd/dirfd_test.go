@@ -35,6 +35,14 @@ func nameMethods(d *Dir) map[string]func(name string) error {
 		"Readlink":   func(n string) error { _, err := d.Readlink(n); return err },
 		"LinkFrom":   func(n string) error { return d.Link(n, d, "ok") },
 		"LinkTo":     func(n string) error { return d.Link("ok", d, n) },
+		"LinkFile": func(n string) error {
+			f, err := d.OpenTmpfile(0o600)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return d.LinkFile(f, n)
+		},
 		"RenameFrom": func(n string) error { return d.Rename(n, d, "ok", RenameNoReplace) },
 		"RenameTo":   func(n string) error { return d.Rename("ok", d, n, RenameNoReplace) },
 		"Unlink":     func(n string) error { return d.Unlink(n) },
@@ -385,4 +393,93 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestTmpfileLinkedOnlyWhenNamed: an unnamed file is invisible until
+// LinkFile names it, a taken name is never replaced, and a file closed
+// without a name leaves nothing behind.
+func TestTmpfileLinkedOnlyWhenNamed(t *testing.T) {
+	d, root := openTemp(t)
+	if err := os.WriteFile(filepath.Join(root, "taken"), []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := d.OpenTmpfile(0o600)
+	if err != nil {
+		t.Fatalf("OpenTmpfile: %v", err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	names := func() []string {
+		t.Helper()
+		ents, err := os.ReadDir(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range ents {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	if got := names(); len(got) != 1 {
+		t.Fatalf("root holds %v with an unnamed file open, want only taken", got)
+	}
+	if err := d.LinkFile(f, "taken"); !errors.Is(err, unix.EEXIST) {
+		t.Fatalf("LinkFile over a taken name = %v, want EEXIST", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "taken")); string(b) != "old" {
+		t.Fatalf("taken holds %q after a refused link, want old", b)
+	}
+	if err := d.LinkFile(f, "named"); err != nil {
+		t.Fatalf("LinkFile: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "named")); err != nil || string(b) != "new" {
+		t.Fatalf("named = %q, %v; want new", b, err)
+	}
+	// A second name for the same open file works too (an index link).
+	if err := d.LinkFile(f, "second"); err != nil {
+		t.Fatalf("LinkFile second name: %v", err)
+	}
+	st1, _ := d.Lstat("named")
+	st2, _ := d.Lstat("second")
+	if st1.Ino != st2.Ino || st1.Nlink != 2 {
+		t.Fatalf("named and second: ino %d/%d nlink %d, want one inode with 2 links", st1.Ino, st2.Ino, st1.Nlink)
+	}
+
+	g, err := d.OpenTmpfile(0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Write([]byte("dropped")); err != nil {
+		t.Fatal(err)
+	}
+	g.Close()
+	if got := names(); len(got) != 3 {
+		t.Fatalf("root holds %v after an unnamed file was closed, want named, second, taken", got)
+	}
+}
+
+// TestTmpfileLinkThroughProc covers the /proc/self/fd way LinkFile takes
+// when the kernel refuses AT_EMPTY_PATH to the caller.
+func TestTmpfileLinkThroughProc(t *testing.T) {
+	d, root := openTemp(t)
+	f, err := d.OpenTmpfile(0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("via proc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.linkProc(int(f.Fd()), "p"); err != nil {
+		t.Fatalf("link through /proc: %v", err)
+	}
+	if err := d.linkProc(int(f.Fd()), "p"); !errors.Is(err, unix.EEXIST) {
+		t.Fatalf("second link through /proc to the same name = %v, want EEXIST", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "p")); err != nil || string(b) != "via proc" {
+		t.Fatalf("p = %q, %v", b, err)
+	}
 }

@@ -80,6 +80,9 @@ type Backend struct {
 	ns       string // "trusted" or "user"
 	gfidAttr string
 	native   *pb.VolumeMark
+	// tmpfile: this filesystem makes unnamed files (O_TMPFILE) and we may
+	// link them (see unnamedTemp); probed at Open.
+	tmpfile bool
 
 	// mu serialises every mutating call (Lock); read-only calls share it
 	// (RLock). closed is guarded by mu.
@@ -144,6 +147,7 @@ func Open(dir string, opts Options) (*Backend, error) {
 		}
 	}
 	s.done()
+	b.tmpfile = b.probeTmpfile()
 	if b.native, err = b.loadNativeMark(); err != nil {
 		return nil, err
 	}
@@ -151,6 +155,26 @@ func Open(dir string, opts Options) (*Backend, error) {
 	b.log.Info("slave root opened", "root", abs, "privileged", b.priv,
 		"volume", uuidString(b.native.GetUuid()))
 	return b, nil
+}
+
+// probeTmpfile reports whether an unnamed file can be made and linked in
+// .georep/tmp; the link is removed again.
+func (b *Backend) probeTmpfile() bool {
+	f, err := b.tmp.OpenTmpfile(0o600)
+	if err != nil {
+		b.log.Debug("new files' temps go in "+ReservedDir+"/"+tmpDirName+": no O_TMPFILE here", "err", err)
+		return false
+	}
+	defer f.Close()
+	name := tempName()
+	if err := b.tmp.LinkFile(f, name); err != nil {
+		b.log.Debug("new files' temps go in "+ReservedDir+"/"+tmpDirName+": an unnamed file cannot be linked", "err", err)
+		return false
+	}
+	if err := b.tmp.Unlink(name); err != nil {
+		b.log.Warn("cannot remove a probe file; the next open removes it", "tmp", name, "err", err)
+	}
+	return true
 }
 
 // markRoot gives the root its fixed identity, and proves the filesystem

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -74,27 +75,171 @@ func TestPutCreate(t *testing.T) {
 		{name: "in a subdirectory", size: 3, spans: []putSpan{{0, []byte("sub")}}, subdir: true},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
+		for _, temp := range []string{"unnamed", "named"} {
+			t.Run(tc.name+"/"+temp, func(t *testing.T) {
+				b, dir := newBackend(t)
+				useTemp(t, b, temp)
+				parent, rel := gfid.Root, "f"
+				if tc.subdir {
+					parent = gfid.New()
+					apply(t, b, mkdir(parent, gfid.Root, "d"))
+					rel = "d/f"
+				}
+				x := gfid.New()
+				entriesBefore := indexEntries(t, b)
+				h := createHeader(x, parent, "f", tc.size)
+				how, err := putContent(t, b, h, tc.spans, digestOf(tc.size, tc.spans), nil)
+				if err != nil {
+					t.Fatalf("create: %v", err)
+				}
+				if how != InstallCreated {
+					t.Errorf("installed %v, want %v", how, InstallCreated)
+				}
+				wantCreated(t, b, dir, filepath.Join(dir, rel), x, h, logical(tc.size, tc.spans))
+				if n := indexEntries(t, b); n != entriesBefore+1 {
+					t.Errorf("%d index entries, want %d", n, entriesBefore+1)
+				}
+			})
+		}
+	}
+}
+
+// useTemp makes b put new files' temps where temp says: "unnamed"
+// (O_TMPFILE in the parent, which the test filesystem must offer) or
+// "named" (in .georep/tmp, as on a filesystem without it).
+func useTemp(t *testing.T, b *Backend, temp string) {
+	t.Helper()
+	switch temp {
+	case "unnamed":
+		if !b.tmpfile {
+			t.Fatal("the test filesystem offers no linkable O_TMPFILE; the unnamed-temp path cannot be tested")
+		}
+	case "named":
+		b.tmpfile = false
+	default:
+		t.Fatalf("unknown temp kind %q", temp)
+	}
+}
+
+// TestPutCreateTempPlacement: a new file's temp has no name anywhere until
+// it is installed (unnamed), or waits in .georep/tmp (named); either way
+// nothing is left behind after an abort, and the parent shows no name
+// until the install.
+func TestPutCreateTempPlacement(t *testing.T) {
+	for _, temp := range []string{"unnamed", "named"} {
+		t.Run(temp, func(t *testing.T) {
 			b, dir := newBackend(t)
-			parent, rel := gfid.Root, "f"
-			if tc.subdir {
-				parent = gfid.New()
-				apply(t, b, mkdir(parent, gfid.Root, "d"))
-				rel = "d/f"
+			useTemp(t, b, temp)
+			parent := gfid.New()
+			apply(t, b, mkdir(parent, gfid.Root, "d"))
+			wantTemps := 0
+			if temp == "named" {
+				wantTemps = 1
 			}
-			x := gfid.New()
-			entriesBefore := indexEntries(t, b)
-			h := createHeader(x, parent, "f", tc.size)
-			how, err := putContent(t, b, h, tc.spans, digestOf(tc.size, tc.spans), nil)
+			tmpEntries := func() int {
+				t.Helper()
+				ents, err := os.ReadDir(filepath.Join(dir, ReservedDir, tmpDirName))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return len(ents)
+			}
+			data := []byte("placed")
+			sp := []putSpan{{0, data}}
+			before := walkTree(t, b)
+			entries := indexEntries(t, b)
+
+			// Aborted after the content came: nothing anywhere.
+			w, err := b.BeginPut(createHeader(gfid.New(), parent, "f", int64(len(data))))
 			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.WriteAt(data, 0); err != nil {
+				t.Fatal(err)
+			}
+			if n := tmpEntries(); n != wantTemps {
+				t.Errorf("%d entries in %s/%s while receiving, want %d", n, ReservedDir, tmpDirName, wantTemps)
+			}
+			w.Abort()
+			diffTrees(t, "after an abort", before, walkTree(t, b))
+			checkTmpEmpty(t, dir)
+			if n := indexEntries(t, b); n != entries {
+				t.Errorf("%d index entries after an abort, want %d", n, entries)
+			}
+
+			// Installed: at "create" the index has it and the name does not.
+			x := gfid.New()
+			h := createHeader(x, parent, "f", int64(len(data)))
+			hook := func(step string) error {
+				if step == "create" {
+					if _, err := os.Lstat(filepath.Join(dir, "d", "f")); !errors.Is(err, os.ErrNotExist) {
+						t.Errorf("d/f exists before the create step placed it (%v)", err)
+					}
+					// Through the filesystem: the hook runs under the
+					// backend's write lock.
+					if _, err := os.Lstat(filepath.Join(dir, IndexPath(x))); err != nil {
+						t.Errorf("%s is not indexed at the create step: %v", x, err)
+					}
+				}
+				return nil
+			}
+			if _, err := putContent(t, b, h, sp, digestOf(int64(len(data)), sp), hook); err != nil {
 				t.Fatalf("create: %v", err)
 			}
-			if how != InstallCreated {
-				t.Errorf("installed %v, want %v", how, InstallCreated)
+			wantCreated(t, b, dir, filepath.Join(dir, "d", "f"), x, h, data)
+		})
+	}
+}
+
+// TestPutCreateDefaultACLParent: in a directory with a default ACL a new
+// file gets no ACL of its own, as a CREATE entry op's file does not: an
+// unnamed temp made there would inherit one, so the named temp is used.
+func TestPutCreateDefaultACLParent(t *testing.T) {
+	b, dir := newBackend(t)
+	parent := gfid.New()
+	apply(t, b, mkdir(parent, gfid.Root, "acl"))
+	out, err := exec.Command("setfacl", "-d", "-m", "u::rwx,g::rwx,o::rwx,u:65534:rwx", filepath.Join(dir, "acl")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("setfacl (package acl) must work here: %v: %s", err, out)
+	}
+	if _, err := unix.Getxattr(filepath.Join(dir, "acl"), aclDefault, nil); err != nil {
+		t.Fatalf("the directory has no default ACL after setfacl: %v", err)
+	}
+	x := gfid.New()
+	data := []byte("no acl")
+	sp := []putSpan{{0, data}}
+	h := createHeader(x, parent, "f", int64(len(data)))
+	if _, err := putContent(t, b, h, sp, digestOf(int64(len(data)), sp), nil); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	p := filepath.Join(dir, "acl", "f")
+	wantCreated(t, b, dir, p, x, h, data)
+	if _, err := unix.Lgetxattr(p, "system.posix_acl_access", nil); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("the new file has an access ACL (getxattr: %v), want none (ENODATA)", err)
+	}
+}
+
+// TestPutCreateBigCheckedFirst: a create of createCheckMin bytes or more
+// whose GFID exists is refused before any content is received.
+func TestPutCreateBigCheckedFirst(t *testing.T) {
+	b, _ := newBackend(t)
+	existing := gfid.New()
+	apply(t, b, create(existing, gfid.Root, "existing"))
+	for _, tc := range []struct {
+		name string
+		h    PutHeader
+	}{
+		{"gfid exists", createHeader(existing, gfid.Root, "new", createCheckMin)},
+		{"gfid exists, bigger file", createHeader(existing, gfid.Root, "other", 2*createCheckMin)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, err := b.BeginPut(tc.h)
+			if err == nil {
+				w.Abort()
+				t.Fatal("BeginPut of a big create of an existing gfid succeeded, want EEXIST")
 			}
-			wantCreated(t, b, dir, filepath.Join(dir, rel), x, h, logical(tc.size, tc.spans))
-			if n := indexEntries(t, b); n != entriesBefore+1 {
-				t.Errorf("%d index entries, want %d", n, entriesBefore+1)
+			if !errors.Is(err, unix.EEXIST) {
+				t.Fatalf("error %v, want EEXIST", err)
 			}
 		})
 	}
@@ -124,7 +269,8 @@ func TestPutCreateRefusals(t *testing.T) {
 		{name: "name taken by a file", mutate: func(h *PutHeader) { h.LinkName = "taken" }, errno: unix.EEXIST, atInstall: true},
 		{name: "name taken by a directory", mutate: func(h *PutHeader) { h.LinkName = "dir" }, errno: unix.EEXIST, atInstall: true},
 		{name: "name taken by a file without gfid", mutate: func(h *PutHeader) { h.LinkName = "foreign" }, errno: unix.EEXIST, atInstall: true},
-		{name: "gfid exists under another name", mutate: func(h *PutHeader) { h.GFID = existing }, errno: unix.EEXIST},
+		// A small create is not looked up before its content comes.
+		{name: "gfid exists under another name", mutate: func(h *PutHeader) { h.GFID = existing }, errno: unix.EEXIST, atInstall: true},
 		{name: "parent missing", mutate: func(h *PutHeader) { h.LinkParent = gfid.New() }, errno: unix.ENOENT},
 		{name: "parent is a file", mutate: func(h *PutHeader) { h.LinkParent = fileG }, errno: unix.ENOTDIR},
 		{name: "name with a slash", mutate: func(h *PutHeader) { h.LinkName = "a/b" }, errno: unix.EINVAL},

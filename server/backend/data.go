@@ -1,8 +1,9 @@
 package backend
 
 // The data plane's slave side: new content for a regular file, addressed by
-// GFID, is written into .georep/tmp, hashed as it arrives, verified and
-// flushed, and only then put in place. Until the install step nothing the
+// GFID, is written into a temp (for a new file an unnamed O_TMPFILE inode
+// in its parent directory, otherwise a file in .georep/tmp), hashed as it
+// arrives, verified and flushed, and only then put in place. Until the install step nothing the
 // replica shows has changed, so a broken stream, a digest mismatch or a full
 // disk leaves the previous content intact.
 
@@ -27,6 +28,9 @@ const (
 	MaxChunk = 1 << 20
 	// zeroBlock is how much of a hole is hashed at a time.
 	zeroBlock = 64 << 10
+	// createCheckMin is the smallest new file checked for a name or GFID
+	// clash before its content is received (see BeginPut).
+	createCheckMin = 1 << 20
 )
 
 // PutHeader describes the new content of a regular file.
@@ -155,31 +159,51 @@ func (b *Backend) BeginPut(h PutHeader) (*FileWriter, error) {
 		return nil, err
 	}
 	defer b.runlock(s)
-	o, err := b.lookup(s, h.GFID)
-	if err != nil {
-		return nil, fmt.Errorf("put content of %s: %w", h.GFID, err)
-	}
+	var pd *dirfd.Dir // a create's parent directory
+	var o object      // the file's index entry (not looked up for a small create)
 	if h.Create {
-		// Checked again under the write lock at install; refusing here
-		// spares receiving content that cannot go anywhere.
-		if err := b.checkCreate(s, h, o); err != nil {
+		if pd, err = b.parentDir(s, h.LinkParent, "parent directory"); err != nil {
 			return nil, fmt.Errorf("create %s: %w", h.GFID, err)
 		}
-	} else if o.kind == absent && h.LinkName != "" {
-		// Possibly a crash between placing and indexing; Commit heals
-		// the index under the write lock if the hinted name holds it.
-		if ok, err := b.hintHolds(s, h); err != nil || !ok {
-			return nil, fmt.Errorf("put content of %s: no file with this gfid on the slave (create it first): %w", h.GFID, unix.ENOENT)
+		// Checked again at install, where a clash fails the file anyway;
+		// refusing here spares receiving a big file that cannot go
+		// anywhere, at the price of two lookups a small file need not pay.
+		if h.Size >= createCheckMin {
+			o, err := b.lookup(s, h.GFID)
+			if err != nil {
+				return nil, fmt.Errorf("put content of %s: %w", h.GFID, err)
+			}
+			if err := b.checkCreate(s, h, o); err != nil {
+				return nil, fmt.Errorf("create %s: %w", h.GFID, err)
+			}
 		}
-	} else if err := checkRegular(h.GFID, o); err != nil {
-		return nil, fmt.Errorf("put content of %s: %w", h.GFID, err)
+	} else {
+		if o, err = b.lookup(s, h.GFID); err != nil {
+			return nil, fmt.Errorf("put content of %s: %w", h.GFID, err)
+		}
+		if o.kind == absent && h.LinkName != "" {
+			// Possibly a crash between placing and indexing; Commit heals
+			// the index under the write lock if the hinted name holds it.
+			if ok, err := b.hintHolds(s, h); err != nil || !ok {
+				return nil, fmt.Errorf("put content of %s: no file with this gfid on the slave (create it first): %w", h.GFID, unix.ENOENT)
+			}
+		} else if err := checkRegular(h.GFID, o); err != nil {
+			return nil, fmt.Errorf("put content of %s: %w", h.GFID, err)
+		}
 	}
-	w := &FileWriter{b: b, h: h, tmpName: tempName(), hash: blake3.New()}
-	f, err := b.tmp.OpenFile(w.tmpName, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("put content of %s: create temp in %s/%s: %w", h.GFID, ReservedDir, tmpDirName, err)
+	w := &FileWriter{b: b, h: h, hash: blake3.New()}
+	if pd != nil {
+		w.f = b.unnamedTemp(pd)
 	}
-	w.f = f
+	if w.f == nil {
+		w.tmpName = tempName()
+		f, err := b.tmp.OpenFile(w.tmpName, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("put content of %s: create temp in %s/%s: %w", h.GFID, ReservedDir, tmpDirName, err)
+		}
+		w.f = f
+	}
+	f := w.f
 	successful := false
 	if h.Delta {
 		// Opened now, under the lock that found the index entry: every copy
@@ -201,6 +225,31 @@ func (b *Backend) BeginPut(h PutHeader) (*FileWriter, error) {
 	}
 	successful = true
 	return w, nil
+}
+
+// aclDefault is the xattr of a directory's default ACL.
+const aclDefault = "system.posix_acl_default"
+
+// unnamedTemp opens a new file's temp without a name (O_TMPFILE) in its
+// parent directory pd, or returns nil where that cannot be done. In pd its
+// inode is allocated beside its siblings, as a file created there would
+// be, instead of every stream's temps crowding .georep/tmp (one ext4 block
+// group, one directory lock), and install is a link where a named temp
+// takes a rename out of .georep/tmp. A directory with a default ACL gets
+// the named temp: an unnamed file would inherit the ACL, which a file made
+// in .georep/tmp (as the CREATE entry op makes them) does not.
+func (b *Backend) unnamedTemp(pd *dirfd.Dir) *os.File {
+	if !b.tmpfile {
+		return nil
+	}
+	if n, err := unix.Fgetxattr(pd.Fd(), aclDefault, nil); err == nil && n > 0 {
+		return nil
+	}
+	f, err := pd.OpenTmpfile(0o600)
+	if err != nil {
+		return nil // the named temp still works; the probe at Open said it should not come to this
+	}
+	return f
 }
 
 // checkRegular refuses an absent GFID, a directory or a non-regular file.
@@ -447,8 +496,8 @@ func (w *FileWriter) discard() {
 	if w.old != nil {
 		w.old.Close()
 	}
-	if w.renamed {
-		return
+	if w.renamed || w.tmpName == "" {
+		return // placed, or unnamed: closing it freed it
 	}
 	// Under the lock, so a closed backend's tmp fd is never used.
 	s, err := w.b.rlock()
@@ -531,6 +580,13 @@ func (w *FileWriter) createInstall(s *scope) (done bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	if done, err := w.createFast(s, pd); done || err != nil {
+		return done, err
+	}
+	// The GFID or the name is taken: find out which and how.
+	if err := w.name(); err != nil {
+		return false, err
+	}
 	o, err := b.lookup(s, g)
 	if err != nil {
 		return false, err
@@ -551,6 +607,8 @@ func (w *FileWriter) createInstall(s *scope) (done bool, err error) {
 		}
 		return false, fmt.Errorf("the name %q is taken by %s: %w", name, what, unix.EEXIST)
 	}
+	// Both free after all: the index held a stale entry, which linkIndex
+	// replaces.
 	if err := b.linkIndex(s, g, b.tmp, w.tmpName); err != nil {
 		return false, err
 	}
@@ -573,12 +631,80 @@ func (w *FileWriter) createInstall(s *scope) (done bool, err error) {
 	return true, nil
 }
 
-// renameInstall gives the temp the old inode's extended attributes and the
-// header's attributes, renames it over the hinted name and re-points the
-// index. done is false (with no error) when the old attributes could not be
-// carried over, so the caller writes in place instead.
+// createFast indexes the new file and links it at its name with no lookup
+// first: on an empty name and an unknown GFID, the common case, each step
+// is one system call. It returns false, with nothing changed, when the
+// GFID's index entry or the name exists (EEXIST from the kernel); the
+// caller then looks closer.
+func (w *FileWriter) createFast(s *scope, pd *dirfd.Dir) (done bool, err error) {
+	b, g, name := w.b, w.h.GFID, w.h.LinkName
+	bd, err := b.bucket(s, g, true)
+	if err != nil {
+		return false, fmt.Errorf("index %s: %w", g, err)
+	}
+	if err := w.linkTo(bd, g.String()); errors.Is(err, unix.EEXIST) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("index %s: %w", g, err)
+	}
+	unindex := func() {
+		if err := bd.Unlink(g.String()); err != nil && !errors.Is(err, unix.ENOENT) {
+			b.log.Warn("cannot remove the index link of a file not created; the next lookup drops it", "gfid", g, "err", err)
+		}
+	}
+	if err := w.hook("create"); err != nil {
+		unindex()
+		return false, err
+	}
+	// An unnamed temp is linked at the name, a named one renamed there;
+	// either way the kernel refuses a taken name, never replacing it.
+	if w.tmpName == "" {
+		err = pd.LinkFile(w.f, name)
+	} else {
+		err = b.tmp.Rename(w.tmpName, pd, name, dirfd.RenameNoReplace)
+	}
+	if errors.Is(err, unix.EEXIST) {
+		// Named before its last link goes: an unnamed file whose links
+		// all went cannot be linked again (ENOENT).
+		nerr := w.name()
+		unindex()
+		return false, nerr
+	}
+	if err != nil {
+		unindex()
+		return false, fmt.Errorf("put new file at %q: %w", name, err)
+	}
+	w.renamed = true
+	return true, nil
+}
+
+// linkTo gives the temp another name, newName in d.
+func (w *FileWriter) linkTo(d *dirfd.Dir, newName string) error {
+	if w.tmpName == "" {
+		return d.LinkFile(w.f, newName)
+	}
+	return w.b.tmp.Link(w.tmpName, d, newName)
+}
+
+// name gives an unnamed temp a name in .georep/tmp, for the install
+// steps that rename it (a repeated create, a replaced file).
+func (w *FileWriter) name() error {
+	if w.tmpName != "" {
+		return nil
+	}
+	n := tempName()
+	if err := w.b.tmp.LinkFile(w.f, n); err != nil {
+		return fmt.Errorf("name the temp in %s/%s: %w", ReservedDir, tmpDirName, err)
+	}
+	w.tmpName = n
+	return nil
+}
+
 func (w *FileWriter) renameInstall(s *scope, o object, pd *dirfd.Dir) (done bool, err error) {
 	b, g := w.b, w.h.GFID
+	if err := w.name(); err != nil {
+		return false, err
+	}
 	fd := int(w.f.Fd())
 	if err := b.copyXattrs(o.bucket, g.String(), fd); err != nil {
 		b.log.Debug("cannot carry extended attributes to new content; writing in place", "gfid", g, "err", err)
