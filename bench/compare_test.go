@@ -130,6 +130,7 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 	}
 
 	results := map[key][]sample{}
+	logins := map[string][]time.Duration{}
 	tools := cfg.tools
 	b.ResetTimer()
 	for _, network := range nets {
@@ -137,6 +138,9 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 			// Rotate which tool goes first, so none always meets a cold
 			// (or warm) page cache.
 			order := append(slices.Clone(tools[run%len(tools):]), tools[:run%len(tools)]...)
+			login := t.login(b, network)
+			logins[network] = append(logins[network], login)
+			log.Info("login floor", "net", network, "run", run+1, "wall", login.Round(time.Millisecond))
 			slaves := map[string]string{}
 			states := map[string]string{}
 			for _, tool := range order {
@@ -177,7 +181,8 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 	}
 	m := machine{when: time.Now(), cpus: runtime.NumCPU(), os: runtime.GOOS + "/" + runtime.GOARCH,
 		version: t.version(b)}
-	sec := section(cfg, rows, m)
+	floors := summarizeFloors(nets, logins)
+	sec := section(cfg, rows, floors, m)
 	// Benchmark logs are cut to ten lines, so the table goes to stdout.
 	fmt.Printf("\n%s\n", sec)
 	switch out := os.Getenv("GEOREP_BENCH_WRITE"); {
@@ -186,7 +191,7 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 		log.Warn("the workload is shrunk from issue 5's, so the published figures are left alone",
 			"file", filepath.Join(out, "BENCHMARKS.md"))
 	default:
-		if err := writeReport(out, cfg, rows, m); err != nil {
+		if err := writeReport(out, cfg, rows, floors, m); err != nil {
 			b.Fatal(err)
 		}
 		log.Info("report written", "file", filepath.Join(out, "BENCHMARKS.md"), "chart", filepath.Join(out, chartFile))
@@ -285,6 +290,32 @@ func (t *bed) relaySSH(b *testing.B, name, addr string) string {
 	// Host and port stay sshd's own, so known_hosts matches; the relay
 	// decides where the bytes actually go.
 	return t.sshd.SSHCommand() + " -o ProxyCommand=" + script
+}
+
+// login times one bare ssh login that runs `true`, through network's ssh
+// command and relay, as rsync logs in (no forced command), and waits for
+// its sshd session to be reaped so the next sync's slave CPU is its own.
+func (t *bed) login(b *testing.B, network string) time.Duration {
+	b.Helper()
+	t.sshd.SetAuthorizedKeyOptions(b, "")
+	words := strings.Fields(t.sshCmd[network])
+	argv := append(words[1:], fmt.Sprintf("%s@%s", t.sshd.User, t.sshd.Host), "true")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, words[0], argv...).CombinedOutput()
+	wall := time.Since(start)
+	if err != nil {
+		b.Fatalf("%s: ssh login: %v\n%s\nsshd:\n%s", network, err, out, t.sshd.Log())
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for t.sshdHasChildren(b) {
+		if time.Now().After(deadline) {
+			b.Fatalf("%s: the login's sshd session was not reaped within 30s", network)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return wall
 }
 
 // sync runs one tool once from the master to slave and measures it.

@@ -84,6 +84,27 @@ type row struct {
 	wallMet, bytesMet     bool
 }
 
+// floor is the median (and range) time of one bare ssh login that runs
+// `true` on a network: every sync pays at least one, whatever it does.
+type floor struct {
+	net                    string
+	wall, wallMin, wallMax time.Duration
+	n                      int
+}
+
+// summarizeFloors reduces the login samples of each network in nets.
+func summarizeFloors(nets []string, samples map[string][]time.Duration) []floor {
+	var out []floor
+	for _, n := range nets {
+		v := samples[n]
+		if len(v) == 0 {
+			continue
+		}
+		out = append(out, floor{net: n, wall: median(v), wallMin: slices.Min(v), wallMax: slices.Max(v), n: len(v)})
+	}
+	return out
+}
+
 // goals are issue 5's: georep's time at most 1.0× rsync's for the initial
 // sync and 0.5× for the incremental, bytes at most 1.05× in both.
 func goals(phase string) (wall, bytes float64) {
@@ -171,7 +192,7 @@ const chartFile = "docs/bench-data-plane.png"
 
 // section renders the "Data plane vs rsync" section of BENCHMARKS.md,
 // ending in a newline.
-func section(cfg config, rows []row, m machine) string {
+func section(cfg config, rows []row, floors []floor, m machine) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%s\n\n", sectionTitle)
 	fmt.Fprintf(&sb, "Three contenders, one after the other on the same generated master tree, through the same\n"+
@@ -228,6 +249,42 @@ func section(cfg config, rows []row, m machine) string {
 			float64(r.wireBytes)/(1<<20), files, r.cpuLocal.Seconds(), r.cpuRemote.Seconds(), wallRatio, bytesRatio, met)
 	}
 	sb.WriteString("\n")
+
+	if len(floors) > 0 {
+		sb.WriteString("Login floor: a bare login through the same ssh command and relay that only runs `true`\n" +
+			"(measured once per run, before the tools; median and range). Every sync above pays at least one\n" +
+			"such login, so no tool's wall time can fall below it, and an incremental goal of 0.5× rsync is\n" +
+			"out of reach wherever the floor is more than half of rsync's incremental:\n\n")
+		sb.WriteString("| Network | Login, s | Login, s (min–max) | rsync incremental, s | georep incremental, s | georep ÷ rsync above the floor |\n")
+		sb.WriteString("| --- | --- | --- | --- | --- | --- |\n")
+		for _, f := range floors {
+			var rs, gr *row
+			for i := range rows {
+				r := &rows[i]
+				if r.net == f.net && r.phase == "incremental" {
+					switch r.tool {
+					case toolBaseline:
+						rs = r
+					case toolNative:
+						gr = r
+					}
+				}
+			}
+			rsWall, grWall, above := "—", "—", "—"
+			if rs != nil {
+				rsWall = fmt.Sprintf("%.2f", rs.wall.Seconds())
+			}
+			if gr != nil {
+				grWall = fmt.Sprintf("%.2f", gr.wall.Seconds())
+			}
+			if rs != nil && gr != nil && rs.wall > f.wall {
+				above = fmt.Sprintf("%.2f×", float64(max(gr.wall-f.wall, 0))/float64(rs.wall-f.wall))
+			}
+			fmt.Fprintf(&sb, "| %s | %.2f | %.2f–%.2f | %s | %s | %s |\n", f.net, f.wall.Seconds(),
+				f.wallMin.Seconds(), f.wallMax.Seconds(), rsWall, grWall, above)
+		}
+		sb.WriteString("\n")
+	}
 
 	// Whether a georep mode sent the changed large file whole is read off
 	// the bytes: a 64 KiB change cannot cost a whole large file otherwise.
@@ -287,7 +344,7 @@ func splice(doc, sec string) string {
 
 // writeReport puts the section into root/BENCHMARKS.md (replacing an
 // earlier one, so a rerun refreshes it) and the chart into root/chartFile.
-func writeReport(root string, cfg config, rows []row, m machine) error {
+func writeReport(root string, cfg config, rows []row, floors []floor, m machine) error {
 	if err := writeChart(filepath.Join(root, chartFile), rows); err != nil {
 		return err
 	}
@@ -296,7 +353,7 @@ func writeReport(root string, cfg config, rows []row, m machine) error {
 	if err != nil {
 		return fmt.Errorf("read %s (GEOREP_BENCH_WRITE names the repository root): %w", path, err)
 	}
-	if err := os.WriteFile(path, []byte(splice(string(old), section(cfg, rows, m))), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(splice(string(old), section(cfg, rows, floors, m))), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil

@@ -172,6 +172,16 @@ func TestShrunk(t *testing.T) {
 	}
 }
 
+// fixedFloors are login floors for nets: 0.30 s (0.25–0.40) each.
+func fixedFloors(nets []string) []floor {
+	v := []time.Duration{secs(0.3), secs(0.25), secs(0.4)}
+	m := map[string][]time.Duration{}
+	for _, n := range nets {
+		m[n] = v
+	}
+	return summarizeFloors(nets, m)
+}
+
 func fixedMachine() machine {
 	return machine{when: time.Date(2026, 11, 24, 23, 0, 0, 0, time.UTC), cpus: 2, os: "linux/amd64",
 		version: "georep v0.0.0-test (protocol 1.0, go1.26)"}
@@ -195,7 +205,7 @@ func TestSectionGolden(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := section(tt.cfg(), summarize(tt.nets, allTools, fixedResults()), fixedMachine())
+			got := section(tt.cfg(), summarize(tt.nets, allTools, fixedResults()), fixedFloors(tt.nets), fixedMachine())
 			path := filepath.Join("testdata", tt.golden)
 			if *updateGolden {
 				if err := os.MkdirAll("testdata", 0o755); err != nil {
@@ -251,14 +261,14 @@ func TestWriteReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows := summarize([]string{"loopback", "wan"}, allTools, fixedResults())
-	if err := writeReport(root, issueWorkload(), rows, fixedMachine()); err != nil {
+	if err := writeReport(root, issueWorkload(), rows, nil, fixedMachine()); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(filepath.Join(root, "BENCHMARKS.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "# Benchmarks\n\n" + section(issueWorkload(), rows, fixedMachine()) + "\n## Later section\n\nkept\n"
+	want := "# Benchmarks\n\n" + section(issueWorkload(), rows, nil, fixedMachine()) + "\n## Later section\n\nkept\n"
 	if string(got) != want {
 		t.Errorf("BENCHMARKS.md:\n%s\nwant\n%s", got, want)
 	}
@@ -266,7 +276,7 @@ func TestWriteReport(t *testing.T) {
 		t.Errorf("chart not written: %v", err)
 	}
 
-	if err := writeReport(t.TempDir(), issueWorkload(), rows, fixedMachine()); err == nil ||
+	if err := writeReport(t.TempDir(), issueWorkload(), rows, nil, fixedMachine()); err == nil ||
 		!strings.Contains(err.Error(), "BENCHMARKS.md") {
 		t.Errorf("a root without BENCHMARKS.md: err = %v, want one naming the file", err)
 	}
