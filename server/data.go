@@ -251,14 +251,23 @@ func (s *Service) commitBatch(stream pb.Slave_PutFilesServer, batch []*incomingF
 			}
 		}
 	}
+	// The flush may have failed some; the rest go in under one lock.
+	ws, idx := ws[:0], make([]int, 0, len(ws))
+	for i, f := range batch {
+		if f.err == nil {
+			ws, idx = append(ws, f.w), append(idx, i)
+		}
+	}
+	if len(ws) > 0 {
+		for j, err := range s.backend.InstallAll(ws) {
+			batch[idx[j]].err = err
+		}
+	}
 	var all *pb.PutFilesResponse
 	if batched {
 		all = &pb.PutFilesResponse{Results: make([]*pb.PutFilesResponse, 0, len(batch))}
 	}
 	for i, f := range batch {
-		if f.err == nil {
-			_, f.err = f.w.Install()
-		}
 		resp := f.response()
 		if r := resp.GetResult(); r.GetErrno() != 0 {
 			s.logger.Info("file content not installed", "gfid", gfidText(resp.GetGfid()),

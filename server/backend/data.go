@@ -484,6 +484,44 @@ func (w *FileWriter) Install() (Install, error) {
 	return how, nil
 }
 
+// InstallAll installs ws, each verified and flushed by SyncPuts, in order,
+// as Install would one by one, but under one hold of the write lock: a
+// group commit of small files would otherwise take and release it, and
+// wake whoever waits for it, once per file. errs[i] is ws[i]'s failure;
+// every temp is gone afterwards.
+func (b *Backend) InstallAll(ws []*FileWriter) (errs []error) {
+	errs = make([]error, len(ws))
+	for i, w := range ws {
+		if w.done || !w.synced {
+			errs[i] = fmt.Errorf("content of %s: install of a temp that is not verified and flushed: %w", w.h.GFID, unix.EINVAL)
+		}
+	}
+	s, err := b.lock()
+	if err != nil {
+		for i, w := range ws {
+			if errs[i] == nil {
+				errs[i] = err
+			}
+			w.discard()
+		}
+		return errs
+	}
+	for i, w := range ws {
+		if errs[i] != nil {
+			continue
+		}
+		if _, err := w.install(s); err != nil {
+			errs[i] = fmt.Errorf("install content of %s: %w", w.h.GFID, err)
+		}
+		w.release(s)
+	}
+	b.unlock(s)
+	for _, w := range ws {
+		w.discard() // those refused before the lock
+	}
+	return errs
+}
+
 // Abort discards the temp; the file keeps its previous content.
 func (w *FileWriter) Abort() { w.discard() }
 
@@ -491,13 +529,8 @@ func (w *FileWriter) discard() {
 	if w.done {
 		return
 	}
-	w.done = true
-	w.f.Close()
-	if w.old != nil {
-		w.old.Close()
-	}
-	if w.renamed || w.tmpName == "" {
-		return // placed, or unnamed: closing it freed it
+	if !w.close() {
+		return
 	}
 	// Under the lock, so a closed backend's tmp fd is never used.
 	s, err := w.b.rlock()
@@ -505,6 +538,29 @@ func (w *FileWriter) discard() {
 		return // closed: the next Open clears tmp
 	}
 	defer w.b.runlock(s)
+	w.unlinkTemp()
+}
+
+// release is discard for a caller holding the backend's lock (s).
+func (w *FileWriter) release(s *scope) {
+	if !w.done && w.close() {
+		w.unlinkTemp()
+	}
+}
+
+// close closes the temp and the previous content and reports whether the
+// temp still has a name in .georep/tmp to remove.
+func (w *FileWriter) close() (named bool) {
+	w.done = true
+	w.f.Close()
+	if w.old != nil {
+		w.old.Close()
+	}
+	// Placed, or unnamed (closing it freed it): nothing to remove.
+	return !w.renamed && w.tmpName != ""
+}
+
+func (w *FileWriter) unlinkTemp() {
 	if err := w.b.tmp.Unlink(w.tmpName); err != nil && !errors.Is(err, unix.ENOENT) {
 		w.b.log.Warn("cannot remove a data temp; the next open removes it", "tmp", w.tmpName, "err", err)
 	}

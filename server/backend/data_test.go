@@ -510,3 +510,74 @@ func checkTmpEmpty(t *testing.T, dir string) {
 		t.Errorf("%d temps left in %s/%s", len(ents), ReservedDir, tmpDirName)
 	}
 }
+
+// TestInstallAll: a group installed under one lock gets a result per
+// file in order; a refused file (a taken name, a writer not flushed) does
+// not stop the others, and no temp is left either way.
+func TestInstallAll(t *testing.T) {
+	for _, temp := range []string{"unnamed", "named"} {
+		t.Run(temp, func(t *testing.T) {
+			b, dir := newBackend(t)
+			useTemp(t, b, temp)
+			apply(t, b, create(gfid.New(), gfid.Root, "taken"))
+			oldX := gfid.New()
+			writeOld(t, b, dir, oldX, "old", []byte("old content"))
+			files := []struct {
+				h       PutHeader
+				content []byte
+				sync    bool
+				errno   unix.Errno
+				path    string
+			}{
+				{h: createHeader(gfid.New(), gfid.Root, "new1", 5), content: []byte("new 1"), sync: true, path: "new1"},
+				{h: createHeader(gfid.New(), gfid.Root, "taken", 5), content: []byte("clash"), sync: true, errno: unix.EEXIST},
+				{h: PutHeader{GFID: oldX, Size: 11, LinkParent: gfid.Root, LinkName: "old"}, content: []byte("new content"), sync: true, path: "old"},
+				{h: createHeader(gfid.New(), gfid.Root, "unsynced", 5), content: []byte("never"), errno: unix.EINVAL},
+				{h: createHeader(gfid.New(), gfid.Root, "new2", 5), content: []byte("new 2"), sync: true, path: "new2"},
+			}
+			var ws, synced []*FileWriter
+			for _, f := range files {
+				w, err := b.BeginPut(f.h)
+				if err != nil {
+					t.Fatalf("BeginPut %q: %v", f.h.LinkName, err)
+				}
+				defer w.Abort()
+				if err := w.WriteAt(f.content, 0); err != nil {
+					t.Fatal(err)
+				}
+				sp := []putSpan{{0, f.content}}
+				if err := w.Verify(digestOf(f.h.Size, sp)); err != nil {
+					t.Fatal(err)
+				}
+				ws = append(ws, w)
+				if f.sync {
+					synced = append(synced, w)
+				}
+			}
+			if err := b.SyncPuts(synced); err != nil {
+				t.Fatal(err)
+			}
+			errs := b.InstallAll(ws)
+			if len(errs) != len(files) {
+				t.Fatalf("%d results for %d files", len(errs), len(files))
+			}
+			for i, f := range files {
+				switch {
+				case f.errno != 0 && !errors.Is(errs[i], f.errno):
+					t.Errorf("file %d (%s): %v, want %v", i, f.h.LinkName, errs[i], f.errno)
+				case f.errno == 0 && errs[i] != nil:
+					t.Errorf("file %d (%s): %v", i, f.h.LinkName, errs[i])
+				case f.errno == 0:
+					if got := fileBytes(t, filepath.Join(dir, f.path)); !bytes.Equal(got, f.content) {
+						t.Errorf("%s holds %q, want %q", f.path, got, f.content)
+					}
+				}
+			}
+			if got := fileBytes(t, filepath.Join(dir, "taken")); len(got) != 0 {
+				t.Errorf("taken holds %q after a refused create over it, want its old empty content", got)
+			}
+			wantMissing(t, filepath.Join(dir, "unsynced"))
+			checkTmpEmpty(t, dir)
+		})
+	}
+}
