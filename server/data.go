@@ -329,7 +329,7 @@ func putHeader(h *pb.FileHeader) (backend.PutHeader, error) {
 	if err != nil {
 		return backend.PutHeader{}, fmt.Errorf("gfid: %v: %w", err, unix.EINVAL)
 	}
-	ph := backend.PutHeader{GFID: g, Size: h.GetSize(), Stat: h.GetStat(), Delta: h.GetDelta()}
+	ph := backend.PutHeader{GFID: g, Size: h.GetSize(), Stat: h.GetStat(), Delta: h.GetDelta(), Digest: h.GetDigest()}
 	hasParent, hasName := len(h.GetLinkParentGfid()) > 0, len(h.GetLinkName()) > 0
 	if hasParent != hasName {
 		return ph, fmt.Errorf("link hint: set link_parent_gfid and link_name together, or neither: %w", unix.EINVAL)
@@ -447,7 +447,7 @@ func (f *incomingFile) verify(t *pb.FileTrailer) {
 		f.w.Abort()
 		f.err = fmt.Errorf("the master abandoned the transfer (the file changed while it was read); previous content kept: %w", unix.ECANCELED)
 	default:
-		f.err = f.w.Verify(t.GetBlake3())
+		f.err = f.w.Verify(t.GetDigest())
 	}
 }
 

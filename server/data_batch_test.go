@@ -28,7 +28,7 @@ func whole(h *pb.FileHeader, content string) *pb.FileHeader {
 		h.Chunk = &pb.FileChunk{Data: []byte(content)}
 	}
 	sum := blake3.Sum256([]byte(content))
-	h.Trailer = &pb.FileTrailer{Blake3: sum[:]}
+	h.Trailer = &pb.FileTrailer{Digest: sum[:]}
 	return h
 }
 
@@ -84,7 +84,7 @@ func TestPutFilesBatch(t *testing.T) {
 				orphan := createHeader("orphan")
 				orphan.CreateParentGfid = gfid.New().Bytes()
 				bad := whole(&pb.FileHeader{Gfid: x.Bytes()}, "new x")
-				bad.Trailer.Blake3[0] ^= 1
+				bad.Trailer.Digest[0] ^= 1
 				zipped := whole(createHeader("z"), text)
 				zipped.Chunk = &pb.FileChunk{Data: enc.EncodeAll([]byte(text), nil), Compression: pb.Compression_COMPRESSION_ZSTD, Length: uint32(len(text))}
 				msgs := []*pb.PutFilesRequest{

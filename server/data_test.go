@@ -30,7 +30,7 @@ func chunk(off int64, data string) *pb.PutFilesRequest {
 
 func trailer(content string) *pb.PutFilesRequest {
 	sum := blake3.Sum256([]byte(content))
-	return &pb.PutFilesRequest{Part: &pb.PutFilesRequest_Trailer{Trailer: &pb.FileTrailer{Blake3: sum[:]}}}
+	return &pb.PutFilesRequest{Part: &pb.PutFilesRequest_Trailer{Trailer: &pb.FileTrailer{Digest: sum[:]}}}
 }
 
 // TestPutFilesResults: every file gets its own result, in order; bad files

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/georep/georep/internal/digest"
 	"github.com/georep/georep/internal/gfid"
 	pb "github.com/georep/georep/proto/georep/v1"
 	"github.com/georep/georep/server/backend"
@@ -156,6 +157,7 @@ func (s *Service) Handshake(ctx context.Context, req *pb.HandshakeRequest) (*pb.
 		Rsync:              hasRsync(),
 		SingleMessageFiles: true,
 		FileBatches:        true,
+		ContentDigests:     digest.Kinds(),
 	}, nil
 }
 

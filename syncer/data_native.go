@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/georep/georep/client"
+	"github.com/georep/georep/internal/digest"
 	"github.com/georep/georep/internal/gfid"
 	pb "github.com/georep/georep/proto/georep/v1"
 	"github.com/georep/georep/syncer/transfer"
@@ -58,6 +59,7 @@ func (m *master) sendNative(ctx context.Context, c *client.Conn, items []transfe
 	}
 	results, _, err := transfer.Send(ctx, c.Slave, m.root, items, transfer.Options{Jobs: m.cfg.SyncJobs, Logger: m.log,
 		Compression: comp, BwLimit: m.cfg.BwLimit, SingleMessage: c.Info.GetSingleMessageFiles(), FileBatches: c.Info.GetFileBatches(),
+		Digest: digest.Preferred(c.Info.GetContentDigests()),
 		Installed: func(it transfer.Item, sent int64) {
 			if it.Create {
 				// The file's entry op was fused into its transfer.

@@ -11,18 +11,20 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash"
 	"os"
 
-	"github.com/zeebo/blake3"
 	"golang.org/x/sys/unix"
 
+	"github.com/georep/georep/internal/digest"
 	"github.com/georep/georep/internal/dirfd"
 	"github.com/georep/georep/internal/gfid"
 	pb "github.com/georep/georep/proto/georep/v1"
 )
 
 const (
-	// DigestSize is the length of a content digest (BLAKE3-256).
+	// DigestSize is the length of the default content digest (BLAKE3-256,
+	// PutHeader.Digest unset); see digest.Size for the others.
 	DigestSize = 32
 	// MaxChunk is the largest piece of content one WriteAt accepts.
 	MaxChunk = 1 << 20
@@ -57,6 +59,9 @@ type PutHeader struct {
 	// ENOENT. When the name already holds GFID (a repeated create), the
 	// content is installed over it as for a hinted put.
 	Create bool
+	// Digest is the hash Verify's digest is made with; the zero value is
+	// BLAKE3-256. One this build does not know: EINVAL.
+	Digest pb.ContentDigest
 }
 
 // Install says how Commit put new content in place.
@@ -97,7 +102,7 @@ type FileWriter struct {
 	h       PutHeader
 	f       *os.File // the temp, O_RDWR
 	tmpName string
-	hash    *blake3.Hasher
+	hash    hash.Hash // of h.Digest
 	zeros   []byte
 	pos     int64 // end of the content hashed so far
 	kicked  int64 // end of the content whose writeback was started
@@ -127,6 +132,10 @@ func validatePut(h PutHeader) error {
 	}
 	if h.GFID == gfid.Root {
 		return fmt.Errorf("the root is a directory: %w", unix.EISDIR)
+	}
+	if !digest.Known(h.Digest) {
+		return fmt.Errorf("%s: the master asks for a digest this slave does not verify (it offers those of its Handshake): %w",
+			digest.Name(h.Digest), unix.EINVAL)
 	}
 	if h.Create {
 		// As a CREATE entry op checks its name and stat.
@@ -191,7 +200,11 @@ func (b *Backend) BeginPut(h PutHeader) (*FileWriter, error) {
 			return nil, fmt.Errorf("put content of %s: %w", h.GFID, err)
 		}
 	}
-	w := &FileWriter{b: b, h: h, hash: blake3.New()}
+	hasher, err := digest.New(h.Digest)
+	if err != nil { // validatePut let only known digests through
+		return nil, fmt.Errorf("put content of %s: %v: %w", h.GFID, err, unix.EINVAL)
+	}
+	w := &FileWriter{b: b, h: h, hash: hasher}
 	if pd != nil {
 		w.f = b.unnamedTemp(pd)
 	}
@@ -376,19 +389,25 @@ func (w *FileWriter) Commit(digest []byte) (Install, error) {
 	return w.Install()
 }
 
-// Verify checks digest against the content received. On a mismatch the
-// temp is discarded (EBADMSG). A verified file waits for SyncPuts, then
-// Install.
-func (w *FileWriter) Verify(digest []byte) error {
+// Verify checks want, a digest of the header's kind (PutHeader.Digest),
+// against the content received. On a mismatch, or a digest of the wrong
+// length, the temp is discarded (EBADMSG). A verified file waits for
+// SyncPuts, then Install.
+func (w *FileWriter) Verify(want []byte) error {
 	if w.done || w.verified {
 		return fmt.Errorf("content of %s: verify after commit, abort or verify: %w", w.h.GFID, unix.EINVAL)
 	}
 	end := w.pos // the temp's size: writes and copies only go forward
 	w.hashZeros(w.h.Size)
-	if sum := w.hash.Sum(nil); len(digest) != DigestSize || !bytes.Equal(sum, digest) {
+	var buf [digest.MaxSize]byte
+	if sum := w.hash.Sum(buf[:0]); len(want) != len(sum) || !bytes.Equal(sum, want) {
 		w.discard()
-		return fmt.Errorf("content of %s: BLAKE3 digest mismatch (received %x, sender says %x): the content was damaged in transit; previous content kept: %w",
-			w.h.GFID, sum, digest, unix.EBADMSG)
+		if len(want) != len(sum) {
+			return fmt.Errorf("content of %s: the trailer's %s digest has %d bytes, want %d (a master bug?); previous content kept: %w",
+				w.h.GFID, digest.Name(w.h.Digest), len(want), len(sum), unix.EBADMSG)
+		}
+		return fmt.Errorf("content of %s: %s digest mismatch (received %x, sender says %x): the content was damaged in transit; previous content kept: %w",
+			w.h.GFID, digest.Name(w.h.Digest), sum, want, unix.EBADMSG)
 	}
 	// ftruncate, not writes of zeros: a tail no chunk covered stays a
 	// hole. Not needed (a syscall per file saved) when the writes reached

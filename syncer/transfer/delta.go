@@ -17,9 +17,9 @@ package transfer
 import (
 	"bytes"
 	"fmt"
+	"hash"
 	"slices"
 
-	"github.com/zeebo/blake3"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -198,7 +198,7 @@ type deltaScan struct {
 	size  int64
 	chunk int64 // the largest literal part
 	out   deltaSink
-	hash  *blake3.Hasher
+	hash  hash.Hash // Options.Digest
 
 	buf    []byte // the file's bytes [bufOff, bufOff+len(buf))
 	bufOff int64
@@ -375,9 +375,13 @@ func (d *deltaScan) run(m *matcher) error {
 // sendDelta sends fd's first size bytes against the slave's sums and
 // returns the digest of what it sent. changed is true when the file
 // turned out shorter than size.
-func (st *stream) sendDelta(i int, fd int, size int64, sums *pb.BlockSumsResponse) (digest []byte, changed bool, err error) {
+func (st *stream) sendDelta(i int, fd int, size int64, sums *pb.BlockSumsResponse) (sum []byte, changed bool, err error) {
+	hasher, err := st.fileHash()
+	if err != nil {
+		return nil, false, err
+	}
 	d := &deltaScan{name: st.s.items[i].RelPath, fd: fd, size: size, chunk: int64(st.s.chunk),
-		out: &streamSink{st: st, i: i}, hash: blake3.New()}
+		out: &streamSink{st: st, i: i}, hash: hasher}
 	if err := d.run(newMatcher(sums)); err != nil {
 		return nil, false, err
 	}

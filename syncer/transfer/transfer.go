@@ -11,18 +11,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
 
-	"github.com/zeebo/blake3"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/georep/georep/internal/digest"
 	"github.com/georep/georep/internal/gfid"
 	pb "github.com/georep/georep/proto/georep/v1"
 )
@@ -170,6 +171,12 @@ type Options struct {
 	// file. It implies SingleMessage. Only for a slave whose Handshake
 	// set file_batches.
 	FileBatches bool
+	// Digest is the whole-file digest each trailer carries (for whole
+	// files, small files and deltas alike): the zero value is BLAKE3-256,
+	// which every slave verifies; CONTENT_DIGEST_XXH3_128, several times
+	// cheaper on both ends, only for a slave whose Handshake listed it
+	// (see digest.Preferred).
+	Digest pb.ContentDigest
 
 	// hooks are test probes; nil in production.
 	hooks *hooks
@@ -215,6 +222,9 @@ func Send(ctx context.Context, slave pb.SlaveClient, root *os.File, items []Item
 	case pb.Compression_COMPRESSION_UNSPECIFIED, pb.Compression_COMPRESSION_ZSTD:
 	default:
 		return nil, Stats{}, fmt.Errorf("compression %v: only zstd or none can be sent", opts.Compression)
+	}
+	if !digest.Known(opts.Digest) {
+		return nil, Stats{}, fmt.Errorf("%s: only BLAKE3-256 or XXH3-128 can be sent", digest.Name(opts.Digest))
 	}
 	if opts.BwLimit < 0 {
 		return nil, Stats{}, fmt.Errorf("bandwidth limit %d bytes/s: must not be negative (0: no limit)", opts.BwLimit)
@@ -350,18 +360,21 @@ type stream struct {
 	// asked is set once a message of this stream asked the slave for
 	// batched results.
 	asked bool
+	// hash is the running digest of the file being sent in chunks or as a
+	// delta, reset for each: one per stream, as a BLAKE3 hasher is big.
+	hash hash.Hash
 }
 
 // fileBatch is the files a stream gathered for its next FileBatch. Their
 // content lives in one arena until the batch is sent, so gathering costs
 // no allocation per file.
 type fileBatch struct {
-	idx   []int            // items, in order
-	sizes []int64          // their content sizes
-	files []*pb.FileHeader // their headers, each with chunk and trailer
-	sums  [][32]byte       // their digests, referenced by the trailers
-	arena []byte           // their content, batchBytes long once used
-	used  int              // content bytes of the arena taken
+	idx   []int                  // items, in order
+	sizes []int64                // their content sizes
+	files []*pb.FileHeader       // their headers, each with chunk and trailer
+	sums  [][digest.MaxSize]byte // their digests, referenced by the trailers
+	arena []byte                 // their content, batchBytes long once used
+	used  int                    // content bytes of the arena taken
 }
 
 func (s *sender) openStream(ctx context.Context, slave pb.SlaveClient) (*stream, error) {
@@ -598,7 +611,7 @@ func (st *stream) sendFile(i int) error {
 		}
 		sums = st.blockSums(i, before.Size)
 	}
-	h := &pb.FileHeader{Gfid: it.GFID.Bytes(), Size: before.Size, Stat: stat, Delta: sums != nil}
+	h := &pb.FileHeader{Gfid: it.GFID.Bytes(), Size: before.Size, Stat: stat, Delta: sums != nil, Digest: s.opts.Digest}
 	switch {
 	case it.Create:
 		h.CreateParentGfid, h.CreateName = it.LinkParent.Bytes(), it.LinkName
@@ -607,7 +620,7 @@ func (st *stream) sendFile(i int) error {
 	}
 	s.results[i].Delta = sums != nil
 	header := &pb.PutFilesRequest{Part: &pb.PutFilesRequest_Header{Header: h}}
-	var digest []byte
+	var sum []byte
 	var changed bool
 	if sums == nil && dense && (s.opts.SingleMessage || s.opts.FileBatches) && before.Size <= int64(s.chunk) {
 		if s.opts.FileBatches {
@@ -625,9 +638,9 @@ func (st *stream) sendFile(i int) error {
 			s.fail(i, st.streamErr(err))
 			return err
 		}
-		digest, changed, err = st.sendDelta(i, fd, before.Size, sums)
+		sum, changed, err = st.sendDelta(i, fd, before.Size, sums)
 	} else {
-		digest, changed, err = st.sendContent(i, fd, before.Size, dense, header)
+		sum, changed, err = st.sendContent(i, fd, before.Size, dense, header)
 	}
 	if err != nil {
 		s.fail(i, st.streamErr(err))
@@ -641,7 +654,7 @@ func (st *stream) sendFile(i int) error {
 		st.changed[i] = true
 		st.mu.Unlock()
 	}
-	tr := &pb.FileTrailer{Blake3: digest, Abandon: changed}
+	tr := &pb.FileTrailer{Digest: sum, Abandon: changed}
 	if err := st.send(&pb.PutFilesRequest{Part: &pb.PutFilesRequest_Trailer{Trailer: tr}}); err != nil {
 		s.fail(i, st.streamErr(err))
 		return err
@@ -675,12 +688,12 @@ func (st *stream) sendSingle(i int, fd int, before *unix.Stat_t, header *pb.PutF
 		st.buf = make([]byte, s.chunk)
 	}
 	buf := st.buf[:before.Size]
-	sum := new([32]byte)
-	if !st.readWhole(i, fd, before, buf, sum) {
+	sum, ok := st.readWhole(i, fd, before, buf, new([digest.MaxSize]byte))
+	if !ok {
 		return nil
 	}
 	h := header.GetHeader()
-	h.Trailer = &pb.FileTrailer{Blake3: sum[:]}
+	h.Trailer = &pb.FileTrailer{Digest: sum}
 	if len(buf) > 0 {
 		h.Chunk = st.chunkOf(buf)
 	}
@@ -692,20 +705,21 @@ func (st *stream) sendSingle(i int, fd int, before *unix.Stat_t, header *pb.PutF
 }
 
 // readWhole reads item i, a dense file of at most one chunk, into buf
-// (its size), and its digest into sum. It reports false, with the item
-// failed, when the file cannot be read or changed while it was read.
-func (st *stream) readWhole(i int, fd int, before *unix.Stat_t, buf []byte, sum *[32]byte) bool {
+// (its size), and returns its digest, kept in space. It reports false,
+// with the item failed, when the file cannot be read or changed while it
+// was read.
+func (st *stream) readWhole(i int, fd int, before *unix.Stat_t, buf []byte, space *[digest.MaxSize]byte) ([]byte, bool) {
 	s := st.s
 	it := s.items[i]
 	for n := 0; n < len(buf); {
 		m, err := unix.Pread(fd, buf[n:], int64(n))
 		if err != nil {
 			s.fail(i, fmt.Errorf("read %s at offset %d: %w", it.RelPath, n, err))
-			return false
+			return nil, false
 		}
 		if m == 0 {
 			s.fail(i, fmt.Errorf("%s: %w", it.RelPath, ErrChanged)) // shrank under us
-			return false
+			return nil, false
 		}
 		n += m
 	}
@@ -714,13 +728,13 @@ func (st *stream) readWhole(i int, fd int, before *unix.Stat_t, buf []byte, sum 
 	}
 	if !unchangedSince(fd, before) {
 		s.fail(i, fmt.Errorf("%s: %w", it.RelPath, ErrChanged))
-		return false
+		return nil, false
 	}
-	*sum = blake3.Sum256(buf)
+	sum := digest.Append(space[:0], s.opts.Digest, buf)
 	if s.opts.hooks != nil && s.opts.hooks.corrupt != nil {
 		s.opts.hooks.corrupt(it, buf)
 	}
-	return true
+	return sum, true
 }
 
 // sent accounts for item i, whose size bytes of content (all of it) just
@@ -756,14 +770,14 @@ func (st *stream) addToBatch(i int, fd int, before *unix.Stat_t, h *pb.FileHeade
 	}
 	if b.arena == nil {
 		b.arena = make([]byte, batchBytes)
-		b.sums = make([][32]byte, batchFiles)
+		b.sums = make([][digest.MaxSize]byte, batchFiles)
 	}
 	buf := b.arena[b.used : b.used+int(before.Size)]
-	sum := &b.sums[len(b.idx)]
-	if !st.readWhole(i, fd, before, buf, sum) {
+	sum, ok := st.readWhole(i, fd, before, buf, &b.sums[len(b.idx)])
+	if !ok {
 		return nil
 	}
-	h.Trailer = &pb.FileTrailer{Blake3: sum[:]}
+	h.Trailer = &pb.FileTrailer{Digest: sum}
 	if len(buf) > 0 {
 		c := st.chunkOf(buf)
 		if c.Compression != pb.Compression_COMPRESSION_UNSPECIFIED {
@@ -824,10 +838,13 @@ func (st *stream) flush() error {
 // asking where its holes are. header goes just before the first chunk
 // (read and hashed by then), so a small file's header, chunk and trailer
 // are sent back to back and share one write to the transport.
-func (st *stream) sendContent(i int, fd int, size int64, dense bool, header *pb.PutFilesRequest) (digest []byte, changed bool, err error) {
+func (st *stream) sendContent(i int, fd int, size int64, dense bool, header *pb.PutFilesRequest) (sum []byte, changed bool, err error) {
 	s := st.s
 	it := s.items[i]
-	hash := blake3.New()
+	hasher, err := st.fileHash()
+	if err != nil {
+		return nil, false, err
+	}
 	var zeros []byte
 	var z fileCompression
 	pos := int64(0) // end of what is hashed
@@ -837,7 +854,7 @@ func (st *stream) sendContent(i int, fd int, size int64, dense bool, header *pb.
 				zeros = make([]byte, zeroBlock)
 			}
 			n := min(end-pos, int64(len(zeros)))
-			hash.Write(zeros[:n])
+			hasher.Write(zeros[:n])
 			pos += n
 		}
 	}
@@ -870,7 +887,7 @@ func (st *stream) sendContent(i int, fd int, size int64, dense bool, header *pb.
 			}
 			buf = buf[:n]
 			hashTo(d)
-			hash.Write(buf)
+			hasher.Write(buf)
 			pos += int64(n)
 			if s.opts.hooks != nil && s.opts.hooks.corrupt != nil {
 				s.opts.hooks.corrupt(it, buf)
@@ -897,7 +914,21 @@ func (st *stream) sendContent(i int, fd int, size int64, dense bool, header *pb.
 		}
 	}
 	hashTo(size)
-	return hash.Sum(nil), changed, nil
+	return hasher.Sum(nil), changed, nil
+}
+
+// fileHash returns the stream's running digest (Options.Digest), reset
+// for a new file.
+func (st *stream) fileHash() (hash.Hash, error) {
+	if st.hash == nil {
+		h, err := digest.New(st.s.opts.Digest)
+		if err != nil {
+			return nil, err
+		}
+		st.hash = h
+	}
+	st.hash.Reset()
+	return st.hash, nil
 }
 
 // openBeneath opens rel beneath root for reading: no symlink in any
