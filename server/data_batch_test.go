@@ -268,6 +268,13 @@ func FuzzCheckFileBatch(f *testing.F) {
 	seed()
 	seed(whole(createHeader("a"), "alpha"), whole(&pb.FileHeader{Gfid: gfid.New().Bytes()}, ""))
 	seed(&pb.FileHeader{Gfid: gfid.New().Bytes(), Chunk: &pb.FileChunk{Data: []byte("no trailer")}})
+	// Digests: XXH3-128, one of the wrong length and an unknown kind are
+	// each their file's result (EBADMSG, EINVAL), never the batch's.
+	short := wholeWith(pb.ContentDigest_CONTENT_DIGEST_XXH3_128, createHeader("s"), "short")
+	short.Trailer.Digest = short.Trailer.Digest[:3]
+	unknown := wholeWith(pb.ContentDigest_CONTENT_DIGEST_XXH3_128, createHeader("u"), "unknown")
+	unknown.Digest = 99
+	seed(wholeWith(pb.ContentDigest_CONTENT_DIGEST_XXH3_128, createHeader("x"), "xxh"), short, unknown)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var b pb.FileBatch
 		if err := proto.Unmarshal(data, &b); err != nil {
