@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/georep/georep/internal/testbin"
+	"github.com/georep/georep/internal/testfs"
 	"github.com/georep/georep/internal/testproxy"
 	"github.com/georep/georep/internal/testsshd"
 	"github.com/georep/georep/internal/treecmp"
@@ -129,6 +130,9 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 		nets = append(nets, "wan")
 	}
 
+	// Slave trees live on a journalled ext4 of their own, as a real
+	// slave's would; see testfs.Ext4 for what the machine's root does.
+	slaveFS := testfs.Ext4(b, 4<<30)
 	results := map[key][]sample{}
 	logins := map[string][]time.Duration{}
 	tools := cfg.tools
@@ -144,7 +148,7 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 			slaves := map[string]string{}
 			states := map[string]string{}
 			for _, tool := range order {
-				slaves[tool] = filepath.Join(work, fmt.Sprintf("slave-%s-%s-%d", network, tool, run))
+				slaves[tool] = filepath.Join(slaveFS, fmt.Sprintf("slave-%s-%s-%d", network, tool, run))
 				states[tool] = filepath.Join(work, fmt.Sprintf("state-%s-%s-%d", network, tool, run))
 				for _, d := range []string{slaves[tool], states[tool]} {
 					if err := os.MkdirAll(d, 0o755); err != nil {

@@ -211,7 +211,9 @@ func section(cfg config, rows []row, floors []floor, m machine) string {
 			"adding 25 ms each way (50 ms RTT) between the ssh client and sshd.")
 	}
 	sb.WriteString(" Each slave starts empty for the\n" +
-		"initial sync. Every slave tree is checked after each sync: a sample of files after the initial,\n" +
+		"initial sync, on an ext4 with a journal that the benchmark makes and loop-mounts, as a real slave's\n" +
+		"filesystem would be (this machine's root ext4 has none, and there every create scans past the\n" +
+		"inodes freed in the last minutes, which made each run's times depend on the ones before it). Every slave tree is checked after each sync: a sample of files after the initial,\n" +
 		"the whole tree (contents, modes, owners, mtimes, xattrs) after the incremental. Source:\n" +
 		"`bench/compare_test.go`.\n\n")
 
