@@ -3,6 +3,7 @@ package digest
 import (
 	"bytes"
 	"encoding/hex"
+	"fmt"
 	"testing"
 
 	pb "github.com/georep/georep/proto/georep/v1"
@@ -102,5 +103,27 @@ func TestPreferredAndUnknown(t *testing.T) {
 	if _, err := New(pb.ContentDigest(99)); err == nil || Known(pb.ContentDigest(99)) || Size(pb.ContentDigest(99)) != 0 {
 		t.Errorf("unknown kind 99: New err %v, Known %v, Size %d; want an error, false, 0",
 			err, Known(pb.ContentDigest(99)), Size(pb.ContentDigest(99)))
+	}
+}
+
+// BenchmarkDigest compares the kinds on a small file and a chunk, the
+// running hash as the slave uses it (one per file).
+func BenchmarkDigest(b *testing.B) {
+	for _, size := range []int{4 << 10, 1 << 20} {
+		data := make([]byte, size)
+		for _, k := range Kinds() {
+			b.Run(fmt.Sprintf("%s/%d", Name(k), size), func(b *testing.B) {
+				b.SetBytes(int64(size))
+				var out [MaxSize]byte
+				for b.Loop() {
+					h, err := New(k)
+					if err != nil {
+						b.Fatal(err)
+					}
+					h.Write(data)
+					h.Sum(out[:0])
+				}
+			})
+		}
 	}
 }
