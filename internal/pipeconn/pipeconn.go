@@ -9,7 +9,10 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Network is the network name of every pipe address.
@@ -40,9 +43,38 @@ type Conn struct {
 var _ net.Conn = (*Conn)(nil)
 
 // New returns a connection reading from r and writing to w. The Conn owns
-// both: Close closes them.
+// both: Close closes them. Pipes among them are grown to PipeSize.
 func New(r io.ReadCloser, w io.WriteCloser) *Conn {
+	grow(r)
+	grow(w)
 	return &Conn{r: r, w: w, done: make(chan struct{})}
+}
+
+// PipeSize is the capacity New asks for each pipe: Linux's default 64 KiB
+// takes a quarter of one gRPC transport write (256 KiB), so a nonblocking
+// writer met EAGAIN and a poller round trip for most writes, and ssh read
+// the stream 64 KiB at a time. 1 MiB is what an unprivileged process may
+// ask (/proc/sys/fs/pipe-max-size).
+const PipeSize = 1 << 20
+
+// grow sets v's pipe capacity to PipeSize when v is a pipe; anything else,
+// or a refusal (the user's pipe quota), leaves it as it is: only speed
+// depends on it.
+func grow(v any) {
+	sc, ok := v.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		var st unix.Stat_t
+		if unix.Fstat(int(fd), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFIFO {
+			_, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, PipeSize)
+		}
+	})
 }
 
 // Read reads from the peer's output.

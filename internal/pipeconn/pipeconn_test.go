@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"golang.org/x/sys/unix"
 )
 
 // pipePair returns two Conns joined by two real OS pipes: what a writes, b
@@ -284,4 +286,45 @@ func TestGRPCOverPipes(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("server end not closed after the client hung up")
 	}
+}
+
+// TestNewGrowsPipes: both pipes of a connection are grown to PipeSize, so
+// a 256 KiB transport write fits at once; a non-pipe is left alone.
+func TestNewGrowsPipes(t *testing.T) {
+	r1, w1, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, w2, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w1.Close()
+	defer r2.Close()
+	c := New(r1, w2)
+	defer c.Close()
+	for name, f := range map[string]*os.File{"read pipe": r1, "write pipe": w2} {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var size int
+		var serr error
+		if err := rc.Control(func(fd uintptr) { size, serr = unix.FcntlInt(fd, unix.F_GETPIPE_SZ, 0) }); err != nil {
+			t.Fatal(err)
+		}
+		if serr != nil || size != PipeSize {
+			t.Errorf("%s holds %d bytes (%v), want %d", name, size, serr, PipeSize)
+		}
+	}
+	// A regular file is no pipe: New must not fail on it or change it.
+	f, err := os.CreateTemp(t.TempDir(), "notpipe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := os.Open(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	New(g, f).Close()
 }
