@@ -345,6 +345,11 @@ func (t *bed) sync(b *testing.B, network, tool, slave, state string) sample {
 	default:
 		b.Fatalf("unknown tool %q", tool)
 	}
+	// Every tool starts with nothing dirty in the page cache: the trees
+	// share one filesystem, and a tool that flushes (georep makes content
+	// durable before installing it) would otherwise also write back what
+	// the tool before it left unwritten.
+	syscall.Sync()
 	remoteBefore := t.sshdChildCPU(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
