@@ -94,6 +94,9 @@ type Config struct {
 	// maxDirty, set by tests, bounds a change batch's directories (0: the
 	// detector's default); past it a batch becomes an overflow.
 	maxDirty int
+	// afterSetStime, set by tests, replaces SetStime's outcome once the
+	// call is made (a lost answer, say).
+	afterSetStime func(error) error
 }
 
 // batchSize bounds the entries or meta entries of one RPC.
@@ -936,15 +939,31 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 	if !stime.IsZero() {
 		ts = &pb.Timestamp{Sec: stime.Unix(), Nsec: uint32(stime.Nanosecond())}
 	}
-	err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) error {
-		_, err := c.Slave.SetStime(ctx, &pb.SetStimeRequest{MasterUuid: m.id.Bytes(), Stime: ts})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("record stime on the slave: %w", err)
+	// The index transaction is built while SetStime (and the slave's
+	// flush) is under way, a round trip that would otherwise come first,
+	// and commits only once it succeeded; on failure it rolls back.
+	stimeDone := make(chan error, 1)
+	go func() {
+		err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) error {
+			_, err := c.Slave.SetStime(ctx, &pb.SetStimeRequest{MasterUuid: m.id.Bytes(), Stime: ts})
+			return err
+		})
+		if m.cfg.afterSetStime != nil {
+			err = m.cfg.afterSetStime(err)
+		}
+		stimeDone <- err
+	}()
+	var stimeErr error
+	stimeWaited := false
+	awaitStime := func() error {
+		if !stimeWaited {
+			stimeWaited = true
+			stimeErr = <-stimeDone
+			ph.stime = time.Since(t)
+		}
+		return stimeErr
 	}
-	ph.stime, t = time.Since(t), time.Now()
-	err = m.db.Update(func(tx *index.Tx) error {
+	err := m.db.Update(func(tx *index.Tx) error {
 		kept := *p
 		kept.Changes = nil
 		for _, c := range p.Changes {
@@ -987,15 +1006,21 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 		if err := tx.ClearIntents(); err != nil {
 			return err
 		}
-		if stime.IsZero() {
-			return nil
+		if !stime.IsZero() {
+			if err := tx.SetStime(stime.UnixNano()); err != nil {
+				return err
+			}
 		}
-		return tx.SetStime(stime.UnixNano())
+		return awaitStime()
 	})
+	// Waits for SetStime also when the transaction failed on its own.
+	if serr := awaitStime(); serr != nil {
+		return fmt.Errorf("record stime on the slave: %w", serr)
+	}
 	if err != nil {
 		return fmt.Errorf("commit the index: %w", err)
 	}
-	ph.index = time.Since(t)
+	ph.index = time.Since(t) - ph.stime
 	var recent []failure
 	for _, f := range failed {
 		if f.Kind != deferred {

@@ -3,6 +3,7 @@ package syncer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"github.com/georep/georep/client"
 	"github.com/georep/georep/internal/testbin"
 	"github.com/georep/georep/internal/testfs"
+	"github.com/georep/georep/internal/treecmp"
+	"github.com/georep/georep/syncer/index"
 )
 
 // TestFirstBatchWithFailureFlushesSlave: SetStime is the slave's flush
@@ -69,4 +72,77 @@ func TestFirstBatchWithFailureFlushesSlave(t *testing.T) {
 		}
 	}
 	t.Errorf("no stime mark on the slave root after a first batch with a failure (xattrs %v): SetStime, and its flush, was skipped", names)
+}
+
+// TestIndexWaitsForSetStime: the index transaction is built while SetStime
+// is in flight but commits only once it succeeded. When SetStime fails
+// (here its answer is replaced by an error after the real call), the run
+// fails, the index records nothing of the batch, and the next run sends
+// everything again and converges.
+func TestIndexWaitsForSetStime(t *testing.T) {
+	bin, err := testbin.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	master, state, slave := filepath.Join(base, "m"), filepath.Join(base, "state"), filepath.Join(base, "s")
+	for _, d := range []string{filepath.Join(master, "d"), state, slave} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 50 {
+		if err := os.WriteFile(filepath.Join(master, "d", fmt.Sprintf("f%02d", i)), []byte(fmt.Sprint("content ", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, err := client.ParseSlaveURL(slave)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := errors.New("the SetStime answer was lost")
+	for _, tc := range []struct {
+		name  string
+		after func(error) error
+	}{
+		{"SetStime fails", func(error) error { return lost }},
+		{"SetStime succeeds", nil},
+	} {
+		var logs lockedBuffer
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		err := Run(ctx, Config{Root: master, StateDir: state, Slave: u, Dial: client.Options{LocalGeorep: bin},
+			Once: true, Retries: 1, Logger: slog.New(slog.NewJSONHandler(&logs, nil)), afterSetStime: tc.after})
+		cancel()
+		db, derr := index.Open(filepath.Join(state, index.FileName), index.Options{})
+		if derr != nil {
+			t.Fatal(derr)
+		}
+		var objects, stimed bool
+		if verr := db.View(func(tx *index.Tx) error {
+			objects = tx.HasObjects()
+			_, stimed = tx.Stime()
+			return nil
+		}); verr != nil {
+			t.Fatal(verr)
+		}
+		db.Close()
+		if tc.after != nil {
+			if !errors.Is(err, lost) {
+				t.Fatalf("%s: Run = %v, want the SetStime error\n%s", tc.name, err, logs.String())
+			}
+			if objects || stimed {
+				t.Fatalf("%s: the index holds objects (%v) or an stime (%v): it committed without the slave's flush", tc.name, objects, stimed)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: Run: %v\n%s", tc.name, err, logs.String())
+		}
+		if !objects || !stimed {
+			t.Fatalf("%s: the index holds objects %v, stime %v; want both", tc.name, objects, stimed)
+		}
+		if !treecmp.Compare(t, master, slave, treecmp.Options{}) {
+			t.Fatalf("%s: the slave differs from the master after the run that succeeded", tc.name)
+		}
+	}
 }
