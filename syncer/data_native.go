@@ -78,6 +78,14 @@ func refusedCreate(err error) bool {
 	return errors.As(err, &re) && (re.Errno == unix.EEXIST || re.Errno == unix.ENOENT)
 }
 
+// slaveLost reports whether err is the slave saying it has no file with
+// the GFID (ENOENT for a put of content), as opposed to the master's file
+// having gone from where the scan saw it.
+func slaveLost(err error) bool {
+	var re *transfer.RemoteError
+	return errors.As(err, &re) && re.Errno == unix.ENOENT
+}
+
 // createEntries makes, with CREATE entry ops, the new files of items whose
 // data transfer was to create them (Create set), and returns items with
 // those turned into plain transfers to the files now there. It is the

@@ -839,7 +839,17 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 				// transfer follows, not counted as another attempt.
 				unmade = append(unmade, uncreated{it: it, fallback: true})
 				continue
-			case errors.Is(r.Err, os.ErrNotExist) && !r.Retryable() || errors.Is(r.Err, transfer.ErrChanged) && attempt >= 4*m.cfg.Retries:
+			case slaveLost(r.Err) && !it.Create && len(it.LinkName) > 0:
+				// The slave has no file with this GFID any more (removed
+				// there behind georep's back): no crawl would ever see a
+				// move to send it after. Make it again, as a new file by
+				// this GFID at its name, content and all; a taken name or
+				// a missing parent then takes the create's fallback.
+				m.log.Warn("the slave has lost a file; creating it again", "path", paths[it.GFID], "gfid", it.GFID)
+				it.Create, it.New = true, true
+				again = append(again, it)
+				continue
+			case errors.Is(r.Err, os.ErrNotExist) && !r.Retryable() && !slaveLost(r.Err) || errors.Is(r.Err, transfer.ErrChanged) && attempt >= 4*m.cfg.Retries:
 				// Moved or removed since the scan, or written to without
 				// pause: not a failure, but not on the slave either. The
 				// next crawl (which sees the move or removal) sends it.
