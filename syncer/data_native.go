@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 
 	"golang.org/x/sys/unix"
@@ -84,6 +85,29 @@ func refusedCreate(err error) bool {
 func slaveLost(err error) bool {
 	var re *transfer.RemoteError
 	return errors.As(err, &re) && re.Errno == unix.ENOENT
+}
+
+// statBeneath is the mode, owner and times of the regular file rel beneath
+// the master root, for a CREATE entry op; reached without following any
+// symlink, as the data plane reads files.
+func statBeneath(root int, rel string) (*pb.Stat, error) {
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
+	fd, err := unix.Openat2(root, rel, &how)
+	if err != nil {
+		return nil, fmt.Errorf("stat %s beneath the master root: %w", rel, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", rel, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("%s is no longer a regular file: %w", rel, os.ErrNotExist)
+	}
+	return &pb.Stat{Mode: st.Mode, Uid: st.Uid, Gid: st.Gid,
+		Atime: &pb.Timestamp{Sec: st.Atim.Sec, Nsec: uint32(st.Atim.Nsec)},
+		Mtime: &pb.Timestamp{Sec: st.Mtim.Sec, Nsec: uint32(st.Mtim.Nsec)}}, nil
 }
 
 // createEntries makes, with CREATE entry ops, the new files of items whose

@@ -24,6 +24,13 @@ func TestSlaveLostFileIsMadeAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, mode := range []string{SyncNative, SyncRsync} {
+		t.Run(mode, func(t *testing.T) { lostFileMadeAgain(t, bin, mode) })
+	}
+}
+
+func lostFileMadeAgain(t *testing.T, bin, mode string) {
+	t.Helper()
 	base := t.TempDir()
 	master, state, slave := filepath.Join(base, "m"), filepath.Join(base, "state"), filepath.Join(base, "s")
 	for _, d := range []string{filepath.Join(master, "d"), state, slave} {
@@ -49,7 +56,7 @@ func TestSlaveLostFileIsMadeAgain(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		if err := Run(ctx, Config{Root: master, StateDir: state, Slave: u, Dial: client.Options{LocalGeorep: bin},
-			Once: true, Retries: 2, Logger: slog.New(slog.NewJSONHandler(&logs, nil))}); err != nil {
+			Once: true, Retries: 2, SyncMode: mode, Logger: slog.New(slog.NewJSONHandler(&logs, nil))}); err != nil {
 			t.Fatalf("%s: Run: %v\n%s", what, err, logs.String())
 		}
 	}

@@ -845,9 +845,22 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 				// move to send it after. Make it again, as a new file by
 				// this GFID at its name, content and all; a taken name or
 				// a missing parent then takes the create's fallback.
-				m.log.Warn("the slave has lost a file; creating it again", "path", paths[it.GFID], "gfid", it.GFID)
+				m.log.Warn("the slave has lost a file; creating it again", "path", paths[it.GFID], "gfid", it.GFID.String())
 				it.Create, it.New = true, true
-				again = append(again, it)
+				if m.cfg.SyncMode != SyncRsync {
+					again = append(again, it) // a fused create, stat taken as the file is read
+					continue
+				}
+				// rsync only fills files the slave has: an entry op makes
+				// it first, with the master file's attributes.
+				st, err := statBeneath(int(m.root.Fd()), it.RelPath)
+				if err != nil {
+					failed[it.GFID] = failure{Kind: deferred, Op: "DATA", Path: paths[it.GFID], GFID: it.GFID.String(),
+						Code: errCode(err), Message: err.Error(), Attempts: attempt, At: time.Now()}
+					continue
+				}
+				it.Stat = st
+				unmade = append(unmade, uncreated{it: it, fallback: true})
 				continue
 			case errors.Is(r.Err, os.ErrNotExist) && !r.Retryable() && !slaveLost(r.Err) || errors.Is(r.Err, transfer.ErrChanged) && attempt >= 4*m.cfg.Retries:
 				// Moved or removed since the scan, or written to without
