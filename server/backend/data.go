@@ -487,8 +487,8 @@ func (b *Backend) SyncPuts(ws []*FileWriter) error {
 // the Install values). On any error the previous content is intact. The
 // temp is gone afterwards either way.
 func (w *FileWriter) Install() (Install, error) {
-	if w.done || !w.synced {
-		return InstallNone, fmt.Errorf("content of %s: install of a temp that is not verified and flushed: %w", w.h.GFID, unix.EINVAL)
+	if err := w.installable(); err != nil {
+		return InstallNone, err
 	}
 	defer w.discard()
 	s, err := w.b.lock()
@@ -511,9 +511,7 @@ func (w *FileWriter) Install() (Install, error) {
 func (b *Backend) InstallAll(ws []*FileWriter) (errs []error) {
 	errs = make([]error, len(ws))
 	for i, w := range ws {
-		if w.done || !w.synced {
-			errs[i] = fmt.Errorf("content of %s: install of a temp that is not verified and flushed: %w", w.h.GFID, unix.EINVAL)
-		}
+		errs[i] = w.installable()
 	}
 	s, err := b.lock()
 	if err != nil {
@@ -539,6 +537,14 @@ func (b *Backend) InstallAll(ws []*FileWriter) (errs []error) {
 		w.discard() // those refused before the lock
 	}
 	return errs
+}
+
+// installable refuses a temp that is not verified and flushed, or is gone.
+func (w *FileWriter) installable() error {
+	if w.done || !w.synced {
+		return fmt.Errorf("content of %s: install of a temp that is not verified and flushed: %w", w.h.GFID, unix.EINVAL)
+	}
+	return nil
 }
 
 // Abort discards the temp; the file keeps its previous content.
@@ -683,26 +689,19 @@ func (w *FileWriter) createInstall(s *scope) (done bool, err error) {
 		return false, fmt.Errorf("the name %q is taken by %s: %w", name, what, unix.EEXIST)
 	}
 	// Both free after all: the index held a stale entry, which linkIndex
-	// replaces.
+	// replaces (the temp has a name by now).
 	if err := b.linkIndex(s, g, b.tmp, w.tmpName); err != nil {
 		return false, err
 	}
-	unindex := func() {
-		if bd, err := b.bucket(s, g, false); err == nil {
-			if err := bd.Unlink(g.String()); err != nil && !errors.Is(err, unix.ENOENT) {
-				b.log.Warn("cannot remove the index link of a file not created; the next lookup drops it", "gfid", g, "err", err)
-			}
-		}
-	}
-	if err := w.hook("create"); err != nil {
-		unindex()
+	bd, err := b.bucket(s, g, false)
+	if err != nil {
 		return false, err
 	}
-	if err := b.tmp.Rename(w.tmpName, pd, name, dirfd.RenameNoReplace); err != nil {
-		unindex()
-		return false, fmt.Errorf("put new file at %q: %w", name, err)
+	if taken, err := w.placeNew(pd, bd); taken {
+		return false, fmt.Errorf("put new file at %q: %w", name, unix.EEXIST)
+	} else if err != nil {
+		return false, err
 	}
-	w.renamed = true
 	return true, nil
 }
 
@@ -712,8 +711,8 @@ func (w *FileWriter) createInstall(s *scope) (done bool, err error) {
 // GFID's index entry or the name exists (EEXIST from the kernel); the
 // caller then looks closer.
 func (w *FileWriter) createFast(s *scope, pd *dirfd.Dir) (done bool, err error) {
-	b, g, name := w.b, w.h.GFID, w.h.LinkName
-	bd, err := b.bucket(s, g, true)
+	g := w.h.GFID
+	bd, err := w.b.bucket(s, g, true)
 	if err != nil {
 		return false, fmt.Errorf("index %s: %w", g, err)
 	}
@@ -722,6 +721,18 @@ func (w *FileWriter) createFast(s *scope, pd *dirfd.Dir) (done bool, err error) 
 	} else if err != nil {
 		return false, fmt.Errorf("index %s: %w", g, err)
 	}
+	taken, err := w.placeNew(pd, bd)
+	return !taken && err == nil, err
+}
+
+// placeNew puts the temp, already indexed in bucket bd, at its name in pd
+// after the "create" test hook: an unnamed temp is linked there, a named
+// one renamed; either way the kernel refuses a taken name (taken), never
+// replacing it. On any failure the index link is removed again, the temp
+// given a name in .georep/tmp first (an unnamed file whose links all went
+// cannot be linked again), so the caller may still look closer.
+func (w *FileWriter) placeNew(pd, bd *dirfd.Dir) (taken bool, err error) {
+	b, g, name := w.b, w.h.GFID, w.h.LinkName
 	unindex := func() {
 		if err := bd.Unlink(g.String()); err != nil && !errors.Is(err, unix.ENOENT) {
 			b.log.Warn("cannot remove the index link of a file not created; the next lookup drops it", "gfid", g, "err", err)
@@ -731,26 +742,21 @@ func (w *FileWriter) createFast(s *scope, pd *dirfd.Dir) (done bool, err error) 
 		unindex()
 		return false, err
 	}
-	// An unnamed temp is linked at the name, a named one renamed there;
-	// either way the kernel refuses a taken name, never replacing it.
 	if w.tmpName == "" {
 		err = pd.LinkFile(w.f, name)
 	} else {
 		err = b.tmp.Rename(w.tmpName, pd, name, dirfd.RenameNoReplace)
 	}
-	if errors.Is(err, unix.EEXIST) {
-		// Named before its last link goes: an unnamed file whose links
-		// all went cannot be linked again (ENOENT).
+	if err != nil {
 		nerr := w.name()
 		unindex()
-		return false, nerr
-	}
-	if err != nil {
-		unindex()
+		if errors.Is(err, unix.EEXIST) {
+			return true, nerr
+		}
 		return false, fmt.Errorf("put new file at %q: %w", name, err)
 	}
 	w.renamed = true
-	return true, nil
+	return false, nil
 }
 
 // linkTo gives the temp another name, newName in d.
