@@ -293,26 +293,10 @@ func (s *sender) worker(ctx context.Context, slave pb.SlaveClient, next <-chan i
 			st.finish()
 		}
 	}()
-	for {
-		var i int
-		var ok bool
-		select {
-		case i, ok = <-next:
-		default:
-			// Nothing ready right away: send the files gathered so far
-			// rather than hold them back waiting for more work. (run
-			// queues all its work first, so today only the end of the
-			// queue, seen as closed, stops a batch; this keeps a lagging
-			// feeder from ever delaying one.)
-			if st != nil && st.flush() != nil {
-				st.finish()
-				st = nil
-			}
-			i, ok = <-next
-		}
-		if !ok {
-			return
-		}
+	// run queues all the work before the workers start, so a batch never
+	// waits on a feeder: it is sent when full, before another kind of
+	// file, or by finish once the queue is empty.
+	for i := range next {
 		if err := ctx.Err(); err != nil {
 			s.fail(i, fmt.Errorf("not sent: %w", err))
 			continue
