@@ -976,16 +976,11 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 		}
 		stimeDone <- err
 	}()
-	var stimeErr error
-	stimeWaited := false
-	awaitStime := func() error {
-		if !stimeWaited {
-			stimeWaited = true
-			stimeErr = <-stimeDone
-			ph.stime = time.Since(t)
-		}
-		return stimeErr
-	}
+	awaitStime := sync.OnceValue(func() error {
+		err := <-stimeDone
+		ph.stime = time.Since(t)
+		return err
+	})
 	err := m.db.Update(func(tx *index.Tx) error {
 		kept := *p
 		kept.Changes = nil
