@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/georep/georep/client"
 	"github.com/georep/georep/internal/testbin"
 	"github.com/georep/georep/internal/treecmp"
 )
@@ -111,17 +110,8 @@ func TestRsyncParallelRuns(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			base := t.TempDir()
-			master, slave, state := filepath.Join(base, "m"), filepath.Join(base, "s"), filepath.Join(base, "state")
-			for _, d := range []string{master, slave, state} {
-				if err := os.MkdirAll(d, 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
-			u, err := client.ParseSlaveURL(slave)
-			if err != nil {
-				t.Fatal(err)
-			}
+			tr := newTrees(t)
+			master, slave := tr.master, tr.slave
 			for wave, content := range []string{"first", "second, longer"} {
 				for i := range tc.files {
 					d := filepath.Join(master, fmt.Sprintf("d%d", i%7))
@@ -135,9 +125,10 @@ func TestRsyncParallelRuns(t *testing.T) {
 				}
 				var logs lockedBuffer
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-				err := Run(ctx, Config{Root: master, StateDir: state, Slave: u, Dial: client.Options{LocalGeorep: bin},
-					Once: true, SyncMode: SyncRsync, SyncJobs: tc.jobs,
-					Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+				cfg := tr.config(bin)
+				cfg.SyncMode, cfg.SyncJobs = SyncRsync, tc.jobs
+				cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+				err := Run(ctx, cfg)
 				cancel()
 				if err != nil {
 					t.Fatalf("wave %d: Run: %v\n%s", wave, err, logs.buf.String())

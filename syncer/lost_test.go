@@ -1,14 +1,11 @@
 package syncer
 
 import (
-	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/georep/georep/client"
 	"github.com/georep/georep/internal/testbin"
 	"github.com/georep/georep/internal/treecmp"
 )
@@ -31,51 +28,39 @@ func TestSlaveLostFileIsMadeAgain(t *testing.T) {
 
 func lostFileMadeAgain(t *testing.T, bin, mode string) {
 	t.Helper()
-	base := t.TempDir()
-	master, state, slave := filepath.Join(base, "m"), filepath.Join(base, "state"), filepath.Join(base, "s")
-	for _, d := range []string{filepath.Join(master, "d"), state, slave} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tr := newTrees(t, "d")
 	write := func(rel, content string) {
 		t.Helper()
-		if err := os.WriteFile(filepath.Join(master, rel), []byte(content), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(tr.master, rel), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	write("d/lost", "first content")
 	write("d/kept", "stays")
-	u, err := client.ParseSlaveURL(slave)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := tr.config(bin)
+	cfg.Retries, cfg.SyncMode = 2, mode
 	run := func(what string) {
 		t.Helper()
-		var logs lockedBuffer
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if err := Run(ctx, Config{Root: master, StateDir: state, Slave: u, Dial: client.Options{LocalGeorep: bin},
-			Once: true, Retries: 2, SyncMode: mode, Logger: slog.New(slog.NewJSONHandler(&logs, nil))}); err != nil {
-			t.Fatalf("%s: Run: %v\n%s", what, err, logs.String())
+		if logs, err := runOnce(cfg); err != nil {
+			t.Fatalf("%s: Run: %v\n%s", what, err, logs)
 		}
 	}
 	run("first sync")
-	if err := os.Remove(filepath.Join(slave, "d", "lost")); err != nil {
+	if err := os.Remove(filepath.Join(tr.slave, "d", "lost")); err != nil {
 		t.Fatal(err)
 	}
 	// Changed on the master (a new size and mtime), so it is planned.
 	write("d/lost", "second, longer content")
 	future := time.Now().Add(time.Minute)
-	if err := os.Chtimes(filepath.Join(master, "d", "lost"), future, future); err != nil {
+	if err := os.Chtimes(filepath.Join(tr.master, "d", "lost"), future, future); err != nil {
 		t.Fatal(err)
 	}
 	run("sync after the slave lost a file")
-	got, err := os.ReadFile(filepath.Join(slave, "d", "lost"))
+	got, err := os.ReadFile(filepath.Join(tr.slave, "d", "lost"))
 	if err != nil || string(got) != "second, longer content" {
 		t.Fatalf("slave's d/lost after the second sync: %q, %v; want the master's content", got, err)
 	}
-	if !treecmp.Compare(t, master, slave, treecmp.Options{}) {
+	if !treecmp.Compare(t, tr.master, tr.slave, treecmp.Options{}) {
 		t.Fatal("the slave differs from the master")
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/georep/georep/client"
 	"github.com/georep/georep/internal/status"
 	"github.com/georep/georep/internal/testbin"
 )
@@ -24,24 +23,16 @@ func TestCrawlStatusAfterOverflow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := t.TempDir()
-	master, slave, state := filepath.Join(base, "m"), filepath.Join(base, "s"), filepath.Join(base, "state")
-	for _, d := range []string{master, slave, state} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	u, err := client.ParseSlaveURL(slave)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := newTrees(t)
+	master, slave, state := tr.master, tr.slave, tr.state
 	var logs lockedBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Config{Root: master, StateDir: state, Slave: u, Dial: client.Options{LocalGeorep: bin},
-			ChangeInterval: 50 * time.Millisecond, maxDirty: 1,
-			Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		cfg := tr.config(bin)
+		cfg.Once, cfg.ChangeInterval, cfg.maxDirty = false, 50*time.Millisecond, 1
+		cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		done <- Run(ctx, cfg)
 	}()
 	defer func() {
 		cancel()

@@ -84,21 +84,11 @@ func TestIndexWaitsForSetStime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := t.TempDir()
-	master, state, slave := filepath.Join(base, "m"), filepath.Join(base, "state"), filepath.Join(base, "s")
-	for _, d := range []string{filepath.Join(master, "d"), state, slave} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tr := newTrees(t, "d")
 	for i := range 50 {
-		if err := os.WriteFile(filepath.Join(master, "d", fmt.Sprintf("f%02d", i)), []byte(fmt.Sprint("content ", i)), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(tr.master, "d", fmt.Sprintf("f%02d", i)), []byte(fmt.Sprint("content ", i)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-	}
-	u, err := client.ParseSlaveURL(slave)
-	if err != nil {
-		t.Fatal(err)
 	}
 	lost := errors.New("the SetStime answer was lost")
 	for _, tc := range []struct {
@@ -108,12 +98,10 @@ func TestIndexWaitsForSetStime(t *testing.T) {
 		{"SetStime fails", func(error) error { return lost }},
 		{"SetStime succeeds", nil},
 	} {
-		var logs lockedBuffer
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		err := Run(ctx, Config{Root: master, StateDir: state, Slave: u, Dial: client.Options{LocalGeorep: bin},
-			Once: true, Retries: 1, Logger: slog.New(slog.NewJSONHandler(&logs, nil)), afterSetStime: tc.after})
-		cancel()
-		db, derr := index.Open(filepath.Join(state, index.FileName), index.Options{})
+		cfg := tr.config(bin)
+		cfg.Retries, cfg.afterSetStime = 1, tc.after
+		logs, err := runOnce(cfg)
+		db, derr := index.Open(filepath.Join(tr.state, index.FileName), index.Options{})
 		if derr != nil {
 			t.Fatal(derr)
 		}
@@ -128,7 +116,7 @@ func TestIndexWaitsForSetStime(t *testing.T) {
 		db.Close()
 		if tc.after != nil {
 			if !errors.Is(err, lost) {
-				t.Fatalf("%s: Run = %v, want the SetStime error\n%s", tc.name, err, logs.String())
+				t.Fatalf("%s: Run = %v, want the SetStime error\n%s", tc.name, err, logs)
 			}
 			if objects || stimed {
 				t.Fatalf("%s: the index holds objects (%v) or an stime (%v): it committed without the slave's flush", tc.name, objects, stimed)
@@ -136,12 +124,12 @@ func TestIndexWaitsForSetStime(t *testing.T) {
 			continue
 		}
 		if err != nil {
-			t.Fatalf("%s: Run: %v\n%s", tc.name, err, logs.String())
+			t.Fatalf("%s: Run: %v\n%s", tc.name, err, logs)
 		}
 		if !objects || !stimed {
 			t.Fatalf("%s: the index holds objects %v, stime %v; want both", tc.name, objects, stimed)
 		}
-		if !treecmp.Compare(t, master, slave, treecmp.Options{}) {
+		if !treecmp.Compare(t, tr.master, tr.slave, treecmp.Options{}) {
 			t.Fatalf("%s: the slave differs from the master after the run that succeeded", tc.name)
 		}
 	}

@@ -1,0 +1,58 @@
+package syncer
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/georep/georep/client"
+)
+
+// trees is a session's three directories beneath one temp dir: the
+// master root, a local slave root (served by a child georep) and the
+// state directory.
+type trees struct {
+	master, slave, state string
+	url                  client.SlaveURL
+}
+
+// newTrees makes the three directories (and dirs, relative to the master
+// root) and parses the slave's URL.
+func newTrees(t *testing.T, dirs ...string) trees {
+	t.Helper()
+	base := t.TempDir()
+	tr := trees{master: filepath.Join(base, "m"), slave: filepath.Join(base, "s"), state: filepath.Join(base, "state")}
+	all := []string{tr.master, tr.slave, tr.state}
+	for _, d := range dirs {
+		all = append(all, filepath.Join(tr.master, d))
+	}
+	for _, d := range all {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var err error
+	if tr.url, err = client.ParseSlaveURL(tr.slave); err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// config is a --once session of tr through the georep binary bin.
+func (tr trees) config(bin string) Config {
+	return Config{Root: tr.master, StateDir: tr.state, Slave: tr.url, Dial: client.Options{LocalGeorep: bin}, Once: true}
+}
+
+// runOnce runs cfg with its logs collected, within two minutes, and
+// returns the logs and Run's error.
+func runOnce(cfg Config) (string, error) {
+	var logs lockedBuffer
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := Run(ctx, cfg)
+	return logs.String(), err
+}
