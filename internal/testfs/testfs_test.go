@@ -47,8 +47,8 @@ func TestTmpfsUnmountsWhileBusy(t *testing.T) {
 	}
 }
 
-// TestExt4HasJournal: the image is an ext4 of its own, mounted, with a
-// journal, and writable.
+// TestExt4HasJournal: the image is an ext4 of its own, mounted from a
+// direct-I/O loop device, with a journal, and writable.
 func TestExt4HasJournal(t *testing.T) {
 	dir := Ext4(t, 64<<20)
 	var st unix.Statfs_t
@@ -78,6 +78,10 @@ func TestExt4HasJournal(t *testing.T) {
 	}
 	if !strings.Contains(string(opts), "data=ordered") {
 		t.Errorf("%s (%s) has no journal: options %q", dir, dev, opts)
+	}
+	// The loop device writes to its image directly, as a disk would.
+	if dio, err := os.ReadFile(filepath.Join("/sys/block", dev, "loop", "dio")); err != nil || strings.TrimSpace(string(dio)) != "1" {
+		t.Errorf("%s (%s) does not do direct I/O: %q, %v", dir, dev, dio, err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
