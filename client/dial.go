@@ -42,6 +42,10 @@ type Options struct {
 	SlaveTimeout time.Duration
 	// Master identifies this master at Handshake.
 	Master *pb.VolumeMark
+	// Claim, with Master, asks the Handshake to claim the slave root for
+	// Master (see Session.Claim); nil leaves that to VolumeInfo and
+	// KeepAlive.
+	Claim *pb.Claim
 	// Logger receives connection events; nil discards.
 	Logger *slog.Logger
 
@@ -233,6 +237,9 @@ func (c *Conn) handshake(ctx context.Context, opts Options) error {
 		Master:   opts.Master,
 		// Offered so the slave knows; the master picks from the answer.
 		Compressions: []pb.Compression{pb.Compression_COMPRESSION_ZSTD},
+	}
+	if opts.Master != nil {
+		req.Claim = opts.Claim
 	}
 	// A child that dies before answering (ssh refused, georep missing) is
 	// reported at once rather than when ctx expires.

@@ -219,36 +219,68 @@ func (s *Session) connectOnce(ctx context.Context) (*Conn, error) {
 	return c, nil
 }
 
-// claim checks the slave's foreign marks for another master, then leaves
-// this master's own mark with a first KeepAlive.
+// Claim is what a dialler puts in Options.Claim so that the Handshake
+// claims the slave root for this session's master in the same round trip.
+func (s *Session) Claim() *pb.Claim {
+	return &pb.Claim{TimeoutSeconds: markSeconds(s.opts.MarkTimeout), Force: s.opts.Force}
+}
+
+// claim makes sure this master holds the slave root: the Handshake did it
+// when the slave knew Options.Claim; otherwise the slave's foreign marks
+// are checked for another master, then this master's own mark is left
+// with a first KeepAlive.
 func (s *Session) claim(ctx context.Context, c *Conn) error {
 	if s.opts.Master == nil {
+		return nil
+	}
+	if r := c.Info.GetClaim(); r != nil {
+		held := s.holders(r.GetOthers())
+		if !r.GetClaimed() {
+			if held == nil {
+				return fmt.Errorf("the slave refused this master's claim on its root without naming a holder")
+			}
+			return held
+		}
 		return nil
 	}
 	info, err := c.Slave.VolumeInfo(ctx, &pb.VolumeInfoRequest{})
 	if err != nil {
 		return fmt.Errorf("read the slave's volume marks: %w", c.Explain(err))
 	}
-	for _, m := range info.GetForeign() {
+	if held := s.holders(info.GetForeign()); held != nil && !s.opts.Force {
+		return held
+	}
+	return s.keepAlive(ctx, c)
+}
+
+// holders looks at the foreign marks of other masters: with Force it
+// warns of each one taken over; it returns the first as a HeldError.
+func (s *Session) holders(marks []*pb.VolumeMark) *HeldError {
+	var first *HeldError
+	for _, m := range marks {
 		if bytes.Equal(m.GetUuid(), s.opts.Master.GetUuid()) {
 			continue
 		}
 		g, _ := gfid.FromBytes(m.GetUuid())
 		held := &HeldError{Holder: m.GetHolder(), UUID: g,
 			Expires: time.Unix(m.GetExpires().GetSec(), int64(m.GetExpires().GetNsec()))}
-		if !s.opts.Force {
-			return held
+		if s.opts.Force {
+			s.log.Warn("taking over a slave root held by another master (--force)", "holder", held.Holder, "volume", held.UUID)
 		}
-		s.log.Warn("taking over a slave root held by another master (--force)", "holder", held.Holder, "volume", held.UUID)
+		if first == nil {
+			first = held
+		}
 	}
-	return s.keepAlive(ctx, c)
+	return first
 }
+
+func markSeconds(d time.Duration) uint32 { return uint32(max(1, d/time.Second)) }
 
 func (s *Session) keepAlive(ctx context.Context, c *Conn) error {
 	req := &pb.KeepAliveRequest{}
 	if s.opts.Master != nil {
 		req.Mark = s.opts.Master
-		req.TimeoutSeconds = uint32(max(1, s.opts.MarkTimeout/time.Second))
+		req.TimeoutSeconds = markSeconds(s.opts.MarkTimeout)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.KeepAliveInterval+5*time.Second)
 	defer cancel()

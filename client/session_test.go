@@ -126,42 +126,71 @@ func containsState(states []State, want State) bool {
 }
 
 // TestOneMasterPerSlaveRoot: a second master is refused while the first's
-// mark is valid, with the holder and expiry named; --force takes over.
+// mark is valid, with the holder and expiry named; --force takes over. Both
+// ways of claiming the root are checked: in the Handshake, and with
+// VolumeInfo then KeepAlive as a master that does not ask the Handshake
+// does (and as every master does with a slave that does not know claims).
 func TestOneMasterPerSlaveRoot(t *testing.T) {
-	root := t.TempDir()
-	u, err := ParseSlaveURL(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dial := func(ctx context.Context) (*Conn, error) { return Dial(ctx, u, Options{LocalGeorep: georepBin}) }
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	for _, inHandshake := range []bool{true, false} {
+		t.Run(fmt.Sprintf("claim_in_handshake=%v", inHandshake), func(t *testing.T) {
+			root := t.TempDir()
+			u, err := ParseSlaveURL(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			session := func(holder string, opts SessionOptions) *Session {
+				opts.Master = masterMark(holder)
+				var s *Session
+				s = NewSession(func(ctx context.Context) (*Conn, error) {
+					o := Options{LocalGeorep: georepBin}
+					if inHandshake {
+						o.Master, o.Claim = opts.Master, s.Claim()
+					}
+					return Dial(ctx, u, o)
+				}, opts)
+				return s
+			}
 
-	first := NewSession(dial, SessionOptions{Master: masterMark("master-a:/data"), KeepAliveInterval: time.Hour})
-	defer first.Close()
-	if _, err := first.Connect(ctx); err != nil {
-		t.Fatalf("first master: %v", err)
-	}
+			first := session("master-a:/data", SessionOptions{KeepAliveInterval: time.Hour})
+			defer first.Close()
+			c, err := first.Connect(ctx)
+			if err != nil {
+				t.Fatalf("first master: %v", err)
+			}
+			if got := c.Info.GetClaim().GetClaimed(); got != inHandshake {
+				t.Errorf("the Handshake claimed the root: %v, want %v", got, inHandshake)
+			}
 
-	second := NewSession(dial, SessionOptions{Master: masterMark("master-b:/data")})
-	_, err = second.Connect(ctx)
-	var held *HeldError
-	if !errors.As(err, &held) {
-		t.Fatalf("second master: %v, want a HeldError", err)
-	}
-	for _, w := range []string{"master-a:/data", "--force", "until"} {
-		if !strings.Contains(err.Error(), w) {
-			t.Errorf("refusal %q does not mention %q", err, w)
-		}
-	}
-	second.Close()
+			second := session("master-b:/data", SessionOptions{})
+			_, err = second.Connect(ctx)
+			var held *HeldError
+			if !errors.As(err, &held) {
+				t.Fatalf("second master: %v, want a HeldError", err)
+			}
+			for _, w := range []string{"master-a:/data", "--force", "until"} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("refusal %q does not mention %q", err, w)
+				}
+			}
+			second.Close()
 
-	forced := NewSession(dial, SessionOptions{Master: masterMark("master-b:/data"), Force: true})
-	defer forced.Close()
-	if _, err := forced.Connect(ctx); err != nil {
-		t.Fatalf("--force: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(root, ".georep")); err != nil {
-		t.Fatalf("slave root not initialised: %v", err)
+			forced := session("master-b:/data", SessionOptions{Force: true})
+			defer forced.Close()
+			if _, err := forced.Connect(ctx); err != nil {
+				t.Fatalf("--force: %v", err)
+			}
+			if _, err := os.Stat(filepath.Join(root, ".georep")); err != nil {
+				t.Fatalf("slave root not initialised: %v", err)
+			}
+			// A force takes over without wiping the root's other marks: a
+			// third master is still refused.
+			third := session("master-c:/data", SessionOptions{})
+			defer third.Close()
+			if _, err := third.Connect(ctx); !errors.As(err, &held) {
+				t.Fatalf("third master after the takeover: %v, want a HeldError", err)
+			}
+		})
 	}
 }

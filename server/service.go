@@ -145,8 +145,17 @@ func (s *Service) Handshake(ctx context.Context, req *pb.HandshakeRequest) (*pb.
 	if m := req.GetMaster(); m != nil {
 		attrs = append(attrs, "master_uuid", masterUUID.String(), "holder", m.GetHolder())
 	}
+	var claim *pb.ClaimResult
+	if c := req.GetClaim(); c != nil {
+		var err error
+		if claim, err = s.claim(req.GetMaster(), c); err != nil {
+			return nil, err
+		}
+		attrs = append(attrs, "claimed", claim.GetClaimed(), "force", c.GetForce(), "other_holders", len(claim.GetOthers()))
+	}
 	s.logger.Info("master handshake", attrs...)
 	return &pb.HandshakeResponse{
+		Claim:              claim,
 		Protocol:           ours,
 		Object:             ourObject,
 		Native:             s.backend.NativeMark(),
@@ -256,20 +265,49 @@ func (s *Service) KeepAlive(ctx context.Context, req *pb.KeepAliveRequest) (*pb.
 		if _, err := checkMark("mark", m); err != nil {
 			return nil, err
 		}
-		expires := s.now().Add(time.Duration(req.GetTimeoutSeconds()) * time.Second)
-		foreign := &pb.VolumeMark{
-			Uuid:    m.GetUuid(),
-			Version: m.GetVersion(),
-			Mark:    m.GetMark(),
-			Retval:  m.GetRetval(),
-			Expires: &pb.Timestamp{Sec: expires.Unix(), Nsec: uint32(expires.Nanosecond())},
-			Holder:  m.GetHolder(),
-		}
-		if err := s.backend.SetForeignMark(foreign); err != nil {
+		if err := s.backend.SetForeignMark(s.foreignMark(m, req.GetTimeoutSeconds())); err != nil {
 			return nil, statusFromBackend(err)
 		}
 	}
 	return &pb.KeepAliveResponse{Count: s.keepAlives.Add(1)}, nil
+}
+
+// foreignMark is master's mark as the slave records it: valid for
+// timeoutSeconds from now.
+func (s *Service) foreignMark(m *pb.VolumeMark, timeoutSeconds uint32) *pb.VolumeMark {
+	expires := s.now().Add(time.Duration(timeoutSeconds) * time.Second)
+	return &pb.VolumeMark{
+		Uuid:    m.GetUuid(),
+		Version: m.GetVersion(),
+		Mark:    m.GetMark(),
+		Retval:  m.GetRetval(),
+		Expires: &pb.Timestamp{Sec: expires.Unix(), Nsec: uint32(expires.Nanosecond())},
+		Holder:  m.GetHolder(),
+	}
+}
+
+// claim carries out a Handshake's claim for master: a first keep-alive
+// with its mark, refused while another master holds the root.
+func (s *Service) claim(m *pb.VolumeMark, c *pb.Claim) (*pb.ClaimResult, error) {
+	if m == nil {
+		return nil, invalid("a claim needs the master's volume mark (master)")
+	}
+	if c.GetTimeoutSeconds() == 0 {
+		return nil, invalid("claim.timeout_seconds must be above 0: it says how long the mark stays valid")
+	}
+	others, claimed, err := s.backend.ClaimForeignMark(s.foreignMark(m, c.GetTimeoutSeconds()), s.now(), c.GetForce())
+	if err != nil {
+		return nil, statusFromBackend(err)
+	}
+	if claimed {
+		// The claim is the master's first keep-alive.
+		select {
+		case s.alive <- struct{}{}:
+		default:
+		}
+		s.keepAlives.Add(1)
+	}
+	return &pb.ClaimResult{Claimed: claimed, Others: others}, nil
 }
 
 // VolumeInfo returns the native mark and the unexpired foreign marks.

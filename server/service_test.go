@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -85,6 +86,11 @@ func TestHandshakeRefused(t *testing.T) {
 			codes.InvalidArgument, []string{"object version is required"}},
 		{"short master uuid", &pb.HandshakeRequest{Protocol: v(1, 0), Object: v(1, 0), Master: &pb.VolumeMark{Uuid: []byte{1, 2}}},
 			codes.InvalidArgument, []string{"master.uuid", "16 bytes, got 2"}},
+		{"claim without a master", &pb.HandshakeRequest{Protocol: v(1, 0), Object: v(1, 0), Claim: &pb.Claim{TimeoutSeconds: 60}},
+			codes.InvalidArgument, []string{"claim needs the master's volume mark"}},
+		{"claim without a timeout", &pb.HandshakeRequest{Protocol: v(1, 0), Object: v(1, 0),
+			Master: &pb.VolumeMark{Uuid: gfid.New().Bytes()}, Claim: &pb.Claim{}},
+			codes.InvalidArgument, []string{"claim.timeout_seconds must be above 0"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -277,6 +283,70 @@ func TestKeepAliveCounts(t *testing.T) {
 	// Each Service counts for itself.
 	if got := New(nil, Options{}).KeepAlives(); got != 0 {
 		t.Fatalf("a fresh Service counts %d keep-alives, want 0", got)
+	}
+}
+
+// TestHandshakeClaim: a Handshake with a claim records the master's mark
+// as a KeepAlive would, and counts as its first keep-alive; a second
+// master's claim is refused with the holder named and records nothing.
+func TestHandshakeClaim(t *testing.T) {
+	b, _ := openBackend(t)
+	clock := &testClock{now: time.Unix(1_800_000_000, 0)}
+	svc := New(b, Options{Now: clock.Now})
+	c := serve(t, svc, overPipe, testLogger(t, nil))
+	hello := func(holder string, force bool) (*pb.HandshakeResponse, *pb.VolumeMark) {
+		t.Helper()
+		m := &pb.VolumeMark{Uuid: gfid.New().Bytes(), Version: &pb.Version{Major: 1}, Holder: holder}
+		resp, err := c.Handshake(callCtx(t), &pb.HandshakeRequest{
+			Protocol: &pb.Version{Major: ProtocolMajor}, Object: &pb.Version{Major: ObjectMajor},
+			Master: m, Claim: &pb.Claim{TimeoutSeconds: 60, Force: force}})
+		if err != nil {
+			t.Fatalf("handshake of %s: %v", holder, err)
+		}
+		return resp, m
+	}
+	foreign := func() []string {
+		t.Helper()
+		info, err := c.VolumeInfo(callCtx(t), &pb.VolumeInfoRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var hs []string
+		for _, m := range info.GetForeign() {
+			hs = append(hs, fmt.Sprintf("%s@%d", m.GetHolder(), m.GetExpires().GetSec()))
+		}
+		return hs
+	}
+
+	resp, _ := hello("a:/data", false)
+	if !resp.GetClaim().GetClaimed() || len(resp.GetClaim().GetOthers()) != 0 {
+		t.Fatalf("first claim: %v, want claimed with no other holder", resp.GetClaim())
+	}
+	if got, want := foreign(), []string{"a:/data@1800000060"}; !slices.Equal(got, want) {
+		t.Fatalf("marks after the first claim: %v, want %v", got, want)
+	}
+	if got := svc.KeepAlives(); got != 1 {
+		t.Errorf("KeepAlives() after a claim = %d, want 1", got)
+	}
+
+	clock.Advance(time.Second)
+	resp, _ = hello("b:/data", false)
+	if resp.GetClaim().GetClaimed() || len(resp.GetClaim().GetOthers()) != 1 || resp.GetClaim().GetOthers()[0].GetHolder() != "a:/data" {
+		t.Fatalf("second claim: %v, want refused naming a:/data", resp.GetClaim())
+	}
+	if got, want := foreign(), []string{"a:/data@1800000060"}; !slices.Equal(got, want) {
+		t.Fatalf("marks after a refused claim: %v, want %v", got, want)
+	}
+	if got := svc.KeepAlives(); got != 1 {
+		t.Errorf("KeepAlives() after a refused claim = %d, want 1", got)
+	}
+
+	// Without a claim the Handshake says nothing of one (how a master
+	// tells a slave that knows claims).
+	plain, err := c.Handshake(callCtx(t), &pb.HandshakeRequest{
+		Protocol: &pb.Version{Major: ProtocolMajor}, Object: &pb.Version{Major: ObjectMajor}})
+	if err != nil || plain.GetClaim() != nil {
+		t.Fatalf("handshake without a claim: %v, claim %v; want no claim result", err, plain.GetClaim())
 	}
 }
 

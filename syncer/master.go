@@ -203,7 +203,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		dialOpts.StateDir = cfg.StateDir
 	}
 	m.sess = client.NewSession(func(ctx context.Context) (*client.Conn, error) {
-		return client.Dial(ctx, cfg.Slave, dialOpts)
+		opts := dialOpts
+		opts.Claim = m.sess.Claim()
+		return client.Dial(ctx, cfg.Slave, opts)
 	}, client.SessionOptions{Master: mark, Force: cfg.Force, KeepAliveInterval: cfg.KeepAliveInterval,
 		Logger: log, OnState: m.onSessionState})
 	defer m.sess.Close()

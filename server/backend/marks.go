@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -193,4 +194,45 @@ func (b *Backend) foreignMarks(now time.Time) ([]*pb.VolumeMark, error) {
 		}
 	}
 	return marks, nil
+}
+
+// ClaimForeignMark records m, as SetForeignMark does, unless another
+// master's mark valid at now holds the root; force records it anyway. It
+// returns the other masters' valid marks and whether m was recorded. The
+// check and the write are one step under an exclusive flock of the root,
+// so two slave processes (two masters dialling at once) cannot both see a
+// free root and both claim it.
+func (b *Backend) ClaimForeignMark(m *pb.VolumeMark, now time.Time, force bool) (others []*pb.VolumeMark, claimed bool, err error) {
+	attr, v, err := b.encodeForeignMark(m)
+	if err != nil {
+		return nil, false, err
+	}
+	s, err := b.lock()
+	if err != nil {
+		return nil, false, err
+	}
+	defer b.unlock(s)
+	if err := unix.Flock(b.rootDir.Fd(), unix.LOCK_EX); err != nil {
+		return nil, false, fmt.Errorf("claim the slave root: lock it: %w", err)
+	}
+	defer func() { _ = unix.Flock(b.rootDir.Fd(), unix.LOCK_UN) }()
+	marks, err := b.foreignMarks(now)
+	if err != nil {
+		return nil, false, fmt.Errorf("claim the slave root: %w", err)
+	}
+	for _, f := range marks {
+		if !bytes.Equal(f.GetUuid(), m.GetUuid()) {
+			others = append(others, f)
+		}
+	}
+	if len(others) > 0 && !force {
+		return others, false, nil
+	}
+	if err := b.rootDir.SetXattrSelf(attr, v, 0); err != nil {
+		return others, false, fmt.Errorf("record foreign mark: %w", err)
+	}
+	if err := b.rootDir.Fsync(); err != nil {
+		return others, false, fmt.Errorf("record foreign mark: %w", err)
+	}
+	return others, true, nil
 }

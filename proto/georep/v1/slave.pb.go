@@ -623,7 +623,14 @@ type HandshakeRequest struct {
 	Master *VolumeMark `protobuf:"bytes,3,opt,name=master,proto3" json:"master,omitempty"`
 	// The content compressions the master can send, in its order of
 	// preference.
-	Compressions  []Compression `protobuf:"varint,4,rep,packed,name=compressions,proto3,enum=georep.v1.Compression" json:"compressions,omitempty"`
+	Compressions []Compression `protobuf:"varint,4,rep,packed,name=compressions,proto3,enum=georep.v1.Compression" json:"compressions,omitempty"`
+	// Optional, with master: claim the slave root for master in this call,
+	// as VolumeInfo followed by a KeepAlive carrying the mark would, but as
+	// one step no other master's claim can come between, and without their
+	// two round trips. A slave that answers without
+	// HandshakeResponse.claim did not know the field: the master falls back
+	// to VolumeInfo and KeepAlive.
+	Claim         *Claim `protobuf:"bytes,5,opt,name=claim,proto3" json:"claim,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -686,6 +693,126 @@ func (x *HandshakeRequest) GetCompressions() []Compression {
 	return nil
 }
 
+func (x *HandshakeRequest) GetClaim() *Claim {
+	if x != nil {
+		return x.Claim
+	}
+	return nil
+}
+
+// Claim asks the slave to record the master's mark as a foreign mark
+// unless another master's unexpired mark holds the root.
+type Claim struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long the mark stays valid, in seconds (required).
+	TimeoutSeconds uint32 `protobuf:"varint,1,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	// Record the mark even over another master's (--force).
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Claim) Reset() {
+	*x = Claim{}
+	mi := &file_georep_v1_slave_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Claim) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Claim) ProtoMessage() {}
+
+func (x *Claim) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Claim.ProtoReflect.Descriptor instead.
+func (*Claim) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Claim) GetTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *Claim) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+// ClaimResult is what became of a Claim.
+type ClaimResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when the master's mark was recorded; false when another master
+	// holds the root and force was not set.
+	Claimed bool `protobuf:"varint,1,opt,name=claimed,proto3" json:"claimed,omitempty"`
+	// The other masters' unexpired marks found before the claim: the holder
+	// when refused, the ones taken over when forced.
+	Others        []*VolumeMark `protobuf:"bytes,2,rep,name=others,proto3" json:"others,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimResult) Reset() {
+	*x = ClaimResult{}
+	mi := &file_georep_v1_slave_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimResult) ProtoMessage() {}
+
+func (x *ClaimResult) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_v1_slave_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimResult.ProtoReflect.Descriptor instead.
+func (*ClaimResult) Descriptor() ([]byte, []int) {
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ClaimResult) GetClaimed() bool {
+	if x != nil {
+		return x.Claimed
+	}
+	return false
+}
+
+func (x *ClaimResult) GetOthers() []*VolumeMark {
+	if x != nil {
+		return x.Others
+	}
+	return nil
+}
+
 // HandshakeResponse describes the slave.
 type HandshakeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -724,13 +851,15 @@ type HandshakeResponse struct {
 	// field lists nothing. A master uses XXH3-128 when it is listed, else
 	// BLAKE3-256.
 	ContentDigests []ContentDigest `protobuf:"varint,11,rep,packed,name=content_digests,json=contentDigests,proto3,enum=georep.v1.ContentDigest" json:"content_digests,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set when the request carried a claim: what became of it.
+	Claim         *ClaimResult `protobuf:"bytes,12,opt,name=claim,proto3" json:"claim,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HandshakeResponse) Reset() {
 	*x = HandshakeResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[5]
+	mi := &file_georep_v1_slave_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +871,7 @@ func (x *HandshakeResponse) String() string {
 func (*HandshakeResponse) ProtoMessage() {}
 
 func (x *HandshakeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[5]
+	mi := &file_georep_v1_slave_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +884,7 @@ func (x *HandshakeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandshakeResponse.ProtoReflect.Descriptor instead.
 func (*HandshakeResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{5}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HandshakeResponse) GetProtocol() *Version {
@@ -835,6 +964,13 @@ func (x *HandshakeResponse) GetContentDigests() []ContentDigest {
 	return nil
 }
 
+func (x *HandshakeResponse) GetClaim() *ClaimResult {
+	if x != nil {
+		return x.Claim
+	}
+	return nil
+}
+
 // Entry is one namespace change.
 type Entry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -861,7 +997,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_georep_v1_slave_proto_msgTypes[6]
+	mi := &file_georep_v1_slave_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +1009,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[6]
+	mi := &file_georep_v1_slave_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +1022,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{6}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Entry) GetOp() EntryOp {
@@ -956,7 +1092,7 @@ type EntryOpsRequest struct {
 
 func (x *EntryOpsRequest) Reset() {
 	*x = EntryOpsRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[7]
+	mi := &file_georep_v1_slave_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1104,7 @@ func (x *EntryOpsRequest) String() string {
 func (*EntryOpsRequest) ProtoMessage() {}
 
 func (x *EntryOpsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[7]
+	mi := &file_georep_v1_slave_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1117,7 @@ func (x *EntryOpsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryOpsRequest.ProtoReflect.Descriptor instead.
 func (*EntryOpsRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{7}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *EntryOpsRequest) GetEntries() []*Entry {
@@ -1010,7 +1146,7 @@ type EntryResult struct {
 
 func (x *EntryResult) Reset() {
 	*x = EntryResult{}
-	mi := &file_georep_v1_slave_proto_msgTypes[8]
+	mi := &file_georep_v1_slave_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1158,7 @@ func (x *EntryResult) String() string {
 func (*EntryResult) ProtoMessage() {}
 
 func (x *EntryResult) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[8]
+	mi := &file_georep_v1_slave_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1171,7 @@ func (x *EntryResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryResult.ProtoReflect.Descriptor instead.
 func (*EntryResult) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{8}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EntryResult) GetErrno() int32 {
@@ -1084,7 +1220,7 @@ type EntryOpsResponse struct {
 
 func (x *EntryOpsResponse) Reset() {
 	*x = EntryOpsResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[9]
+	mi := &file_georep_v1_slave_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1232,7 @@ func (x *EntryOpsResponse) String() string {
 func (*EntryOpsResponse) ProtoMessage() {}
 
 func (x *EntryOpsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[9]
+	mi := &file_georep_v1_slave_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1245,7 @@ func (x *EntryOpsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryOpsResponse.ProtoReflect.Descriptor instead.
 func (*EntryOpsResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{9}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *EntryOpsResponse) GetResults() []*EntryResult {
@@ -1132,7 +1268,7 @@ type Xattr struct {
 
 func (x *Xattr) Reset() {
 	*x = Xattr{}
-	mi := &file_georep_v1_slave_proto_msgTypes[10]
+	mi := &file_georep_v1_slave_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1280,7 @@ func (x *Xattr) String() string {
 func (*Xattr) ProtoMessage() {}
 
 func (x *Xattr) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[10]
+	mi := &file_georep_v1_slave_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1293,7 @@ func (x *Xattr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Xattr.ProtoReflect.Descriptor instead.
 func (*Xattr) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{10}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Xattr) GetName() string {
@@ -1202,7 +1338,7 @@ type MetaEntry struct {
 
 func (x *MetaEntry) Reset() {
 	*x = MetaEntry{}
-	mi := &file_georep_v1_slave_proto_msgTypes[11]
+	mi := &file_georep_v1_slave_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1350,7 @@ func (x *MetaEntry) String() string {
 func (*MetaEntry) ProtoMessage() {}
 
 func (x *MetaEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[11]
+	mi := &file_georep_v1_slave_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1363,7 @@ func (x *MetaEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaEntry.ProtoReflect.Descriptor instead.
 func (*MetaEntry) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{11}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MetaEntry) GetGfid() []byte {
@@ -1304,7 +1440,7 @@ type MetaOpsRequest struct {
 
 func (x *MetaOpsRequest) Reset() {
 	*x = MetaOpsRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[12]
+	mi := &file_georep_v1_slave_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1452,7 @@ func (x *MetaOpsRequest) String() string {
 func (*MetaOpsRequest) ProtoMessage() {}
 
 func (x *MetaOpsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[12]
+	mi := &file_georep_v1_slave_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1465,7 @@ func (x *MetaOpsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaOpsRequest.ProtoReflect.Descriptor instead.
 func (*MetaOpsRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{12}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MetaOpsRequest) GetEntries() []*MetaEntry {
@@ -1350,7 +1486,7 @@ type MetaOpsResponse struct {
 
 func (x *MetaOpsResponse) Reset() {
 	*x = MetaOpsResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[13]
+	mi := &file_georep_v1_slave_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1498,7 @@ func (x *MetaOpsResponse) String() string {
 func (*MetaOpsResponse) ProtoMessage() {}
 
 func (x *MetaOpsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[13]
+	mi := &file_georep_v1_slave_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1511,7 @@ func (x *MetaOpsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaOpsResponse.ProtoReflect.Descriptor instead.
 func (*MetaOpsResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{13}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MetaOpsResponse) GetResults() []*EntryResult {
@@ -1396,7 +1532,7 @@ type StimeRequest struct {
 
 func (x *StimeRequest) Reset() {
 	*x = StimeRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[14]
+	mi := &file_georep_v1_slave_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1544,7 @@ func (x *StimeRequest) String() string {
 func (*StimeRequest) ProtoMessage() {}
 
 func (x *StimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[14]
+	mi := &file_georep_v1_slave_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1557,7 @@ func (x *StimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StimeRequest.ProtoReflect.Descriptor instead.
 func (*StimeRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{14}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StimeRequest) GetMasterUuid() []byte {
@@ -1444,7 +1580,7 @@ type StimeResponse struct {
 
 func (x *StimeResponse) Reset() {
 	*x = StimeResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[15]
+	mi := &file_georep_v1_slave_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1592,7 @@ func (x *StimeResponse) String() string {
 func (*StimeResponse) ProtoMessage() {}
 
 func (x *StimeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[15]
+	mi := &file_georep_v1_slave_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1605,7 @@ func (x *StimeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StimeResponse.ProtoReflect.Descriptor instead.
 func (*StimeResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{15}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StimeResponse) GetFound() bool {
@@ -1499,7 +1635,7 @@ type SetStimeRequest struct {
 
 func (x *SetStimeRequest) Reset() {
 	*x = SetStimeRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[16]
+	mi := &file_georep_v1_slave_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1647,7 @@ func (x *SetStimeRequest) String() string {
 func (*SetStimeRequest) ProtoMessage() {}
 
 func (x *SetStimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[16]
+	mi := &file_georep_v1_slave_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1660,7 @@ func (x *SetStimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetStimeRequest.ProtoReflect.Descriptor instead.
 func (*SetStimeRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{16}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetStimeRequest) GetMasterUuid() []byte {
@@ -1550,7 +1686,7 @@ type SetStimeResponse struct {
 
 func (x *SetStimeResponse) Reset() {
 	*x = SetStimeResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[17]
+	mi := &file_georep_v1_slave_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1698,7 @@ func (x *SetStimeResponse) String() string {
 func (*SetStimeResponse) ProtoMessage() {}
 
 func (x *SetStimeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[17]
+	mi := &file_georep_v1_slave_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1711,7 @@ func (x *SetStimeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetStimeResponse.ProtoReflect.Descriptor instead.
 func (*SetStimeResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{17}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{19}
 }
 
 // XtimeRequest asks for an object's change mark.
@@ -1591,7 +1727,7 @@ type XtimeRequest struct {
 
 func (x *XtimeRequest) Reset() {
 	*x = XtimeRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[18]
+	mi := &file_georep_v1_slave_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1739,7 @@ func (x *XtimeRequest) String() string {
 func (*XtimeRequest) ProtoMessage() {}
 
 func (x *XtimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[18]
+	mi := &file_georep_v1_slave_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1752,7 @@ func (x *XtimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use XtimeRequest.ProtoReflect.Descriptor instead.
 func (*XtimeRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{18}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *XtimeRequest) GetMasterUuid() []byte {
@@ -1646,7 +1782,7 @@ type XtimeResponse struct {
 
 func (x *XtimeResponse) Reset() {
 	*x = XtimeResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[19]
+	mi := &file_georep_v1_slave_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1794,7 @@ func (x *XtimeResponse) String() string {
 func (*XtimeResponse) ProtoMessage() {}
 
 func (x *XtimeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[19]
+	mi := &file_georep_v1_slave_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1807,7 @@ func (x *XtimeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use XtimeResponse.ProtoReflect.Descriptor instead.
 func (*XtimeResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{19}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *XtimeResponse) GetFound() bool {
@@ -1703,7 +1839,7 @@ type SetXtimeRequest struct {
 
 func (x *SetXtimeRequest) Reset() {
 	*x = SetXtimeRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[20]
+	mi := &file_georep_v1_slave_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1851,7 @@ func (x *SetXtimeRequest) String() string {
 func (*SetXtimeRequest) ProtoMessage() {}
 
 func (x *SetXtimeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[20]
+	mi := &file_georep_v1_slave_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1864,7 @@ func (x *SetXtimeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXtimeRequest.ProtoReflect.Descriptor instead.
 func (*SetXtimeRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{20}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetXtimeRequest) GetMasterUuid() []byte {
@@ -1761,7 +1897,7 @@ type SetXtimeResponse struct {
 
 func (x *SetXtimeResponse) Reset() {
 	*x = SetXtimeResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[21]
+	mi := &file_georep_v1_slave_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +1909,7 @@ func (x *SetXtimeResponse) String() string {
 func (*SetXtimeResponse) ProtoMessage() {}
 
 func (x *SetXtimeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[21]
+	mi := &file_georep_v1_slave_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +1922,7 @@ func (x *SetXtimeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetXtimeResponse.ProtoReflect.Descriptor instead.
 func (*SetXtimeResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{21}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{23}
 }
 
 // KeepAliveRequest is the master's periodic sign of life.
@@ -1803,7 +1939,7 @@ type KeepAliveRequest struct {
 
 func (x *KeepAliveRequest) Reset() {
 	*x = KeepAliveRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[22]
+	mi := &file_georep_v1_slave_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1815,7 +1951,7 @@ func (x *KeepAliveRequest) String() string {
 func (*KeepAliveRequest) ProtoMessage() {}
 
 func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[22]
+	mi := &file_georep_v1_slave_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1828,7 +1964,7 @@ func (x *KeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*KeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{22}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KeepAliveRequest) GetMark() *VolumeMark {
@@ -1856,7 +1992,7 @@ type KeepAliveResponse struct {
 
 func (x *KeepAliveResponse) Reset() {
 	*x = KeepAliveResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[23]
+	mi := &file_georep_v1_slave_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +2004,7 @@ func (x *KeepAliveResponse) String() string {
 func (*KeepAliveResponse) ProtoMessage() {}
 
 func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[23]
+	mi := &file_georep_v1_slave_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +2017,7 @@ func (x *KeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*KeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{23}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KeepAliveResponse) GetCount() uint64 {
@@ -1900,7 +2036,7 @@ type VolumeInfoRequest struct {
 
 func (x *VolumeInfoRequest) Reset() {
 	*x = VolumeInfoRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[24]
+	mi := &file_georep_v1_slave_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1912,7 +2048,7 @@ func (x *VolumeInfoRequest) String() string {
 func (*VolumeInfoRequest) ProtoMessage() {}
 
 func (x *VolumeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[24]
+	mi := &file_georep_v1_slave_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1925,7 +2061,7 @@ func (x *VolumeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeInfoRequest.ProtoReflect.Descriptor instead.
 func (*VolumeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{24}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{26}
 }
 
 // VolumeInfoResponse describes the slave root's volume marks.
@@ -1941,7 +2077,7 @@ type VolumeInfoResponse struct {
 
 func (x *VolumeInfoResponse) Reset() {
 	*x = VolumeInfoResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[25]
+	mi := &file_georep_v1_slave_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2089,7 @@ func (x *VolumeInfoResponse) String() string {
 func (*VolumeInfoResponse) ProtoMessage() {}
 
 func (x *VolumeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[25]
+	mi := &file_georep_v1_slave_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2102,7 @@ func (x *VolumeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeInfoResponse.ProtoReflect.Descriptor instead.
 func (*VolumeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{25}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *VolumeInfoResponse) GetNative() *VolumeMark {
@@ -2000,7 +2136,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_georep_v1_slave_proto_msgTypes[26]
+	mi := &file_georep_v1_slave_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2012,7 +2148,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[26]
+	mi := &file_georep_v1_slave_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2025,7 +2161,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{26}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DirEntry) GetName() []byte {
@@ -2067,7 +2203,7 @@ type EntriesRequest struct {
 
 func (x *EntriesRequest) Reset() {
 	*x = EntriesRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[27]
+	mi := &file_georep_v1_slave_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2215,7 @@ func (x *EntriesRequest) String() string {
 func (*EntriesRequest) ProtoMessage() {}
 
 func (x *EntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[27]
+	mi := &file_georep_v1_slave_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2228,7 @@ func (x *EntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntriesRequest.ProtoReflect.Descriptor instead.
 func (*EntriesRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{27}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *EntriesRequest) GetGfid() []byte {
@@ -2113,7 +2249,7 @@ type EntriesResponse struct {
 
 func (x *EntriesResponse) Reset() {
 	*x = EntriesResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[28]
+	mi := &file_georep_v1_slave_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2261,7 @@ func (x *EntriesResponse) String() string {
 func (*EntriesResponse) ProtoMessage() {}
 
 func (x *EntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[28]
+	mi := &file_georep_v1_slave_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2274,7 @@ func (x *EntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntriesResponse.ProtoReflect.Descriptor instead.
 func (*EntriesResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{28}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *EntriesResponse) GetEntries() []*DirEntry {
@@ -2163,7 +2299,7 @@ type LstatRequest struct {
 
 func (x *LstatRequest) Reset() {
 	*x = LstatRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[29]
+	mi := &file_georep_v1_slave_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2175,7 +2311,7 @@ func (x *LstatRequest) String() string {
 func (*LstatRequest) ProtoMessage() {}
 
 func (x *LstatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[29]
+	mi := &file_georep_v1_slave_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2188,7 +2324,7 @@ func (x *LstatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LstatRequest.ProtoReflect.Descriptor instead.
 func (*LstatRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{29}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LstatRequest) GetGfid() []byte {
@@ -2227,7 +2363,7 @@ type LstatResponse struct {
 
 func (x *LstatResponse) Reset() {
 	*x = LstatResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[30]
+	mi := &file_georep_v1_slave_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2375,7 @@ func (x *LstatResponse) String() string {
 func (*LstatResponse) ProtoMessage() {}
 
 func (x *LstatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[30]
+	mi := &file_georep_v1_slave_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2388,7 @@ func (x *LstatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LstatResponse.ProtoReflect.Descriptor instead.
 func (*LstatResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{30}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LstatResponse) GetGfid() []byte {
@@ -2289,7 +2425,7 @@ type GfidRequest struct {
 
 func (x *GfidRequest) Reset() {
 	*x = GfidRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[31]
+	mi := &file_georep_v1_slave_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2301,7 +2437,7 @@ func (x *GfidRequest) String() string {
 func (*GfidRequest) ProtoMessage() {}
 
 func (x *GfidRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[31]
+	mi := &file_georep_v1_slave_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2314,7 +2450,7 @@ func (x *GfidRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GfidRequest.ProtoReflect.Descriptor instead.
 func (*GfidRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{31}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GfidRequest) GetParentGfid() []byte {
@@ -2342,7 +2478,7 @@ type GfidResponse struct {
 
 func (x *GfidResponse) Reset() {
 	*x = GfidResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[32]
+	mi := &file_georep_v1_slave_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2490,7 @@ func (x *GfidResponse) String() string {
 func (*GfidResponse) ProtoMessage() {}
 
 func (x *GfidResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[32]
+	mi := &file_georep_v1_slave_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2503,7 @@ func (x *GfidResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GfidResponse.ProtoReflect.Descriptor instead.
 func (*GfidResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{32}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GfidResponse) GetGfid() []byte {
@@ -2390,7 +2526,7 @@ type PurgeRequest struct {
 
 func (x *PurgeRequest) Reset() {
 	*x = PurgeRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[33]
+	mi := &file_georep_v1_slave_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2402,7 +2538,7 @@ func (x *PurgeRequest) String() string {
 func (*PurgeRequest) ProtoMessage() {}
 
 func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[33]
+	mi := &file_georep_v1_slave_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2415,7 +2551,7 @@ func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
 func (*PurgeRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{33}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PurgeRequest) GetParentGfid() []byte {
@@ -2443,7 +2579,7 @@ type PurgeResponse struct {
 
 func (x *PurgeResponse) Reset() {
 	*x = PurgeResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[34]
+	mi := &file_georep_v1_slave_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2455,7 +2591,7 @@ func (x *PurgeResponse) String() string {
 func (*PurgeResponse) ProtoMessage() {}
 
 func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[34]
+	mi := &file_georep_v1_slave_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2468,7 +2604,7 @@ func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
 func (*PurgeResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{34}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PurgeResponse) GetRemoved() uint64 {
@@ -2506,7 +2642,7 @@ type PutFilesRequest struct {
 
 func (x *PutFilesRequest) Reset() {
 	*x = PutFilesRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[35]
+	mi := &file_georep_v1_slave_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2518,7 +2654,7 @@ func (x *PutFilesRequest) String() string {
 func (*PutFilesRequest) ProtoMessage() {}
 
 func (x *PutFilesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[35]
+	mi := &file_georep_v1_slave_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2531,7 +2667,7 @@ func (x *PutFilesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFilesRequest.ProtoReflect.Descriptor instead.
 func (*PutFilesRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{35}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PutFilesRequest) GetPart() isPutFilesRequest_Part {
@@ -2653,7 +2789,7 @@ type FileBatch struct {
 
 func (x *FileBatch) Reset() {
 	*x = FileBatch{}
-	mi := &file_georep_v1_slave_proto_msgTypes[36]
+	mi := &file_georep_v1_slave_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +2801,7 @@ func (x *FileBatch) String() string {
 func (*FileBatch) ProtoMessage() {}
 
 func (x *FileBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[36]
+	mi := &file_georep_v1_slave_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +2814,7 @@ func (x *FileBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileBatch.ProtoReflect.Descriptor instead.
 func (*FileBatch) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{36}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *FileBatch) GetFiles() []*FileHeader {
@@ -2752,7 +2888,7 @@ type FileHeader struct {
 
 func (x *FileHeader) Reset() {
 	*x = FileHeader{}
-	mi := &file_georep_v1_slave_proto_msgTypes[37]
+	mi := &file_georep_v1_slave_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2764,7 +2900,7 @@ func (x *FileHeader) String() string {
 func (*FileHeader) ProtoMessage() {}
 
 func (x *FileHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[37]
+	mi := &file_georep_v1_slave_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2777,7 +2913,7 @@ func (x *FileHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileHeader.ProtoReflect.Descriptor instead.
 func (*FileHeader) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{37}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *FileHeader) GetGfid() []byte {
@@ -2877,7 +3013,7 @@ type FileChunk struct {
 
 func (x *FileChunk) Reset() {
 	*x = FileChunk{}
-	mi := &file_georep_v1_slave_proto_msgTypes[38]
+	mi := &file_georep_v1_slave_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2889,7 +3025,7 @@ func (x *FileChunk) String() string {
 func (*FileChunk) ProtoMessage() {}
 
 func (x *FileChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[38]
+	mi := &file_georep_v1_slave_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2902,7 +3038,7 @@ func (x *FileChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileChunk.ProtoReflect.Descriptor instead.
 func (*FileChunk) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{38}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *FileChunk) GetOffset() int64 {
@@ -2954,7 +3090,7 @@ type FileCopy struct {
 
 func (x *FileCopy) Reset() {
 	*x = FileCopy{}
-	mi := &file_georep_v1_slave_proto_msgTypes[39]
+	mi := &file_georep_v1_slave_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2966,7 +3102,7 @@ func (x *FileCopy) String() string {
 func (*FileCopy) ProtoMessage() {}
 
 func (x *FileCopy) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[39]
+	mi := &file_georep_v1_slave_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2979,7 +3115,7 @@ func (x *FileCopy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileCopy.ProtoReflect.Descriptor instead.
 func (*FileCopy) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{39}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *FileCopy) GetOffset() int64 {
@@ -3022,7 +3158,7 @@ type FileTrailer struct {
 
 func (x *FileTrailer) Reset() {
 	*x = FileTrailer{}
-	mi := &file_georep_v1_slave_proto_msgTypes[40]
+	mi := &file_georep_v1_slave_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3034,7 +3170,7 @@ func (x *FileTrailer) String() string {
 func (*FileTrailer) ProtoMessage() {}
 
 func (x *FileTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[40]
+	mi := &file_georep_v1_slave_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3047,7 +3183,7 @@ func (x *FileTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileTrailer.ProtoReflect.Descriptor instead.
 func (*FileTrailer) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{40}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *FileTrailer) GetDigest() []byte {
@@ -3089,7 +3225,7 @@ type PutFilesResponse struct {
 
 func (x *PutFilesResponse) Reset() {
 	*x = PutFilesResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[41]
+	mi := &file_georep_v1_slave_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3101,7 +3237,7 @@ func (x *PutFilesResponse) String() string {
 func (*PutFilesResponse) ProtoMessage() {}
 
 func (x *PutFilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[41]
+	mi := &file_georep_v1_slave_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3114,7 +3250,7 @@ func (x *PutFilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutFilesResponse.ProtoReflect.Descriptor instead.
 func (*PutFilesResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{41}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PutFilesResponse) GetGfid() []byte {
@@ -3160,7 +3296,7 @@ type BlockSumsRequest struct {
 
 func (x *BlockSumsRequest) Reset() {
 	*x = BlockSumsRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[42]
+	mi := &file_georep_v1_slave_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3172,7 +3308,7 @@ func (x *BlockSumsRequest) String() string {
 func (*BlockSumsRequest) ProtoMessage() {}
 
 func (x *BlockSumsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[42]
+	mi := &file_georep_v1_slave_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3185,7 +3321,7 @@ func (x *BlockSumsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockSumsRequest.ProtoReflect.Descriptor instead.
 func (*BlockSumsRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{42}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *BlockSumsRequest) GetGfid() []byte {
@@ -3218,7 +3354,7 @@ type BlockSumsResponse struct {
 
 func (x *BlockSumsResponse) Reset() {
 	*x = BlockSumsResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[43]
+	mi := &file_georep_v1_slave_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3230,7 +3366,7 @@ func (x *BlockSumsResponse) String() string {
 func (*BlockSumsResponse) ProtoMessage() {}
 
 func (x *BlockSumsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[43]
+	mi := &file_georep_v1_slave_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3243,7 +3379,7 @@ func (x *BlockSumsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockSumsResponse.ProtoReflect.Descriptor instead.
 func (*BlockSumsResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{43}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *BlockSumsResponse) GetSize() int64 {
@@ -3281,7 +3417,7 @@ type Block struct {
 
 func (x *Block) Reset() {
 	*x = Block{}
-	mi := &file_georep_v1_slave_proto_msgTypes[44]
+	mi := &file_georep_v1_slave_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3293,7 +3429,7 @@ func (x *Block) String() string {
 func (*Block) ProtoMessage() {}
 
 func (x *Block) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[44]
+	mi := &file_georep_v1_slave_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3306,7 +3442,7 @@ func (x *Block) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Block.ProtoReflect.Descriptor instead.
 func (*Block) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{44}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Block) GetWeak() uint32 {
@@ -3334,7 +3470,7 @@ type StageFilesRequest struct {
 
 func (x *StageFilesRequest) Reset() {
 	*x = StageFilesRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[45]
+	mi := &file_georep_v1_slave_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3346,7 +3482,7 @@ func (x *StageFilesRequest) String() string {
 func (*StageFilesRequest) ProtoMessage() {}
 
 func (x *StageFilesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[45]
+	mi := &file_georep_v1_slave_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3359,7 +3495,7 @@ func (x *StageFilesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageFilesRequest.ProtoReflect.Descriptor instead.
 func (*StageFilesRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{45}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *StageFilesRequest) GetGfids() [][]byte {
@@ -3383,7 +3519,7 @@ type StageFilesResponse struct {
 
 func (x *StageFilesResponse) Reset() {
 	*x = StageFilesResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[46]
+	mi := &file_georep_v1_slave_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3395,7 +3531,7 @@ func (x *StageFilesResponse) String() string {
 func (*StageFilesResponse) ProtoMessage() {}
 
 func (x *StageFilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[46]
+	mi := &file_georep_v1_slave_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3408,7 +3544,7 @@ func (x *StageFilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StageFilesResponse.ProtoReflect.Descriptor instead.
 func (*StageFilesResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{46}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *StageFilesResponse) GetStage() string {
@@ -3451,7 +3587,7 @@ type StagedFile struct {
 
 func (x *StagedFile) Reset() {
 	*x = StagedFile{}
-	mi := &file_georep_v1_slave_proto_msgTypes[47]
+	mi := &file_georep_v1_slave_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3463,7 +3599,7 @@ func (x *StagedFile) String() string {
 func (*StagedFile) ProtoMessage() {}
 
 func (x *StagedFile) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[47]
+	mi := &file_georep_v1_slave_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3476,7 +3612,7 @@ func (x *StagedFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StagedFile.ProtoReflect.Descriptor instead.
 func (*StagedFile) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{47}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *StagedFile) GetGfid() []byte {
@@ -3536,7 +3672,7 @@ type InstallStagedRequest struct {
 
 func (x *InstallStagedRequest) Reset() {
 	*x = InstallStagedRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[48]
+	mi := &file_georep_v1_slave_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3548,7 +3684,7 @@ func (x *InstallStagedRequest) String() string {
 func (*InstallStagedRequest) ProtoMessage() {}
 
 func (x *InstallStagedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[48]
+	mi := &file_georep_v1_slave_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3561,7 +3697,7 @@ func (x *InstallStagedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallStagedRequest.ProtoReflect.Descriptor instead.
 func (*InstallStagedRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{48}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *InstallStagedRequest) GetStage() string {
@@ -3596,7 +3732,7 @@ type InstallStagedResponse struct {
 
 func (x *InstallStagedResponse) Reset() {
 	*x = InstallStagedResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[49]
+	mi := &file_georep_v1_slave_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3608,7 +3744,7 @@ func (x *InstallStagedResponse) String() string {
 func (*InstallStagedResponse) ProtoMessage() {}
 
 func (x *InstallStagedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[49]
+	mi := &file_georep_v1_slave_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3621,7 +3757,7 @@ func (x *InstallStagedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallStagedResponse.ProtoReflect.Descriptor instead.
 func (*InstallStagedResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{49}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *InstallStagedResponse) GetResults() []*PutFilesResponse {
@@ -3645,7 +3781,7 @@ type RsyncTunnelRequest struct {
 
 func (x *RsyncTunnelRequest) Reset() {
 	*x = RsyncTunnelRequest{}
-	mi := &file_georep_v1_slave_proto_msgTypes[50]
+	mi := &file_georep_v1_slave_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3657,7 +3793,7 @@ func (x *RsyncTunnelRequest) String() string {
 func (*RsyncTunnelRequest) ProtoMessage() {}
 
 func (x *RsyncTunnelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[50]
+	mi := &file_georep_v1_slave_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3670,7 +3806,7 @@ func (x *RsyncTunnelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RsyncTunnelRequest.ProtoReflect.Descriptor instead.
 func (*RsyncTunnelRequest) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{50}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RsyncTunnelRequest) GetData() []byte {
@@ -3700,7 +3836,7 @@ type RsyncTunnelResponse struct {
 
 func (x *RsyncTunnelResponse) Reset() {
 	*x = RsyncTunnelResponse{}
-	mi := &file_georep_v1_slave_proto_msgTypes[51]
+	mi := &file_georep_v1_slave_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3712,7 +3848,7 @@ func (x *RsyncTunnelResponse) String() string {
 func (*RsyncTunnelResponse) ProtoMessage() {}
 
 func (x *RsyncTunnelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[51]
+	mi := &file_georep_v1_slave_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3725,7 +3861,7 @@ func (x *RsyncTunnelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RsyncTunnelResponse.ProtoReflect.Descriptor instead.
 func (*RsyncTunnelResponse) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{51}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RsyncTunnelResponse) GetData() []byte {
@@ -3756,7 +3892,7 @@ type RsyncExit struct {
 
 func (x *RsyncExit) Reset() {
 	*x = RsyncExit{}
-	mi := &file_georep_v1_slave_proto_msgTypes[52]
+	mi := &file_georep_v1_slave_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3768,7 +3904,7 @@ func (x *RsyncExit) String() string {
 func (*RsyncExit) ProtoMessage() {}
 
 func (x *RsyncExit) ProtoReflect() protoreflect.Message {
-	mi := &file_georep_v1_slave_proto_msgTypes[52]
+	mi := &file_georep_v1_slave_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3781,7 +3917,7 @@ func (x *RsyncExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RsyncExit.ProtoReflect.Descriptor instead.
 func (*RsyncExit) Descriptor() ([]byte, []int) {
-	return file_georep_v1_slave_proto_rawDescGZIP(), []int{52}
+	return file_georep_v1_slave_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RsyncExit) GetCode() int32 {
@@ -3828,12 +3964,19 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x05ctime\x18\b \x01(\v2\x14.georep.v1.TimestampR\x05ctime\x12\x14\n" +
 	"\x05nlink\x18\t \x01(\rR\x05nlink\x12\x10\n" +
 	"\x03ino\x18\n" +
-	" \x01(\x04R\x03ino\"\xd9\x01\n" +
+	" \x01(\x04R\x03ino\"\x81\x02\n" +
 	"\x10HandshakeRequest\x12.\n" +
 	"\bprotocol\x18\x01 \x01(\v2\x12.georep.v1.VersionR\bprotocol\x12*\n" +
 	"\x06object\x18\x02 \x01(\v2\x12.georep.v1.VersionR\x06object\x12-\n" +
 	"\x06master\x18\x03 \x01(\v2\x15.georep.v1.VolumeMarkR\x06master\x12:\n" +
-	"\fcompressions\x18\x04 \x03(\x0e2\x16.georep.v1.CompressionR\fcompressions\"\xe7\x03\n" +
+	"\fcompressions\x18\x04 \x03(\x0e2\x16.georep.v1.CompressionR\fcompressions\x12&\n" +
+	"\x05claim\x18\x05 \x01(\v2\x10.georep.v1.ClaimR\x05claim\"F\n" +
+	"\x05Claim\x12'\n" +
+	"\x0ftimeout_seconds\x18\x01 \x01(\rR\x0etimeoutSeconds\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"V\n" +
+	"\vClaimResult\x12\x18\n" +
+	"\aclaimed\x18\x01 \x01(\bR\aclaimed\x12-\n" +
+	"\x06others\x18\x02 \x03(\v2\x15.georep.v1.VolumeMarkR\x06others\"\x95\x04\n" +
 	"\x11HandshakeResponse\x12.\n" +
 	"\bprotocol\x18\x01 \x01(\v2\x12.georep.v1.VersionR\bprotocol\x12*\n" +
 	"\x06object\x18\x02 \x01(\v2\x12.georep.v1.VersionR\x06object\x12-\n" +
@@ -3848,7 +3991,8 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x14single_message_files\x18\t \x01(\bR\x12singleMessageFiles\x12!\n" +
 	"\ffile_batches\x18\n" +
 	" \x01(\bR\vfileBatches\x12A\n" +
-	"\x0fcontent_digests\x18\v \x03(\x0e2\x18.georep.v1.ContentDigestR\x0econtentDigests\"\xfd\x01\n" +
+	"\x0fcontent_digests\x18\v \x03(\x0e2\x18.georep.v1.ContentDigestR\x0econtentDigests\x12,\n" +
+	"\x05claim\x18\f \x01(\v2\x16.georep.v1.ClaimResultR\x05claim\"\xfd\x01\n" +
 	"\x05Entry\x12\"\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x12.georep.v1.EntryOpR\x02op\x12\x12\n" +
 	"\x04gfid\x18\x02 \x01(\fR\x04gfid\x12\x1f\n" +
@@ -4099,7 +4243,7 @@ func file_georep_v1_slave_proto_rawDescGZIP() []byte {
 }
 
 var file_georep_v1_slave_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_georep_v1_slave_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_georep_v1_slave_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_georep_v1_slave_proto_goTypes = []any{
 	(ContentDigest)(0),            // 0: georep.v1.ContentDigest
 	(Compression)(0),              // 1: georep.v1.Compression
@@ -4110,54 +4254,56 @@ var file_georep_v1_slave_proto_goTypes = []any{
 	(*VolumeMark)(nil),            // 6: georep.v1.VolumeMark
 	(*Stat)(nil),                  // 7: georep.v1.Stat
 	(*HandshakeRequest)(nil),      // 8: georep.v1.HandshakeRequest
-	(*HandshakeResponse)(nil),     // 9: georep.v1.HandshakeResponse
-	(*Entry)(nil),                 // 10: georep.v1.Entry
-	(*EntryOpsRequest)(nil),       // 11: georep.v1.EntryOpsRequest
-	(*EntryResult)(nil),           // 12: georep.v1.EntryResult
-	(*EntryOpsResponse)(nil),      // 13: georep.v1.EntryOpsResponse
-	(*Xattr)(nil),                 // 14: georep.v1.Xattr
-	(*MetaEntry)(nil),             // 15: georep.v1.MetaEntry
-	(*MetaOpsRequest)(nil),        // 16: georep.v1.MetaOpsRequest
-	(*MetaOpsResponse)(nil),       // 17: georep.v1.MetaOpsResponse
-	(*StimeRequest)(nil),          // 18: georep.v1.StimeRequest
-	(*StimeResponse)(nil),         // 19: georep.v1.StimeResponse
-	(*SetStimeRequest)(nil),       // 20: georep.v1.SetStimeRequest
-	(*SetStimeResponse)(nil),      // 21: georep.v1.SetStimeResponse
-	(*XtimeRequest)(nil),          // 22: georep.v1.XtimeRequest
-	(*XtimeResponse)(nil),         // 23: georep.v1.XtimeResponse
-	(*SetXtimeRequest)(nil),       // 24: georep.v1.SetXtimeRequest
-	(*SetXtimeResponse)(nil),      // 25: georep.v1.SetXtimeResponse
-	(*KeepAliveRequest)(nil),      // 26: georep.v1.KeepAliveRequest
-	(*KeepAliveResponse)(nil),     // 27: georep.v1.KeepAliveResponse
-	(*VolumeInfoRequest)(nil),     // 28: georep.v1.VolumeInfoRequest
-	(*VolumeInfoResponse)(nil),    // 29: georep.v1.VolumeInfoResponse
-	(*DirEntry)(nil),              // 30: georep.v1.DirEntry
-	(*EntriesRequest)(nil),        // 31: georep.v1.EntriesRequest
-	(*EntriesResponse)(nil),       // 32: georep.v1.EntriesResponse
-	(*LstatRequest)(nil),          // 33: georep.v1.LstatRequest
-	(*LstatResponse)(nil),         // 34: georep.v1.LstatResponse
-	(*GfidRequest)(nil),           // 35: georep.v1.GfidRequest
-	(*GfidResponse)(nil),          // 36: georep.v1.GfidResponse
-	(*PurgeRequest)(nil),          // 37: georep.v1.PurgeRequest
-	(*PurgeResponse)(nil),         // 38: georep.v1.PurgeResponse
-	(*PutFilesRequest)(nil),       // 39: georep.v1.PutFilesRequest
-	(*FileBatch)(nil),             // 40: georep.v1.FileBatch
-	(*FileHeader)(nil),            // 41: georep.v1.FileHeader
-	(*FileChunk)(nil),             // 42: georep.v1.FileChunk
-	(*FileCopy)(nil),              // 43: georep.v1.FileCopy
-	(*FileTrailer)(nil),           // 44: georep.v1.FileTrailer
-	(*PutFilesResponse)(nil),      // 45: georep.v1.PutFilesResponse
-	(*BlockSumsRequest)(nil),      // 46: georep.v1.BlockSumsRequest
-	(*BlockSumsResponse)(nil),     // 47: georep.v1.BlockSumsResponse
-	(*Block)(nil),                 // 48: georep.v1.Block
-	(*StageFilesRequest)(nil),     // 49: georep.v1.StageFilesRequest
-	(*StageFilesResponse)(nil),    // 50: georep.v1.StageFilesResponse
-	(*StagedFile)(nil),            // 51: georep.v1.StagedFile
-	(*InstallStagedRequest)(nil),  // 52: georep.v1.InstallStagedRequest
-	(*InstallStagedResponse)(nil), // 53: georep.v1.InstallStagedResponse
-	(*RsyncTunnelRequest)(nil),    // 54: georep.v1.RsyncTunnelRequest
-	(*RsyncTunnelResponse)(nil),   // 55: georep.v1.RsyncTunnelResponse
-	(*RsyncExit)(nil),             // 56: georep.v1.RsyncExit
+	(*Claim)(nil),                 // 9: georep.v1.Claim
+	(*ClaimResult)(nil),           // 10: georep.v1.ClaimResult
+	(*HandshakeResponse)(nil),     // 11: georep.v1.HandshakeResponse
+	(*Entry)(nil),                 // 12: georep.v1.Entry
+	(*EntryOpsRequest)(nil),       // 13: georep.v1.EntryOpsRequest
+	(*EntryResult)(nil),           // 14: georep.v1.EntryResult
+	(*EntryOpsResponse)(nil),      // 15: georep.v1.EntryOpsResponse
+	(*Xattr)(nil),                 // 16: georep.v1.Xattr
+	(*MetaEntry)(nil),             // 17: georep.v1.MetaEntry
+	(*MetaOpsRequest)(nil),        // 18: georep.v1.MetaOpsRequest
+	(*MetaOpsResponse)(nil),       // 19: georep.v1.MetaOpsResponse
+	(*StimeRequest)(nil),          // 20: georep.v1.StimeRequest
+	(*StimeResponse)(nil),         // 21: georep.v1.StimeResponse
+	(*SetStimeRequest)(nil),       // 22: georep.v1.SetStimeRequest
+	(*SetStimeResponse)(nil),      // 23: georep.v1.SetStimeResponse
+	(*XtimeRequest)(nil),          // 24: georep.v1.XtimeRequest
+	(*XtimeResponse)(nil),         // 25: georep.v1.XtimeResponse
+	(*SetXtimeRequest)(nil),       // 26: georep.v1.SetXtimeRequest
+	(*SetXtimeResponse)(nil),      // 27: georep.v1.SetXtimeResponse
+	(*KeepAliveRequest)(nil),      // 28: georep.v1.KeepAliveRequest
+	(*KeepAliveResponse)(nil),     // 29: georep.v1.KeepAliveResponse
+	(*VolumeInfoRequest)(nil),     // 30: georep.v1.VolumeInfoRequest
+	(*VolumeInfoResponse)(nil),    // 31: georep.v1.VolumeInfoResponse
+	(*DirEntry)(nil),              // 32: georep.v1.DirEntry
+	(*EntriesRequest)(nil),        // 33: georep.v1.EntriesRequest
+	(*EntriesResponse)(nil),       // 34: georep.v1.EntriesResponse
+	(*LstatRequest)(nil),          // 35: georep.v1.LstatRequest
+	(*LstatResponse)(nil),         // 36: georep.v1.LstatResponse
+	(*GfidRequest)(nil),           // 37: georep.v1.GfidRequest
+	(*GfidResponse)(nil),          // 38: georep.v1.GfidResponse
+	(*PurgeRequest)(nil),          // 39: georep.v1.PurgeRequest
+	(*PurgeResponse)(nil),         // 40: georep.v1.PurgeResponse
+	(*PutFilesRequest)(nil),       // 41: georep.v1.PutFilesRequest
+	(*FileBatch)(nil),             // 42: georep.v1.FileBatch
+	(*FileHeader)(nil),            // 43: georep.v1.FileHeader
+	(*FileChunk)(nil),             // 44: georep.v1.FileChunk
+	(*FileCopy)(nil),              // 45: georep.v1.FileCopy
+	(*FileTrailer)(nil),           // 46: georep.v1.FileTrailer
+	(*PutFilesResponse)(nil),      // 47: georep.v1.PutFilesResponse
+	(*BlockSumsRequest)(nil),      // 48: georep.v1.BlockSumsRequest
+	(*BlockSumsResponse)(nil),     // 49: georep.v1.BlockSumsResponse
+	(*Block)(nil),                 // 50: georep.v1.Block
+	(*StageFilesRequest)(nil),     // 51: georep.v1.StageFilesRequest
+	(*StageFilesResponse)(nil),    // 52: georep.v1.StageFilesResponse
+	(*StagedFile)(nil),            // 53: georep.v1.StagedFile
+	(*InstallStagedRequest)(nil),  // 54: georep.v1.InstallStagedRequest
+	(*InstallStagedResponse)(nil), // 55: georep.v1.InstallStagedResponse
+	(*RsyncTunnelRequest)(nil),    // 56: georep.v1.RsyncTunnelRequest
+	(*RsyncTunnelResponse)(nil),   // 57: georep.v1.RsyncTunnelResponse
+	(*RsyncExit)(nil),             // 58: georep.v1.RsyncExit
 }
 var file_georep_v1_slave_proto_depIdxs = []int32{
 	4,  // 0: georep.v1.VolumeMark.version:type_name -> georep.v1.Version
@@ -4170,91 +4316,94 @@ var file_georep_v1_slave_proto_depIdxs = []int32{
 	4,  // 7: georep.v1.HandshakeRequest.object:type_name -> georep.v1.Version
 	6,  // 8: georep.v1.HandshakeRequest.master:type_name -> georep.v1.VolumeMark
 	1,  // 9: georep.v1.HandshakeRequest.compressions:type_name -> georep.v1.Compression
-	4,  // 10: georep.v1.HandshakeResponse.protocol:type_name -> georep.v1.Version
-	4,  // 11: georep.v1.HandshakeResponse.object:type_name -> georep.v1.Version
-	6,  // 12: georep.v1.HandshakeResponse.native:type_name -> georep.v1.VolumeMark
-	1,  // 13: georep.v1.HandshakeResponse.compressions:type_name -> georep.v1.Compression
-	0,  // 14: georep.v1.HandshakeResponse.content_digests:type_name -> georep.v1.ContentDigest
-	2,  // 15: georep.v1.Entry.op:type_name -> georep.v1.EntryOp
-	7,  // 16: georep.v1.Entry.stat:type_name -> georep.v1.Stat
-	10, // 17: georep.v1.EntryOpsRequest.entries:type_name -> georep.v1.Entry
-	3,  // 18: georep.v1.EntryResult.resolution:type_name -> georep.v1.Resolution
-	12, // 19: georep.v1.EntryOpsResponse.results:type_name -> georep.v1.EntryResult
-	5,  // 20: georep.v1.MetaEntry.atime:type_name -> georep.v1.Timestamp
-	5,  // 21: georep.v1.MetaEntry.mtime:type_name -> georep.v1.Timestamp
-	14, // 22: georep.v1.MetaEntry.set_xattrs:type_name -> georep.v1.Xattr
-	15, // 23: georep.v1.MetaOpsRequest.entries:type_name -> georep.v1.MetaEntry
-	12, // 24: georep.v1.MetaOpsResponse.results:type_name -> georep.v1.EntryResult
-	5,  // 25: georep.v1.StimeResponse.stime:type_name -> georep.v1.Timestamp
-	5,  // 26: georep.v1.SetStimeRequest.stime:type_name -> georep.v1.Timestamp
-	5,  // 27: georep.v1.XtimeResponse.xtime:type_name -> georep.v1.Timestamp
-	5,  // 28: georep.v1.SetXtimeRequest.xtime:type_name -> georep.v1.Timestamp
-	6,  // 29: georep.v1.KeepAliveRequest.mark:type_name -> georep.v1.VolumeMark
-	6,  // 30: georep.v1.VolumeInfoResponse.native:type_name -> georep.v1.VolumeMark
-	6,  // 31: georep.v1.VolumeInfoResponse.foreign:type_name -> georep.v1.VolumeMark
-	7,  // 32: georep.v1.DirEntry.stat:type_name -> georep.v1.Stat
-	30, // 33: georep.v1.EntriesResponse.entries:type_name -> georep.v1.DirEntry
-	7,  // 34: georep.v1.LstatResponse.stat:type_name -> georep.v1.Stat
-	41, // 35: georep.v1.PutFilesRequest.header:type_name -> georep.v1.FileHeader
-	42, // 36: georep.v1.PutFilesRequest.chunk:type_name -> georep.v1.FileChunk
-	44, // 37: georep.v1.PutFilesRequest.trailer:type_name -> georep.v1.FileTrailer
-	43, // 38: georep.v1.PutFilesRequest.copy:type_name -> georep.v1.FileCopy
-	40, // 39: georep.v1.PutFilesRequest.batch:type_name -> georep.v1.FileBatch
-	41, // 40: georep.v1.FileBatch.files:type_name -> georep.v1.FileHeader
-	7,  // 41: georep.v1.FileHeader.stat:type_name -> georep.v1.Stat
-	42, // 42: georep.v1.FileHeader.chunk:type_name -> georep.v1.FileChunk
-	44, // 43: georep.v1.FileHeader.trailer:type_name -> georep.v1.FileTrailer
-	0,  // 44: georep.v1.FileHeader.digest:type_name -> georep.v1.ContentDigest
-	1,  // 45: georep.v1.FileChunk.compression:type_name -> georep.v1.Compression
-	12, // 46: georep.v1.PutFilesResponse.result:type_name -> georep.v1.EntryResult
-	45, // 47: georep.v1.PutFilesResponse.results:type_name -> georep.v1.PutFilesResponse
-	48, // 48: georep.v1.BlockSumsResponse.blocks:type_name -> georep.v1.Block
-	12, // 49: georep.v1.StageFilesResponse.results:type_name -> georep.v1.EntryResult
-	7,  // 50: georep.v1.StagedFile.stat:type_name -> georep.v1.Stat
-	51, // 51: georep.v1.InstallStagedRequest.files:type_name -> georep.v1.StagedFile
-	45, // 52: georep.v1.InstallStagedResponse.results:type_name -> georep.v1.PutFilesResponse
-	56, // 53: georep.v1.RsyncTunnelResponse.exit:type_name -> georep.v1.RsyncExit
-	8,  // 54: georep.v1.Slave.Handshake:input_type -> georep.v1.HandshakeRequest
-	11, // 55: georep.v1.Slave.EntryOps:input_type -> georep.v1.EntryOpsRequest
-	16, // 56: georep.v1.Slave.MetaOps:input_type -> georep.v1.MetaOpsRequest
-	18, // 57: georep.v1.Slave.Stime:input_type -> georep.v1.StimeRequest
-	20, // 58: georep.v1.Slave.SetStime:input_type -> georep.v1.SetStimeRequest
-	22, // 59: georep.v1.Slave.Xtime:input_type -> georep.v1.XtimeRequest
-	24, // 60: georep.v1.Slave.SetXtime:input_type -> georep.v1.SetXtimeRequest
-	26, // 61: georep.v1.Slave.KeepAlive:input_type -> georep.v1.KeepAliveRequest
-	28, // 62: georep.v1.Slave.VolumeInfo:input_type -> georep.v1.VolumeInfoRequest
-	31, // 63: georep.v1.Slave.Entries:input_type -> georep.v1.EntriesRequest
-	33, // 64: georep.v1.Slave.Lstat:input_type -> georep.v1.LstatRequest
-	35, // 65: georep.v1.Slave.Gfid:input_type -> georep.v1.GfidRequest
-	37, // 66: georep.v1.Slave.Purge:input_type -> georep.v1.PurgeRequest
-	39, // 67: georep.v1.Slave.PutFiles:input_type -> georep.v1.PutFilesRequest
-	46, // 68: georep.v1.Slave.BlockSums:input_type -> georep.v1.BlockSumsRequest
-	49, // 69: georep.v1.Slave.StageFiles:input_type -> georep.v1.StageFilesRequest
-	52, // 70: georep.v1.Slave.InstallStaged:input_type -> georep.v1.InstallStagedRequest
-	54, // 71: georep.v1.Slave.RsyncTunnel:input_type -> georep.v1.RsyncTunnelRequest
-	9,  // 72: georep.v1.Slave.Handshake:output_type -> georep.v1.HandshakeResponse
-	13, // 73: georep.v1.Slave.EntryOps:output_type -> georep.v1.EntryOpsResponse
-	17, // 74: georep.v1.Slave.MetaOps:output_type -> georep.v1.MetaOpsResponse
-	19, // 75: georep.v1.Slave.Stime:output_type -> georep.v1.StimeResponse
-	21, // 76: georep.v1.Slave.SetStime:output_type -> georep.v1.SetStimeResponse
-	23, // 77: georep.v1.Slave.Xtime:output_type -> georep.v1.XtimeResponse
-	25, // 78: georep.v1.Slave.SetXtime:output_type -> georep.v1.SetXtimeResponse
-	27, // 79: georep.v1.Slave.KeepAlive:output_type -> georep.v1.KeepAliveResponse
-	29, // 80: georep.v1.Slave.VolumeInfo:output_type -> georep.v1.VolumeInfoResponse
-	32, // 81: georep.v1.Slave.Entries:output_type -> georep.v1.EntriesResponse
-	34, // 82: georep.v1.Slave.Lstat:output_type -> georep.v1.LstatResponse
-	36, // 83: georep.v1.Slave.Gfid:output_type -> georep.v1.GfidResponse
-	38, // 84: georep.v1.Slave.Purge:output_type -> georep.v1.PurgeResponse
-	45, // 85: georep.v1.Slave.PutFiles:output_type -> georep.v1.PutFilesResponse
-	47, // 86: georep.v1.Slave.BlockSums:output_type -> georep.v1.BlockSumsResponse
-	50, // 87: georep.v1.Slave.StageFiles:output_type -> georep.v1.StageFilesResponse
-	53, // 88: georep.v1.Slave.InstallStaged:output_type -> georep.v1.InstallStagedResponse
-	55, // 89: georep.v1.Slave.RsyncTunnel:output_type -> georep.v1.RsyncTunnelResponse
-	72, // [72:90] is the sub-list for method output_type
-	54, // [54:72] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	9,  // 10: georep.v1.HandshakeRequest.claim:type_name -> georep.v1.Claim
+	6,  // 11: georep.v1.ClaimResult.others:type_name -> georep.v1.VolumeMark
+	4,  // 12: georep.v1.HandshakeResponse.protocol:type_name -> georep.v1.Version
+	4,  // 13: georep.v1.HandshakeResponse.object:type_name -> georep.v1.Version
+	6,  // 14: georep.v1.HandshakeResponse.native:type_name -> georep.v1.VolumeMark
+	1,  // 15: georep.v1.HandshakeResponse.compressions:type_name -> georep.v1.Compression
+	0,  // 16: georep.v1.HandshakeResponse.content_digests:type_name -> georep.v1.ContentDigest
+	10, // 17: georep.v1.HandshakeResponse.claim:type_name -> georep.v1.ClaimResult
+	2,  // 18: georep.v1.Entry.op:type_name -> georep.v1.EntryOp
+	7,  // 19: georep.v1.Entry.stat:type_name -> georep.v1.Stat
+	12, // 20: georep.v1.EntryOpsRequest.entries:type_name -> georep.v1.Entry
+	3,  // 21: georep.v1.EntryResult.resolution:type_name -> georep.v1.Resolution
+	14, // 22: georep.v1.EntryOpsResponse.results:type_name -> georep.v1.EntryResult
+	5,  // 23: georep.v1.MetaEntry.atime:type_name -> georep.v1.Timestamp
+	5,  // 24: georep.v1.MetaEntry.mtime:type_name -> georep.v1.Timestamp
+	16, // 25: georep.v1.MetaEntry.set_xattrs:type_name -> georep.v1.Xattr
+	17, // 26: georep.v1.MetaOpsRequest.entries:type_name -> georep.v1.MetaEntry
+	14, // 27: georep.v1.MetaOpsResponse.results:type_name -> georep.v1.EntryResult
+	5,  // 28: georep.v1.StimeResponse.stime:type_name -> georep.v1.Timestamp
+	5,  // 29: georep.v1.SetStimeRequest.stime:type_name -> georep.v1.Timestamp
+	5,  // 30: georep.v1.XtimeResponse.xtime:type_name -> georep.v1.Timestamp
+	5,  // 31: georep.v1.SetXtimeRequest.xtime:type_name -> georep.v1.Timestamp
+	6,  // 32: georep.v1.KeepAliveRequest.mark:type_name -> georep.v1.VolumeMark
+	6,  // 33: georep.v1.VolumeInfoResponse.native:type_name -> georep.v1.VolumeMark
+	6,  // 34: georep.v1.VolumeInfoResponse.foreign:type_name -> georep.v1.VolumeMark
+	7,  // 35: georep.v1.DirEntry.stat:type_name -> georep.v1.Stat
+	32, // 36: georep.v1.EntriesResponse.entries:type_name -> georep.v1.DirEntry
+	7,  // 37: georep.v1.LstatResponse.stat:type_name -> georep.v1.Stat
+	43, // 38: georep.v1.PutFilesRequest.header:type_name -> georep.v1.FileHeader
+	44, // 39: georep.v1.PutFilesRequest.chunk:type_name -> georep.v1.FileChunk
+	46, // 40: georep.v1.PutFilesRequest.trailer:type_name -> georep.v1.FileTrailer
+	45, // 41: georep.v1.PutFilesRequest.copy:type_name -> georep.v1.FileCopy
+	42, // 42: georep.v1.PutFilesRequest.batch:type_name -> georep.v1.FileBatch
+	43, // 43: georep.v1.FileBatch.files:type_name -> georep.v1.FileHeader
+	7,  // 44: georep.v1.FileHeader.stat:type_name -> georep.v1.Stat
+	44, // 45: georep.v1.FileHeader.chunk:type_name -> georep.v1.FileChunk
+	46, // 46: georep.v1.FileHeader.trailer:type_name -> georep.v1.FileTrailer
+	0,  // 47: georep.v1.FileHeader.digest:type_name -> georep.v1.ContentDigest
+	1,  // 48: georep.v1.FileChunk.compression:type_name -> georep.v1.Compression
+	14, // 49: georep.v1.PutFilesResponse.result:type_name -> georep.v1.EntryResult
+	47, // 50: georep.v1.PutFilesResponse.results:type_name -> georep.v1.PutFilesResponse
+	50, // 51: georep.v1.BlockSumsResponse.blocks:type_name -> georep.v1.Block
+	14, // 52: georep.v1.StageFilesResponse.results:type_name -> georep.v1.EntryResult
+	7,  // 53: georep.v1.StagedFile.stat:type_name -> georep.v1.Stat
+	53, // 54: georep.v1.InstallStagedRequest.files:type_name -> georep.v1.StagedFile
+	47, // 55: georep.v1.InstallStagedResponse.results:type_name -> georep.v1.PutFilesResponse
+	58, // 56: georep.v1.RsyncTunnelResponse.exit:type_name -> georep.v1.RsyncExit
+	8,  // 57: georep.v1.Slave.Handshake:input_type -> georep.v1.HandshakeRequest
+	13, // 58: georep.v1.Slave.EntryOps:input_type -> georep.v1.EntryOpsRequest
+	18, // 59: georep.v1.Slave.MetaOps:input_type -> georep.v1.MetaOpsRequest
+	20, // 60: georep.v1.Slave.Stime:input_type -> georep.v1.StimeRequest
+	22, // 61: georep.v1.Slave.SetStime:input_type -> georep.v1.SetStimeRequest
+	24, // 62: georep.v1.Slave.Xtime:input_type -> georep.v1.XtimeRequest
+	26, // 63: georep.v1.Slave.SetXtime:input_type -> georep.v1.SetXtimeRequest
+	28, // 64: georep.v1.Slave.KeepAlive:input_type -> georep.v1.KeepAliveRequest
+	30, // 65: georep.v1.Slave.VolumeInfo:input_type -> georep.v1.VolumeInfoRequest
+	33, // 66: georep.v1.Slave.Entries:input_type -> georep.v1.EntriesRequest
+	35, // 67: georep.v1.Slave.Lstat:input_type -> georep.v1.LstatRequest
+	37, // 68: georep.v1.Slave.Gfid:input_type -> georep.v1.GfidRequest
+	39, // 69: georep.v1.Slave.Purge:input_type -> georep.v1.PurgeRequest
+	41, // 70: georep.v1.Slave.PutFiles:input_type -> georep.v1.PutFilesRequest
+	48, // 71: georep.v1.Slave.BlockSums:input_type -> georep.v1.BlockSumsRequest
+	51, // 72: georep.v1.Slave.StageFiles:input_type -> georep.v1.StageFilesRequest
+	54, // 73: georep.v1.Slave.InstallStaged:input_type -> georep.v1.InstallStagedRequest
+	56, // 74: georep.v1.Slave.RsyncTunnel:input_type -> georep.v1.RsyncTunnelRequest
+	11, // 75: georep.v1.Slave.Handshake:output_type -> georep.v1.HandshakeResponse
+	15, // 76: georep.v1.Slave.EntryOps:output_type -> georep.v1.EntryOpsResponse
+	19, // 77: georep.v1.Slave.MetaOps:output_type -> georep.v1.MetaOpsResponse
+	21, // 78: georep.v1.Slave.Stime:output_type -> georep.v1.StimeResponse
+	23, // 79: georep.v1.Slave.SetStime:output_type -> georep.v1.SetStimeResponse
+	25, // 80: georep.v1.Slave.Xtime:output_type -> georep.v1.XtimeResponse
+	27, // 81: georep.v1.Slave.SetXtime:output_type -> georep.v1.SetXtimeResponse
+	29, // 82: georep.v1.Slave.KeepAlive:output_type -> georep.v1.KeepAliveResponse
+	31, // 83: georep.v1.Slave.VolumeInfo:output_type -> georep.v1.VolumeInfoResponse
+	34, // 84: georep.v1.Slave.Entries:output_type -> georep.v1.EntriesResponse
+	36, // 85: georep.v1.Slave.Lstat:output_type -> georep.v1.LstatResponse
+	38, // 86: georep.v1.Slave.Gfid:output_type -> georep.v1.GfidResponse
+	40, // 87: georep.v1.Slave.Purge:output_type -> georep.v1.PurgeResponse
+	47, // 88: georep.v1.Slave.PutFiles:output_type -> georep.v1.PutFilesResponse
+	49, // 89: georep.v1.Slave.BlockSums:output_type -> georep.v1.BlockSumsResponse
+	52, // 90: georep.v1.Slave.StageFiles:output_type -> georep.v1.StageFilesResponse
+	55, // 91: georep.v1.Slave.InstallStaged:output_type -> georep.v1.InstallStagedResponse
+	57, // 92: georep.v1.Slave.RsyncTunnel:output_type -> georep.v1.RsyncTunnelResponse
+	75, // [75:93] is the sub-list for method output_type
+	57, // [57:75] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_georep_v1_slave_proto_init() }
@@ -4262,8 +4411,8 @@ func file_georep_v1_slave_proto_init() {
 	if File_georep_v1_slave_proto != nil {
 		return
 	}
-	file_georep_v1_slave_proto_msgTypes[11].OneofWrappers = []any{}
-	file_georep_v1_slave_proto_msgTypes[35].OneofWrappers = []any{
+	file_georep_v1_slave_proto_msgTypes[13].OneofWrappers = []any{}
+	file_georep_v1_slave_proto_msgTypes[37].OneofWrappers = []any{
 		(*PutFilesRequest_Header)(nil),
 		(*PutFilesRequest_Chunk)(nil),
 		(*PutFilesRequest_Trailer)(nil),
@@ -4276,7 +4425,7 @@ func file_georep_v1_slave_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_georep_v1_slave_proto_rawDesc), len(file_georep_v1_slave_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   53,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

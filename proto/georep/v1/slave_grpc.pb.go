@@ -58,6 +58,8 @@ type SlaveClient interface {
 	// Handshake compares protocol and object versions and returns the slave's
 	// volume information. A slave refuses a master whose protocol major
 	// version differs from its own (FAILED_PRECONDITION, both versions named).
+	// With a claim it also records the master's mark, as KeepAlive would,
+	// unless another master holds the root.
 	Handshake(ctx context.Context, in *HandshakeRequest, opts ...grpc.CallOption) (*HandshakeResponse, error)
 	// EntryOps applies a batch of namespace changes (create, link, rename,
 	// unlink, ...) in order. Each entry gets its own result; one failing entry
@@ -340,6 +342,8 @@ type SlaveServer interface {
 	// Handshake compares protocol and object versions and returns the slave's
 	// volume information. A slave refuses a master whose protocol major
 	// version differs from its own (FAILED_PRECONDITION, both versions named).
+	// With a claim it also records the master's mark, as KeepAlive would,
+	// unless another master holds the root.
 	Handshake(context.Context, *HandshakeRequest) (*HandshakeResponse, error)
 	// EntryOps applies a batch of namespace changes (create, link, rename,
 	// unlink, ...) in order. Each entry gets its own result; one failing entry
