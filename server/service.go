@@ -183,7 +183,32 @@ func (s *Service) MetaOps(ctx context.Context, req *pb.MetaOpsRequest) (*pb.Meta
 	if err := checkBatch("entries", len(req.GetEntries())); err != nil {
 		return nil, err
 	}
-	return &pb.MetaOpsResponse{Results: s.backend.MetaOps(ctx, req.GetEntries())}, nil
+	var master gfid.GFID
+	if st := req.GetStime(); st != nil {
+		var err error
+		if master, err = parseUUID("stime.master_uuid", st.GetMasterUuid()); err != nil {
+			return nil, err
+		}
+		if err := checkTimestamp("stime.stime", st.GetStime(), true); err != nil {
+			return nil, err
+		}
+	}
+	resp := &pb.MetaOpsResponse{Results: s.backend.MetaOps(ctx, req.GetEntries())}
+	if req.GetStime() == nil {
+		return resp, nil
+	}
+	for _, r := range resp.Results {
+		if r.GetErrno() != 0 {
+			return resp, nil
+		}
+	}
+	// A failure here is the master's SetStime to meet and report.
+	if err := s.backend.SetStime(master, req.GetStime().GetStime()); err != nil {
+		s.logger.Warn("stime sent with meta ops not recorded; the master sets it again", "master_uuid", master.String(), "err", err)
+		return resp, nil
+	}
+	resp.StimeSet = true
+	return resp, nil
 }
 
 // Stime returns a master's recorded sync time.

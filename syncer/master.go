@@ -490,11 +490,11 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 		return 0, 0, err
 	}
 	ph.intents = time.Since(t)
-	failed, err := m.apply(ctx, p, &ph)
+	failed, stimeSet, err := m.apply(ctx, p, cutAt, &ph)
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := m.commit(ctx, p, failed, cutAt, &ph); err != nil {
+	if err := m.commit(ctx, p, failed, stimeSet, cutAt, &ph); err != nil {
 		return 0, 0, err
 	}
 	if !p.Empty() {
@@ -699,26 +699,28 @@ type phaseTimes struct {
 }
 
 // apply sends p's entries, data and meta, retrying failing items, and
-// returns the GFIDs given up on.
-func (m *master) apply(ctx context.Context, p *plan.Plan, ph *phaseTimes) (map[gfid.GFID]failure, error) {
+// returns the GFIDs given up on, and whether the slave recorded cutAt as
+// the stime with the meta ops (see applyMeta).
+func (m *master) apply(ctx context.Context, p *plan.Plan, cutAt time.Time, ph *phaseTimes) (map[gfid.GFID]failure, bool, error) {
 	if err := m.awaitDial(ctx); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	failed := map[gfid.GFID]failure{}
 	t := time.Now()
 	if err := m.applyEntries(ctx, p.Entries, failed); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	ph.entries, t = time.Since(t), time.Now()
 	if err := m.applyData(ctx, p.Data, failed); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	ph.data, t = time.Since(t), time.Now()
-	if err := m.applyMeta(ctx, p.Meta, failed); err != nil {
-		return nil, err
+	stimeSet, err := m.applyMeta(ctx, p.Meta, failed, cutAt)
+	if err != nil {
+		return nil, false, err
 	}
 	ph.meta = time.Since(t)
-	return failed, nil
+	return failed, stimeSet, nil
 }
 
 func (m *master) applyEntries(ctx context.Context, entries []*pb.Entry, failed map[gfid.GFID]failure) error {
@@ -913,7 +915,12 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 	return nil
 }
 
-func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed map[gfid.GFID]failure) error {
+// applyMeta sends the meta ops. When nothing failed so far and they fit one
+// batch, the batch carries cutAt as the stime, which commit would
+// otherwise send in a round trip of its own: the slave records it only if
+// every meta op applied, so it claims no more than SetStime would. It
+// reports whether the slave recorded it.
+func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed map[gfid.GFID]failure, cutAt time.Time) (stimeSet bool, err error) {
 	// The attributes of an object whose entry or data failed are not sent:
 	// the object is not (or not wholly) on the slave.
 	var todo []*pb.MetaEntry
@@ -925,9 +932,15 @@ func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed map
 		}
 		todo = append(todo, e)
 	}
-	return sendBatches(ctx, m, todo, "meta ops",
+	var stime *pb.SetStimeRequest
+	if len(failed) == 0 && len(todo) > 0 && len(todo) <= batchSize {
+		stime = &pb.SetStimeRequest{MasterUuid: m.id.Bytes(), Stime: timestamp(cutAt)}
+	}
+	err = sendBatches(ctx, m, todo, "meta ops",
 		func(ctx context.Context, c *client.Conn, todo []*pb.MetaEntry) ([]*pb.EntryResult, error) {
-			resp, err := c.Slave.MetaOps(ctx, &pb.MetaOpsRequest{Entries: todo})
+			// Every attempt carries it: a retry holds all that is left.
+			resp, err := c.Slave.MetaOps(ctx, &pb.MetaOpsRequest{Entries: todo, Stime: stime})
+			stimeSet = resp.GetStimeSet()
 			return resp.GetResults(), err
 		},
 		m.obs.MetaApplied,
@@ -936,6 +949,11 @@ func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed map
 			failed[g] = failure{Kind: "meta", Op: "SETATTR", GFID: g.String(), Code: r.GetCode(),
 				Message: r.GetMessage(), Attempts: attempt, At: time.Now()}
 		})
+	return stimeSet && len(failed) == 0, err
+}
+
+func timestamp(t time.Time) *pb.Timestamp {
+	return &pb.Timestamp{Sec: t.Unix(), Nsec: uint32(t.Nanosecond())}
 }
 
 // commit makes what the slave applied durable there (its SetStime syncs
@@ -948,7 +966,9 @@ func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed map
 // An item given up on holds the stime back: stime never passes work the
 // slave does not have (gsyncd moved on and lost it silently). The lag then
 // grows in the status until a later crawl gets the item through.
-func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]failure, cutAt time.Time, ph *phaseTimes) error {
+//
+// stimeSet says the slave already recorded cutAt with the meta ops.
+func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]failure, stimeSet bool, cutAt time.Time, ph *phaseTimes) error {
 	t := time.Now()
 	m.mu.Lock()
 	stime := m.st.LastSynced
@@ -962,17 +982,20 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 	// nothing.
 	ts := &pb.Timestamp{}
 	if !stime.IsZero() {
-		ts = &pb.Timestamp{Sec: stime.Unix(), Nsec: uint32(stime.Nanosecond())}
+		ts = timestamp(stime)
 	}
 	// The index transaction is built while SetStime (and the slave's
 	// flush) is under way, a round trip that would otherwise come first,
 	// and commits only once it succeeded; on failure it rolls back.
 	stimeDone := make(chan error, 1)
 	go func() {
-		err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) error {
-			_, err := c.Slave.SetStime(ctx, &pb.SetStimeRequest{MasterUuid: m.id.Bytes(), Stime: ts})
-			return err
-		})
+		var err error
+		if !stimeSet {
+			err = m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) error {
+				_, err := c.Slave.SetStime(ctx, &pb.SetStimeRequest{MasterUuid: m.id.Bytes(), Stime: ts})
+				return err
+			})
+		}
 		if m.cfg.afterSetStime != nil {
 			err = m.cfg.afterSetStime(err)
 		}

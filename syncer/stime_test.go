@@ -17,6 +17,7 @@ import (
 	"github.com/georep/georep/internal/testbin"
 	"github.com/georep/georep/internal/testfs"
 	"github.com/georep/georep/internal/treecmp"
+	"github.com/georep/georep/server/backend"
 	"github.com/georep/georep/syncer/index"
 )
 
@@ -106,9 +107,10 @@ func TestIndexWaitsForSetStime(t *testing.T) {
 			t.Fatal(derr)
 		}
 		var objects, stimed bool
+		var stimeNS int64
 		if verr := db.View(func(tx *index.Tx) error {
 			objects = tx.HasObjects()
-			_, stimed = tx.Stime()
+			stimeNS, stimed = tx.Stime()
 			return nil
 		}); verr != nil {
 			t.Fatal(verr)
@@ -128,6 +130,21 @@ func TestIndexWaitsForSetStime(t *testing.T) {
 		}
 		if !objects || !stimed {
 			t.Fatalf("%s: the index holds objects %v, stime %v; want both", tc.name, objects, stimed)
+		}
+		// The slave recorded the same stime (with the meta ops, or by
+		// SetStime): the two never disagree after a run that succeeded.
+		id, err := masterID(tr.state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sb, err := backend.Open(tr.slave, backend.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts, found, err := sb.Stime(id)
+		sb.Close()
+		if err != nil || !found || ts.GetSec()*1e9+int64(ts.GetNsec()) != stimeNS {
+			t.Fatalf("%s: the slave's stime is %v (found %v, %v); the index's is %d ns", tc.name, ts, found, err, stimeNS)
 		}
 		if !treecmp.Compare(t, tr.master, tr.slave, treecmp.Options{}) {
 			t.Fatalf("%s: the slave differs from the master after the run that succeeded", tc.name)

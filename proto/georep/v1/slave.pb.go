@@ -1433,7 +1433,11 @@ func (x *MetaEntry) GetReplaceXattrs() bool {
 type MetaOpsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The changes, applied in order.
-	Entries       []*MetaEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Entries []*MetaEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Optional: once every entry applied (errno 0), record this stime as
+	// SetStime would, flush first included, saving the batch's last round
+	// trip. Checked before any entry is applied.
+	Stime         *SetStimeRequest `protobuf:"bytes,2,opt,name=stime,proto3" json:"stime,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1475,11 +1479,22 @@ func (x *MetaOpsRequest) GetEntries() []*MetaEntry {
 	return nil
 }
 
+func (x *MetaOpsRequest) GetStime() *SetStimeRequest {
+	if x != nil {
+		return x.Stime
+	}
+	return nil
+}
+
 // MetaOpsResponse has one result per meta entry, in request order.
 type MetaOpsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Results, index-aligned with the request's entries.
-	Results       []*EntryResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	Results []*EntryResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// True when the request's stime was recorded. False when it had none,
+	// an entry failed, recording it failed, or the slave predates the
+	// field: then the master calls SetStime.
+	StimeSet      bool `protobuf:"varint,2,opt,name=stime_set,json=stimeSet,proto3" json:"stime_set,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1519,6 +1534,13 @@ func (x *MetaOpsResponse) GetResults() []*EntryResult {
 		return x.Results
 	}
 	return nil
+}
+
+func (x *MetaOpsResponse) GetStimeSet() bool {
+	if x != nil {
+		return x.StimeSet
+	}
+	return false
 }
 
 // StimeRequest asks for a master's sync time.
@@ -4032,11 +4054,13 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x0ereplace_xattrs\x18\t \x01(\bR\rreplaceXattrsB\a\n" +
 	"\x05_modeB\x06\n" +
 	"\x04_uidB\x06\n" +
-	"\x04_gid\"@\n" +
+	"\x04_gid\"r\n" +
 	"\x0eMetaOpsRequest\x12.\n" +
-	"\aentries\x18\x01 \x03(\v2\x14.georep.v1.MetaEntryR\aentries\"C\n" +
+	"\aentries\x18\x01 \x03(\v2\x14.georep.v1.MetaEntryR\aentries\x120\n" +
+	"\x05stime\x18\x02 \x01(\v2\x1a.georep.v1.SetStimeRequestR\x05stime\"`\n" +
 	"\x0fMetaOpsResponse\x120\n" +
-	"\aresults\x18\x01 \x03(\v2\x16.georep.v1.EntryResultR\aresults\"/\n" +
+	"\aresults\x18\x01 \x03(\v2\x16.georep.v1.EntryResultR\aresults\x12\x1b\n" +
+	"\tstime_set\x18\x02 \x01(\bR\bstimeSet\"/\n" +
 	"\fStimeRequest\x12\x1f\n" +
 	"\vmaster_uuid\x18\x01 \x01(\fR\n" +
 	"masterUuid\"Q\n" +
@@ -4333,77 +4357,78 @@ var file_georep_v1_slave_proto_depIdxs = []int32{
 	5,  // 24: georep.v1.MetaEntry.mtime:type_name -> georep.v1.Timestamp
 	16, // 25: georep.v1.MetaEntry.set_xattrs:type_name -> georep.v1.Xattr
 	17, // 26: georep.v1.MetaOpsRequest.entries:type_name -> georep.v1.MetaEntry
-	14, // 27: georep.v1.MetaOpsResponse.results:type_name -> georep.v1.EntryResult
-	5,  // 28: georep.v1.StimeResponse.stime:type_name -> georep.v1.Timestamp
-	5,  // 29: georep.v1.SetStimeRequest.stime:type_name -> georep.v1.Timestamp
-	5,  // 30: georep.v1.XtimeResponse.xtime:type_name -> georep.v1.Timestamp
-	5,  // 31: georep.v1.SetXtimeRequest.xtime:type_name -> georep.v1.Timestamp
-	6,  // 32: georep.v1.KeepAliveRequest.mark:type_name -> georep.v1.VolumeMark
-	6,  // 33: georep.v1.VolumeInfoResponse.native:type_name -> georep.v1.VolumeMark
-	6,  // 34: georep.v1.VolumeInfoResponse.foreign:type_name -> georep.v1.VolumeMark
-	7,  // 35: georep.v1.DirEntry.stat:type_name -> georep.v1.Stat
-	32, // 36: georep.v1.EntriesResponse.entries:type_name -> georep.v1.DirEntry
-	7,  // 37: georep.v1.LstatResponse.stat:type_name -> georep.v1.Stat
-	43, // 38: georep.v1.PutFilesRequest.header:type_name -> georep.v1.FileHeader
-	44, // 39: georep.v1.PutFilesRequest.chunk:type_name -> georep.v1.FileChunk
-	46, // 40: georep.v1.PutFilesRequest.trailer:type_name -> georep.v1.FileTrailer
-	45, // 41: georep.v1.PutFilesRequest.copy:type_name -> georep.v1.FileCopy
-	42, // 42: georep.v1.PutFilesRequest.batch:type_name -> georep.v1.FileBatch
-	43, // 43: georep.v1.FileBatch.files:type_name -> georep.v1.FileHeader
-	7,  // 44: georep.v1.FileHeader.stat:type_name -> georep.v1.Stat
-	44, // 45: georep.v1.FileHeader.chunk:type_name -> georep.v1.FileChunk
-	46, // 46: georep.v1.FileHeader.trailer:type_name -> georep.v1.FileTrailer
-	0,  // 47: georep.v1.FileHeader.digest:type_name -> georep.v1.ContentDigest
-	1,  // 48: georep.v1.FileChunk.compression:type_name -> georep.v1.Compression
-	14, // 49: georep.v1.PutFilesResponse.result:type_name -> georep.v1.EntryResult
-	47, // 50: georep.v1.PutFilesResponse.results:type_name -> georep.v1.PutFilesResponse
-	50, // 51: georep.v1.BlockSumsResponse.blocks:type_name -> georep.v1.Block
-	14, // 52: georep.v1.StageFilesResponse.results:type_name -> georep.v1.EntryResult
-	7,  // 53: georep.v1.StagedFile.stat:type_name -> georep.v1.Stat
-	53, // 54: georep.v1.InstallStagedRequest.files:type_name -> georep.v1.StagedFile
-	47, // 55: georep.v1.InstallStagedResponse.results:type_name -> georep.v1.PutFilesResponse
-	58, // 56: georep.v1.RsyncTunnelResponse.exit:type_name -> georep.v1.RsyncExit
-	8,  // 57: georep.v1.Slave.Handshake:input_type -> georep.v1.HandshakeRequest
-	13, // 58: georep.v1.Slave.EntryOps:input_type -> georep.v1.EntryOpsRequest
-	18, // 59: georep.v1.Slave.MetaOps:input_type -> georep.v1.MetaOpsRequest
-	20, // 60: georep.v1.Slave.Stime:input_type -> georep.v1.StimeRequest
-	22, // 61: georep.v1.Slave.SetStime:input_type -> georep.v1.SetStimeRequest
-	24, // 62: georep.v1.Slave.Xtime:input_type -> georep.v1.XtimeRequest
-	26, // 63: georep.v1.Slave.SetXtime:input_type -> georep.v1.SetXtimeRequest
-	28, // 64: georep.v1.Slave.KeepAlive:input_type -> georep.v1.KeepAliveRequest
-	30, // 65: georep.v1.Slave.VolumeInfo:input_type -> georep.v1.VolumeInfoRequest
-	33, // 66: georep.v1.Slave.Entries:input_type -> georep.v1.EntriesRequest
-	35, // 67: georep.v1.Slave.Lstat:input_type -> georep.v1.LstatRequest
-	37, // 68: georep.v1.Slave.Gfid:input_type -> georep.v1.GfidRequest
-	39, // 69: georep.v1.Slave.Purge:input_type -> georep.v1.PurgeRequest
-	41, // 70: georep.v1.Slave.PutFiles:input_type -> georep.v1.PutFilesRequest
-	48, // 71: georep.v1.Slave.BlockSums:input_type -> georep.v1.BlockSumsRequest
-	51, // 72: georep.v1.Slave.StageFiles:input_type -> georep.v1.StageFilesRequest
-	54, // 73: georep.v1.Slave.InstallStaged:input_type -> georep.v1.InstallStagedRequest
-	56, // 74: georep.v1.Slave.RsyncTunnel:input_type -> georep.v1.RsyncTunnelRequest
-	11, // 75: georep.v1.Slave.Handshake:output_type -> georep.v1.HandshakeResponse
-	15, // 76: georep.v1.Slave.EntryOps:output_type -> georep.v1.EntryOpsResponse
-	19, // 77: georep.v1.Slave.MetaOps:output_type -> georep.v1.MetaOpsResponse
-	21, // 78: georep.v1.Slave.Stime:output_type -> georep.v1.StimeResponse
-	23, // 79: georep.v1.Slave.SetStime:output_type -> georep.v1.SetStimeResponse
-	25, // 80: georep.v1.Slave.Xtime:output_type -> georep.v1.XtimeResponse
-	27, // 81: georep.v1.Slave.SetXtime:output_type -> georep.v1.SetXtimeResponse
-	29, // 82: georep.v1.Slave.KeepAlive:output_type -> georep.v1.KeepAliveResponse
-	31, // 83: georep.v1.Slave.VolumeInfo:output_type -> georep.v1.VolumeInfoResponse
-	34, // 84: georep.v1.Slave.Entries:output_type -> georep.v1.EntriesResponse
-	36, // 85: georep.v1.Slave.Lstat:output_type -> georep.v1.LstatResponse
-	38, // 86: georep.v1.Slave.Gfid:output_type -> georep.v1.GfidResponse
-	40, // 87: georep.v1.Slave.Purge:output_type -> georep.v1.PurgeResponse
-	47, // 88: georep.v1.Slave.PutFiles:output_type -> georep.v1.PutFilesResponse
-	49, // 89: georep.v1.Slave.BlockSums:output_type -> georep.v1.BlockSumsResponse
-	52, // 90: georep.v1.Slave.StageFiles:output_type -> georep.v1.StageFilesResponse
-	55, // 91: georep.v1.Slave.InstallStaged:output_type -> georep.v1.InstallStagedResponse
-	57, // 92: georep.v1.Slave.RsyncTunnel:output_type -> georep.v1.RsyncTunnelResponse
-	75, // [75:93] is the sub-list for method output_type
-	57, // [57:75] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	22, // 27: georep.v1.MetaOpsRequest.stime:type_name -> georep.v1.SetStimeRequest
+	14, // 28: georep.v1.MetaOpsResponse.results:type_name -> georep.v1.EntryResult
+	5,  // 29: georep.v1.StimeResponse.stime:type_name -> georep.v1.Timestamp
+	5,  // 30: georep.v1.SetStimeRequest.stime:type_name -> georep.v1.Timestamp
+	5,  // 31: georep.v1.XtimeResponse.xtime:type_name -> georep.v1.Timestamp
+	5,  // 32: georep.v1.SetXtimeRequest.xtime:type_name -> georep.v1.Timestamp
+	6,  // 33: georep.v1.KeepAliveRequest.mark:type_name -> georep.v1.VolumeMark
+	6,  // 34: georep.v1.VolumeInfoResponse.native:type_name -> georep.v1.VolumeMark
+	6,  // 35: georep.v1.VolumeInfoResponse.foreign:type_name -> georep.v1.VolumeMark
+	7,  // 36: georep.v1.DirEntry.stat:type_name -> georep.v1.Stat
+	32, // 37: georep.v1.EntriesResponse.entries:type_name -> georep.v1.DirEntry
+	7,  // 38: georep.v1.LstatResponse.stat:type_name -> georep.v1.Stat
+	43, // 39: georep.v1.PutFilesRequest.header:type_name -> georep.v1.FileHeader
+	44, // 40: georep.v1.PutFilesRequest.chunk:type_name -> georep.v1.FileChunk
+	46, // 41: georep.v1.PutFilesRequest.trailer:type_name -> georep.v1.FileTrailer
+	45, // 42: georep.v1.PutFilesRequest.copy:type_name -> georep.v1.FileCopy
+	42, // 43: georep.v1.PutFilesRequest.batch:type_name -> georep.v1.FileBatch
+	43, // 44: georep.v1.FileBatch.files:type_name -> georep.v1.FileHeader
+	7,  // 45: georep.v1.FileHeader.stat:type_name -> georep.v1.Stat
+	44, // 46: georep.v1.FileHeader.chunk:type_name -> georep.v1.FileChunk
+	46, // 47: georep.v1.FileHeader.trailer:type_name -> georep.v1.FileTrailer
+	0,  // 48: georep.v1.FileHeader.digest:type_name -> georep.v1.ContentDigest
+	1,  // 49: georep.v1.FileChunk.compression:type_name -> georep.v1.Compression
+	14, // 50: georep.v1.PutFilesResponse.result:type_name -> georep.v1.EntryResult
+	47, // 51: georep.v1.PutFilesResponse.results:type_name -> georep.v1.PutFilesResponse
+	50, // 52: georep.v1.BlockSumsResponse.blocks:type_name -> georep.v1.Block
+	14, // 53: georep.v1.StageFilesResponse.results:type_name -> georep.v1.EntryResult
+	7,  // 54: georep.v1.StagedFile.stat:type_name -> georep.v1.Stat
+	53, // 55: georep.v1.InstallStagedRequest.files:type_name -> georep.v1.StagedFile
+	47, // 56: georep.v1.InstallStagedResponse.results:type_name -> georep.v1.PutFilesResponse
+	58, // 57: georep.v1.RsyncTunnelResponse.exit:type_name -> georep.v1.RsyncExit
+	8,  // 58: georep.v1.Slave.Handshake:input_type -> georep.v1.HandshakeRequest
+	13, // 59: georep.v1.Slave.EntryOps:input_type -> georep.v1.EntryOpsRequest
+	18, // 60: georep.v1.Slave.MetaOps:input_type -> georep.v1.MetaOpsRequest
+	20, // 61: georep.v1.Slave.Stime:input_type -> georep.v1.StimeRequest
+	22, // 62: georep.v1.Slave.SetStime:input_type -> georep.v1.SetStimeRequest
+	24, // 63: georep.v1.Slave.Xtime:input_type -> georep.v1.XtimeRequest
+	26, // 64: georep.v1.Slave.SetXtime:input_type -> georep.v1.SetXtimeRequest
+	28, // 65: georep.v1.Slave.KeepAlive:input_type -> georep.v1.KeepAliveRequest
+	30, // 66: georep.v1.Slave.VolumeInfo:input_type -> georep.v1.VolumeInfoRequest
+	33, // 67: georep.v1.Slave.Entries:input_type -> georep.v1.EntriesRequest
+	35, // 68: georep.v1.Slave.Lstat:input_type -> georep.v1.LstatRequest
+	37, // 69: georep.v1.Slave.Gfid:input_type -> georep.v1.GfidRequest
+	39, // 70: georep.v1.Slave.Purge:input_type -> georep.v1.PurgeRequest
+	41, // 71: georep.v1.Slave.PutFiles:input_type -> georep.v1.PutFilesRequest
+	48, // 72: georep.v1.Slave.BlockSums:input_type -> georep.v1.BlockSumsRequest
+	51, // 73: georep.v1.Slave.StageFiles:input_type -> georep.v1.StageFilesRequest
+	54, // 74: georep.v1.Slave.InstallStaged:input_type -> georep.v1.InstallStagedRequest
+	56, // 75: georep.v1.Slave.RsyncTunnel:input_type -> georep.v1.RsyncTunnelRequest
+	11, // 76: georep.v1.Slave.Handshake:output_type -> georep.v1.HandshakeResponse
+	15, // 77: georep.v1.Slave.EntryOps:output_type -> georep.v1.EntryOpsResponse
+	19, // 78: georep.v1.Slave.MetaOps:output_type -> georep.v1.MetaOpsResponse
+	21, // 79: georep.v1.Slave.Stime:output_type -> georep.v1.StimeResponse
+	23, // 80: georep.v1.Slave.SetStime:output_type -> georep.v1.SetStimeResponse
+	25, // 81: georep.v1.Slave.Xtime:output_type -> georep.v1.XtimeResponse
+	27, // 82: georep.v1.Slave.SetXtime:output_type -> georep.v1.SetXtimeResponse
+	29, // 83: georep.v1.Slave.KeepAlive:output_type -> georep.v1.KeepAliveResponse
+	31, // 84: georep.v1.Slave.VolumeInfo:output_type -> georep.v1.VolumeInfoResponse
+	34, // 85: georep.v1.Slave.Entries:output_type -> georep.v1.EntriesResponse
+	36, // 86: georep.v1.Slave.Lstat:output_type -> georep.v1.LstatResponse
+	38, // 87: georep.v1.Slave.Gfid:output_type -> georep.v1.GfidResponse
+	40, // 88: georep.v1.Slave.Purge:output_type -> georep.v1.PurgeResponse
+	47, // 89: georep.v1.Slave.PutFiles:output_type -> georep.v1.PutFilesResponse
+	49, // 90: georep.v1.Slave.BlockSums:output_type -> georep.v1.BlockSumsResponse
+	52, // 91: georep.v1.Slave.StageFiles:output_type -> georep.v1.StageFilesResponse
+	55, // 92: georep.v1.Slave.InstallStaged:output_type -> georep.v1.InstallStagedResponse
+	57, // 93: georep.v1.Slave.RsyncTunnel:output_type -> georep.v1.RsyncTunnelResponse
+	76, // [76:94] is the sub-list for method output_type
+	58, // [58:76] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_georep_v1_slave_proto_init() }

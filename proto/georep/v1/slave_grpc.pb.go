@@ -67,6 +67,7 @@ type SlaveClient interface {
 	EntryOps(ctx context.Context, in *EntryOpsRequest, opts ...grpc.CallOption) (*EntryOpsResponse, error)
 	// MetaOps applies mode, owner, times and extended attributes to objects
 	// addressed by GFID, never following a symlink. One result per entry.
+	// With a stime, a batch that fully applied also records it.
 	MetaOps(ctx context.Context, in *MetaOpsRequest, opts ...grpc.CallOption) (*MetaOpsResponse, error)
 	// Stime returns the sync time a master (by its volume uuid) recorded on
 	// this slave: everything the master changed before it is on the slave.
@@ -351,6 +352,7 @@ type SlaveServer interface {
 	EntryOps(context.Context, *EntryOpsRequest) (*EntryOpsResponse, error)
 	// MetaOps applies mode, owner, times and extended attributes to objects
 	// addressed by GFID, never following a symlink. One result per entry.
+	// With a stime, a batch that fully applied also records it.
 	MetaOps(context.Context, *MetaOpsRequest) (*MetaOpsResponse, error)
 	// Stime returns the sync time a master (by its volume uuid) recorded on
 	// this slave: everything the master changed before it is on the slave.
