@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -490,11 +491,11 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 		return 0, 0, err
 	}
 	ph.intents = time.Since(t)
-	failed, stimeSet, err := m.apply(ctx, p, cutAt, &ph)
+	failed, err := m.apply(ctx, p, &ph)
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := m.commit(ctx, p, failed, stimeSet, cutAt, &ph); err != nil {
+	if err := m.commit(ctx, p, failed, cutAt, &ph); err != nil {
 		return 0, 0, err
 	}
 	if !p.Empty() {
@@ -698,29 +699,23 @@ type phaseTimes struct {
 	plan, intents, entries, data, meta, stime, index time.Duration
 }
 
-// apply sends p's entries, data and meta, retrying failing items, and
-// returns the GFIDs given up on, and whether the slave recorded cutAt as
-// the stime with the meta ops (see applyMeta).
-func (m *master) apply(ctx context.Context, p *plan.Plan, cutAt time.Time, ph *phaseTimes) (map[gfid.GFID]failure, bool, error) {
+// apply sends p's entries and data, retrying failing items, and returns
+// the GFIDs given up on. The meta ops go with the commit.
+func (m *master) apply(ctx context.Context, p *plan.Plan, ph *phaseTimes) (map[gfid.GFID]failure, error) {
 	if err := m.awaitDial(ctx); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	failed := map[gfid.GFID]failure{}
 	t := time.Now()
 	if err := m.applyEntries(ctx, p.Entries, failed); err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	ph.entries, t = time.Since(t), time.Now()
 	if err := m.applyData(ctx, p.Data, failed); err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	ph.data, t = time.Since(t), time.Now()
-	stimeSet, err := m.applyMeta(ctx, p.Meta, failed, cutAt)
-	if err != nil {
-		return nil, false, err
-	}
-	ph.meta = time.Since(t)
-	return failed, stimeSet, nil
+	ph.data = time.Since(t)
+	return failed, nil
 }
 
 func (m *master) applyEntries(ctx context.Context, entries []*pb.Entry, failed map[gfid.GFID]failure) error {
@@ -915,12 +910,12 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 	return nil
 }
 
-// applyMeta sends the meta ops. When nothing failed so far and they fit one
-// batch, the batch carries cutAt as the stime, which commit would
-// otherwise send in a round trip of its own: the slave records it only if
-// every meta op applied, so it claims no more than SetStime would. It
-// reports whether the slave recorded it.
-func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed map[gfid.GFID]failure, cutAt time.Time) (stimeSet bool, err error) {
+// applyMeta sends the meta ops of objects not in failed (which it only
+// reads); those it gives up on go to metaFailed. stime, when not nil and
+// the ops fit one batch, rides with them: the slave records it only if
+// every one applied, so it claims no more than SetStime would, and saves
+// SetStime's round trip. It reports whether the slave recorded it.
+func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed, metaFailed map[gfid.GFID]failure, stime *pb.SetStimeRequest) (stimeSet bool, err error) {
 	// The attributes of an object whose entry or data failed are not sent:
 	// the object is not (or not wholly) on the slave.
 	var todo []*pb.MetaEntry
@@ -932,9 +927,8 @@ func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed map
 		}
 		todo = append(todo, e)
 	}
-	var stime *pb.SetStimeRequest
-	if len(failed) == 0 && len(todo) > 0 && len(todo) <= batchSize {
-		stime = &pb.SetStimeRequest{MasterUuid: m.id.Bytes(), Stime: timestamp(cutAt)}
+	if len(todo) == 0 || len(todo) > batchSize {
+		stime = nil
 	}
 	err = sendBatches(ctx, m, todo, "meta ops",
 		func(ctx context.Context, c *client.Conn, todo []*pb.MetaEntry) ([]*pb.EntryResult, error) {
@@ -946,67 +940,130 @@ func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed map
 		m.obs.MetaApplied,
 		func(e *pb.MetaEntry, r *pb.EntryResult, attempt int) {
 			g, _ := gfid.FromBytes(e.GetGfid())
-			failed[g] = failure{Kind: "meta", Op: "SETATTR", GFID: g.String(), Code: r.GetCode(),
+			metaFailed[g] = failure{Kind: "meta", Op: "SETATTR", GFID: g.String(), Code: r.GetCode(),
 				Message: r.GetMessage(), Attempts: attempt, At: time.Now()}
 		})
-	return stimeSet && len(failed) == 0, err
+	return stimeSet && len(metaFailed) == 0, err
 }
 
 func timestamp(t time.Time) *pb.Timestamp {
 	return &pb.Timestamp{Sec: t.Unix(), Nsec: uint32(t.Nanosecond())}
 }
 
-// commit makes what the slave applied durable there (its SetStime syncs
-// the slave filesystem first), then records in one index transaction what
-// the slave now holds — every change except those of items given up on,
-// which stay different so the next crawl tries them again — and the new
-// stime. In that order, a crash between the two re-sends idempotent work
-// instead of believing in changes a slave crash could have lost.
+// commit sends the meta ops, makes what the slave applied durable there
+// (SetStime, or the meta ops carrying the stime, syncs the slave
+// filesystem first), then records in one index transaction what the slave
+// now holds — every change except those of items given up on, which stay
+// different so the next crawl tries them again — and the new stime. In
+// that order, a crash between the two re-sends idempotent work instead of
+// believing in changes a slave crash could have lost.
+//
+// The transaction is built while the meta ops and the stime are in
+// flight, as if every meta op will apply, and commits only once the slave
+// said so. A meta op given up on rolls it back: it is built again with
+// that failure while a SetStime that claims no more is in flight.
 //
 // An item given up on holds the stime back: stime never passes work the
 // slave does not have (gsyncd moved on and lost it silently). The lag then
 // grows in the status until a later crawl gets the item through.
-//
-// stimeSet says the slave already recorded cutAt with the meta ops.
-func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]failure, stimeSet bool, cutAt time.Time, ph *phaseTimes) error {
+func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]failure, cutAt time.Time, ph *phaseTimes) error {
+	t := time.Now()
+	metaFailed := map[gfid.GFID]failure{}
+	var metaErr error
+	stime, flushed, err := m.commitWith(ctx, p, failed, cutAt, func(ctx context.Context, req *pb.SetStimeRequest) error {
+		set, err := m.applyMeta(ctx, p.Meta, failed, metaFailed, req)
+		ph.meta = time.Since(t)
+		switch {
+		case err != nil:
+			metaErr = err
+			return err
+		case len(metaFailed) > 0:
+			return errMetaFailed
+		case set:
+			return nil
+		}
+		return m.setStime(ctx, req)
+	})
+	switch {
+	case metaErr != nil:
+		return metaErr
+	case errors.Is(err, errMetaFailed):
+		maps.Copy(failed, metaFailed)
+		stime, ph.stime, err = m.commitWith(ctx, p, failed, cutAt, m.setStime)
+	default:
+		ph.stime = max(0, flushed-ph.meta)
+	}
+	if err != nil {
+		return err
+	}
+	ph.index = time.Since(t) - ph.meta - ph.stime
+	var recent []failure
+	for _, f := range failed {
+		if f.Kind != deferred {
+			recent = append(recent, f)
+			m.obs.Failed(f.Kind, 1)
+		}
+	}
+	m.obs.Committed(stime)
+	m.publish(func(s *status.Status) {
+		s.LastSynced = stime
+		s.Pending = status.Pending{}
+		if len(failed) == 0 {
+			s.OldestPending = time.Time{}
+		}
+		s.Failures += int64(len(recent))
+		if len(recent) > 0 {
+			s.RecentFailures = append(recent, s.RecentFailures...)
+			if len(s.RecentFailures) > 50 {
+				s.RecentFailures = s.RecentFailures[:50]
+			}
+		}
+		if s.State != status.Faulty {
+			s.State = status.Active
+		}
+	})
+	return nil
+}
+
+// errMetaFailed rolls back an index transaction built before a meta op
+// was given up on.
+var errMetaFailed = errors.New("a meta op was given up on")
+
+// commitWith builds and commits the index transaction for p given the
+// failures in failed, while flush makes the slave durable up to the stime
+// it returns (cutAt when nothing failed, else the last one). The
+// transaction commits only if flush succeeded. It also returns how long
+// flush took.
+func (m *master) commitWith(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]failure, cutAt time.Time,
+	flush func(context.Context, *pb.SetStimeRequest) error) (stime time.Time, flushed time.Duration, err error) {
 	t := time.Now()
 	m.mu.Lock()
-	stime := m.st.LastSynced
+	stime = m.st.LastSynced
 	m.mu.Unlock()
 	if len(failed) == 0 {
 		stime = cutAt
 	}
-	// SetStime is also what flushes the slave (syncfs) before the index
-	// believes in its changes, so it is sent even with no stime to advance
-	// to (a first batch with items given up on): the epoch, which claims
-	// nothing.
+	// The flush is also what syncs the slave before the index believes in
+	// its changes, so it is sent even with no stime to advance to (a first
+	// batch with items given up on): the epoch, which claims nothing.
 	ts := &pb.Timestamp{}
 	if !stime.IsZero() {
 		ts = timestamp(stime)
 	}
-	// The index transaction is built while SetStime (and the slave's
-	// flush) is under way, a round trip that would otherwise come first,
-	// and commits only once it succeeded; on failure it rolls back.
 	stimeDone := make(chan error, 1)
 	go func() {
-		var err error
-		if !stimeSet {
-			err = m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) error {
-				_, err := c.Slave.SetStime(ctx, &pb.SetStimeRequest{MasterUuid: m.id.Bytes(), Stime: ts})
-				return err
-			})
-		}
-		if m.cfg.afterSetStime != nil {
+		err := flush(ctx, &pb.SetStimeRequest{MasterUuid: m.id.Bytes(), Stime: ts})
+		if m.cfg.afterSetStime != nil && !errors.Is(err, errMetaFailed) {
 			err = m.cfg.afterSetStime(err)
 		}
 		stimeDone <- err
 	}()
 	awaitStime := sync.OnceValue(func() error {
 		err := <-stimeDone
-		ph.stime = time.Since(t)
+		flushed = time.Since(t)
 		return err
 	})
-	err := m.db.Update(func(tx *index.Tx) error {
+	err = m.db.Update(func(tx *index.Tx) error {
 		kept := *p
 		kept.Changes = nil
 		for _, c := range p.Changes {
@@ -1056,40 +1113,25 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 		}
 		return awaitStime()
 	})
-	// Waits for SetStime also when the transaction failed on its own.
+	// Waits for the flush also when the transaction failed on its own.
 	if serr := awaitStime(); serr != nil {
-		return fmt.Errorf("record stime on the slave: %w", serr)
+		if errors.Is(serr, errMetaFailed) {
+			return stime, flushed, serr
+		}
+		return stime, flushed, fmt.Errorf("record stime on the slave: %w", serr)
 	}
 	if err != nil {
-		return fmt.Errorf("commit the index: %w", err)
+		return stime, flushed, fmt.Errorf("commit the index: %w", err)
 	}
-	ph.index = time.Since(t) - ph.stime
-	var recent []failure
-	for _, f := range failed {
-		if f.Kind != deferred {
-			recent = append(recent, f)
-			m.obs.Failed(f.Kind, 1)
-		}
-	}
-	m.obs.Committed(stime)
-	m.publish(func(s *status.Status) {
-		s.LastSynced = stime
-		s.Pending = status.Pending{}
-		if len(failed) == 0 {
-			s.OldestPending = time.Time{}
-		}
-		s.Failures += int64(len(recent))
-		if len(recent) > 0 {
-			s.RecentFailures = append(recent, s.RecentFailures...)
-			if len(s.RecentFailures) > 50 {
-				s.RecentFailures = s.RecentFailures[:50]
-			}
-		}
-		if s.State != status.Faulty {
-			s.State = status.Active
-		}
+	return stime, flushed, nil
+}
+
+// setStime records req on the slave, after syncing its filesystem.
+func (m *master) setStime(ctx context.Context, req *pb.SetStimeRequest) error {
+	return m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) error {
+		_, err := c.Slave.SetStime(ctx, req)
+		return err
 	})
-	return nil
 }
 
 // publish applies change to the status and writes it out.
