@@ -699,8 +699,8 @@ type phaseTimes struct {
 	plan, intents, entries, data, meta, stime, index time.Duration
 }
 
-// apply sends p's entries and data, retrying failing items, and returns
-// the GFIDs given up on. The meta ops go with the commit.
+// apply sends p's entries, retrying failing ones, and returns the GFIDs
+// given up on. Data and meta go with the commit.
 func (m *master) apply(ctx context.Context, p *plan.Plan, ph *phaseTimes) (map[gfid.GFID]failure, error) {
 	if err := m.awaitDial(ctx); err != nil {
 		return nil, err
@@ -710,11 +710,7 @@ func (m *master) apply(ctx context.Context, p *plan.Plan, ph *phaseTimes) (map[g
 	if err := m.applyEntries(ctx, p.Entries, failed); err != nil {
 		return nil, err
 	}
-	ph.entries, t = time.Since(t), time.Now()
-	if err := m.applyData(ctx, p.Data, failed); err != nil {
-		return nil, err
-	}
-	ph.data = time.Since(t)
+	ph.entries = time.Since(t)
 	return failed, nil
 }
 
@@ -910,12 +906,13 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 	return nil
 }
 
-// applyMeta sends the meta ops of objects not in failed (which it only
-// reads); those it gives up on go to metaFailed. stime, when not nil and
-// the ops fit one batch, rides with them: the slave records it only if
-// every one applied, so it claims no more than SetStime would, and saves
-// SetStime's round trip. It reports whether the slave recorded it.
-func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed, metaFailed map[gfid.GFID]failure, stime *pb.SetStimeRequest) (stimeSet bool, err error) {
+// applyMeta sends the meta ops of objects not in failed; those it gives
+// up on are added to it. stime, when not nil and the ops fit one batch,
+// rides with them: the slave records it only if every one applied, so it
+// claims no more than SetStime would, and saves SetStime's round trip. It
+// reports whether the slave recorded it.
+func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed map[gfid.GFID]failure, stime *pb.SetStimeRequest) (stimeSet bool, err error) {
+	before := len(failed)
 	// The attributes of an object whose entry or data failed are not sent:
 	// the object is not (or not wholly) on the slave.
 	var todo []*pb.MetaEntry
@@ -940,63 +937,74 @@ func (m *master) applyMeta(ctx context.Context, meta []*pb.MetaEntry, failed, me
 		m.obs.MetaApplied,
 		func(e *pb.MetaEntry, r *pb.EntryResult, attempt int) {
 			g, _ := gfid.FromBytes(e.GetGfid())
-			metaFailed[g] = failure{Kind: "meta", Op: "SETATTR", GFID: g.String(), Code: r.GetCode(),
+			failed[g] = failure{Kind: "meta", Op: "SETATTR", GFID: g.String(), Code: r.GetCode(),
 				Message: r.GetMessage(), Attempts: attempt, At: time.Now()}
 		})
-	return stimeSet && len(metaFailed) == 0, err
+	return stimeSet && len(failed) == before, err
 }
 
 func timestamp(t time.Time) *pb.Timestamp {
 	return &pb.Timestamp{Sec: t.Unix(), Nsec: uint32(t.Nanosecond())}
 }
 
-// commit sends the meta ops, makes what the slave applied durable there
-// (SetStime, or the meta ops carrying the stime, syncs the slave
-// filesystem first), then records in one index transaction what the slave
-// now holds — every change except those of items given up on, which stay
-// different so the next crawl tries them again — and the new stime. In
-// that order, a crash between the two re-sends idempotent work instead of
-// believing in changes a slave crash could have lost.
+// commit sends the data and the meta ops, makes what the slave applied
+// durable there (SetStime, or the meta ops carrying the stime, syncs the
+// slave filesystem first), then records in one index transaction what the
+// slave now holds — every change except those of items given up on, which
+// stay different so the next crawl tries them again — and the new stime.
+// In that order, a crash between the two re-sends idempotent work instead
+// of believing in changes a slave crash could have lost.
 //
-// The transaction is built while the meta ops and the stime are in
-// flight, as if every meta op will apply, and commits only once the slave
-// said so. A meta op given up on rolls it back: it is built again with
-// that failure while a SetStime that claims no more is in flight.
+// The transaction is built while the data and meta ops are on the wire,
+// from the failures known before them (the entry ops'), as if everything
+// will apply; it commits only once the slave holds it all and the stime.
+// An item given up on in the meantime rolls it back: it is built again
+// with every failure while a SetStime that claims no more is in flight.
 //
 // An item given up on holds the stime back: stime never passes work the
 // slave does not have (gsyncd moved on and lost it silently). The lag then
 // grows in the status until a later crawl gets the item through.
 func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]failure, cutAt time.Time, ph *phaseTimes) error {
 	t := time.Now()
-	metaFailed := map[gfid.GFID]failure{}
-	var metaErr error
-	stime, flushed, err := m.commitWith(ctx, p, failed, cutAt, func(ctx context.Context, req *pb.SetStimeRequest) error {
-		set, err := m.applyMeta(ctx, p.Meta, failed, metaFailed, req)
+	// The sender owns failed until commitWith returns; the transaction
+	// reads this copy.
+	known := maps.Clone(failed)
+	var sendErr error
+	stime, flushed, err := m.commitWith(ctx, p, known, cutAt, func(ctx context.Context, req *pb.SetStimeRequest) error {
+		t := time.Now()
+		if err := m.applyData(ctx, p.Data, failed); err != nil {
+			sendErr = err
+			return err
+		}
+		ph.data, t = time.Since(t), time.Now()
+		if changed(failed, known) {
+			req = nil // computed from known, it claims too much
+		}
+		set, err := m.applyMeta(ctx, p.Meta, failed, req)
 		ph.meta = time.Since(t)
 		switch {
 		case err != nil:
-			metaErr = err
+			sendErr = err
 			return err
-		case len(metaFailed) > 0:
-			return errMetaFailed
+		case changed(failed, known):
+			return errRedo
 		case set:
 			return nil
 		}
 		return m.setStime(ctx, req)
 	})
 	switch {
-	case metaErr != nil:
-		return metaErr
-	case errors.Is(err, errMetaFailed):
-		maps.Copy(failed, metaFailed)
+	case sendErr != nil:
+		return sendErr
+	case errors.Is(err, errRedo):
 		stime, ph.stime, err = m.commitWith(ctx, p, failed, cutAt, m.setStime)
 	default:
-		ph.stime = max(0, flushed-ph.meta)
+		ph.stime = max(0, flushed-ph.data-ph.meta)
 	}
 	if err != nil {
 		return err
 	}
-	ph.index = time.Since(t) - ph.meta - ph.stime
+	ph.index = max(0, time.Since(t)-ph.data-ph.meta-ph.stime)
 	var recent []failure
 	for _, f := range failed {
 		if f.Kind != deferred {
@@ -1025,9 +1033,15 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 	return nil
 }
 
-// errMetaFailed rolls back an index transaction built before a meta op
-// was given up on.
-var errMetaFailed = errors.New("a meta op was given up on")
+// errRedo rolls back an index transaction built before an item was given
+// up on.
+var errRedo = errors.New("an item was given up on while the index transaction was built")
+
+// changed reports whether failures were recorded (or changed) since known
+// was copied from failed.
+func changed(failed, known map[gfid.GFID]failure) bool {
+	return !maps.EqualFunc(failed, known, func(a, b failure) bool { return a.Kind == b.Kind && a.Message == b.Message })
+}
 
 // commitWith builds and commits the index transaction for p given the
 // failures in failed, while flush makes the slave durable up to the stime
@@ -1053,7 +1067,7 @@ func (m *master) commitWith(ctx context.Context, p *plan.Plan, failed map[gfid.G
 	stimeDone := make(chan error, 1)
 	go func() {
 		err := flush(ctx, &pb.SetStimeRequest{MasterUuid: m.id.Bytes(), Stime: ts})
-		if m.cfg.afterSetStime != nil && !errors.Is(err, errMetaFailed) {
+		if m.cfg.afterSetStime != nil && !errors.Is(err, errRedo) {
 			err = m.cfg.afterSetStime(err)
 		}
 		stimeDone <- err
@@ -1115,7 +1129,7 @@ func (m *master) commitWith(ctx context.Context, p *plan.Plan, failed map[gfid.G
 	})
 	// Waits for the flush also when the transaction failed on its own.
 	if serr := awaitStime(); serr != nil {
-		if errors.Is(serr, errMetaFailed) {
+		if errors.Is(serr, errRedo) {
 			return stime, flushed, serr
 		}
 		return stime, flushed, fmt.Errorf("record stime on the slave: %w", serr)
