@@ -213,7 +213,9 @@ func section(cfg config, rows []row, floors []floor, m machine) string {
 	sb.WriteString(" Each slave starts empty for the\n" +
 		"initial sync, on an ext4 with a journal that the benchmark makes and loop-mounts, as a real slave's\n" +
 		"filesystem would be (this machine's root ext4 has none, and there every create scans past the\n" +
-		"inodes freed in the last minutes, which made each run's times depend on the ones before it).\n" +
+		"inodes freed in the last minutes, which made each run's times depend on the ones before it),\n" +
+		"through a loop device doing direct I/O, as a disk would (a buffered one copies every block\n" +
+		"written back into the image's page cache too, charged to whoever flushes in the timed window).\n" +
 		"Before each timed sync the benchmark calls sync(2), so no tool writes back what another left\n" +
 		"unwritten. Every slave tree is checked after each sync: a sample of files after the initial, the\n" +
 		"whole tree (contents, modes, owners, mtimes, xattrs) after the incremental. Source:\n" +
