@@ -64,3 +64,68 @@ func lostFileMadeAgain(t *testing.T, bin, mode string) {
 		t.Fatal("the slave differs from the master")
 	}
 }
+
+// TestSlaveLostHardLinkGroupIsMadeAgain: when the slave loses every name
+// of a hard-link group, the file is made again at the one name its data
+// item carries; the others must follow (a LINK by GFID on the next pass),
+// or the replica would lack them for good: no later crawl sees a change.
+func TestSlaveLostHardLinkGroupIsMadeAgain(t *testing.T) {
+	bin, err := testbin.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{SyncNative, SyncRsync} {
+		t.Run(mode, func(t *testing.T) {
+			tr := newTrees(t, "d", "e")
+			a, b, c := filepath.Join("d", "a"), filepath.Join("d", "b"), filepath.Join("e", "c")
+			if err := os.WriteFile(filepath.Join(tr.master, a), []byte("first content"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range []string{b, c} {
+				if err := os.Link(filepath.Join(tr.master, a), filepath.Join(tr.master, n)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := tr.config(bin)
+			cfg.Retries, cfg.SyncMode = 2, mode
+			if logs, err := runOnce(cfg); err != nil {
+				t.Fatalf("first sync: %v\n%s", err, logs)
+			}
+			for _, n := range []string{a, b, c} {
+				if err := os.Remove(filepath.Join(tr.slave, n)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.WriteFile(filepath.Join(tr.master, a), []byte("second, longer content"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			future := time.Now().Add(time.Minute)
+			if err := os.Chtimes(filepath.Join(tr.master, a), future, future); err != nil {
+				t.Fatal(err)
+			}
+			if logs, err := runOnce(cfg); err != nil {
+				t.Fatalf("sync after the slave lost the group: %v\n%s", err, logs)
+			}
+			var first os.FileInfo
+			for _, n := range []string{a, b, c} {
+				p := filepath.Join(tr.slave, n)
+				got, err := os.ReadFile(p)
+				if err != nil || string(got) != "second, longer content" {
+					t.Fatalf("slave's %s: %q, %v; want the master's content at every name", n, got, err)
+				}
+				st, err := os.Stat(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if first == nil {
+					first = st
+				} else if !os.SameFile(first, st) {
+					t.Errorf("slave's %s is not a hard link of %s", n, a)
+				}
+			}
+			if !treecmp.Compare(t, tr.master, tr.slave, treecmp.Options{}) {
+				t.Fatal("the slave differs from the master")
+			}
+		})
+	}
+}

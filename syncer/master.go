@@ -775,9 +775,29 @@ func sendBatches[T any](ctx context.Context, m *master, items []T, what string,
 	return nil
 }
 
-func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map[gfid.GFID]failure) error {
+// applyData sends the data items not in failed; those it gives up on or
+// defers are added to it. A file the slave lost is made again at the one
+// name its item carries; when the master has more names for it, that one
+// goes to relinks and the file is deferred, so that the commit records
+// only that name and the next crawl links the others (nlinks says how
+// many names the master has).
+func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map[gfid.GFID]failure,
+	relinks map[gfid.GFID]index.Link, nlinks func(gfid.GFID) int) error {
 	var items []transfer.Item
 	paths := map[gfid.GFID]string{}
+	remade := map[gfid.GFID]index.Link{}
+	defer func() {
+		for g, l := range remade {
+			if _, bad := failed[g]; bad {
+				continue
+			}
+			if n := nlinks(g); n > 1 {
+				relinks[g] = l
+				failed[g] = failure{Kind: deferred, Op: "LINK", Path: paths[g], GFID: g.String(), At: time.Now(),
+					Message: fmt.Sprintf("the slave had lost this file: made again at one of its %d names, the others follow on the next crawl", n)}
+			}
+		}
+	}()
 	for _, d := range data {
 		if _, bad := failed[d.GFID]; bad {
 			continue
@@ -841,6 +861,7 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 				// this GFID at its name, content and all; a taken name or
 				// a missing parent then takes the create's fallback.
 				m.log.Warn("the slave has lost a file; creating it again", "path", paths[it.GFID], "gfid", it.GFID.String())
+				remade[it.GFID] = index.Link{Parent: it.LinkParent, Name: string(it.LinkName)}
 				it.Create, it.New = true, true
 				if m.cfg.SyncMode != SyncRsync {
 					again = append(again, it) // a fused create, stat taken as the file is read
@@ -969,10 +990,11 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 	// The sender owns failed until commitWith returns; the transaction
 	// reads this copy.
 	known := maps.Clone(failed)
+	relinks := map[gfid.GFID]index.Link{}
 	var sendErr error
-	stime, flushed, err := m.commitWith(ctx, p, known, cutAt, func(ctx context.Context, req *pb.SetStimeRequest) error {
+	stime, flushed, err := m.commitWith(ctx, p, known, nil, cutAt, func(ctx context.Context, req *pb.SetStimeRequest) error {
 		t := time.Now()
-		if err := m.applyData(ctx, p.Data, failed); err != nil {
+		if err := m.applyData(ctx, p.Data, failed, relinks, p.Links); err != nil {
 			sendErr = err
 			return err
 		}
@@ -997,7 +1019,7 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 	case sendErr != nil:
 		return sendErr
 	case errors.Is(err, errRedo):
-		stime, ph.stime, err = m.commitWith(ctx, p, failed, cutAt, m.setStime)
+		stime, ph.stime, err = m.commitWith(ctx, p, failed, relinks, cutAt, m.setStime)
 	default:
 		ph.stime = max(0, flushed-ph.data-ph.meta)
 	}
@@ -1047,8 +1069,9 @@ func changed(failed, known map[gfid.GFID]failure) bool {
 // failures in failed, while flush makes the slave durable up to the stime
 // it returns (cutAt when nothing failed, else the last one). The
 // transaction commits only if flush succeeded. It also returns how long
-// flush took.
-func (m *master) commitWith(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]failure, cutAt time.Time,
+// flush took. A failed object in relinks is recorded at that one name
+// (see applyData).
+func (m *master) commitWith(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]failure, relinks map[gfid.GFID]index.Link, cutAt time.Time,
 	flush func(context.Context, *pb.SetStimeRequest) error) (stime time.Time, flushed time.Duration, err error) {
 	t := time.Now()
 	m.mu.Lock()
@@ -1106,6 +1129,9 @@ func (m *master) commitWith(ctx context.Context, p *plan.Plan, failed map[gfid.G
 				// sends its data and attributes again.
 				o := *c.Object
 				poison(&o)
+				if l, ok := relinks[g]; ok {
+					o.Links = []index.Link{l}
+				}
 				kept.Changes = append(kept.Changes, plan.Change{Key: c.Key, Object: &o})
 				continue
 			}

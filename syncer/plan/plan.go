@@ -86,6 +86,18 @@ type Plan struct {
 // Empty reports whether the plan has no slave work.
 func (p *Plan) Empty() bool { return len(p.Entries) == 0 && len(p.Meta) == 0 && len(p.Data) == 0 }
 
+// Links returns how many names the object g has after p, as recorded in
+// its change; 1 when p changes no record of g. It walks the changes: for
+// the rare caller, not a loop.
+func (p *Plan) Links(g gfid.GFID) int {
+	for _, c := range p.Changes {
+		if c.Object != nil && c.Object.GFID == g {
+			return max(1, len(c.Object.Links))
+		}
+	}
+	return 1
+}
+
 // Commit writes the plan's index changes and the root identity in tx:
 // the deletions first, then the puts, in one Apply (each bucket written in
 // key order: a first crawl's commit is otherwise quadratic).
