@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/georep/georep/client"
+	"github.com/georep/georep/server/backend"
+	"github.com/georep/georep/syncer/index"
 )
 
 // trees is a session's three directories beneath one temp dir: the
@@ -55,4 +57,35 @@ func runOnce(cfg Config) (string, error) {
 	defer cancel()
 	err := Run(ctx, cfg)
 	return logs.String(), err
+}
+
+// stimes reads the stime the session's index holds and the one the slave
+// recorded for its master, in nanoseconds (0: none).
+func (tr trees) stimes(t *testing.T) (indexNS, slaveNS int64) {
+	t.Helper()
+	db, err := index.Open(filepath.Join(tr.state, index.FileName), index.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.View(func(tx *index.Tx) error { indexNS, _ = tx.Stime(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	id, err := masterID(tr.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := backend.Open(tr.slave, backend.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ts, _, err := b.Stime(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts != nil {
+		slaveNS = ts.GetSec()*1e9 + int64(ts.GetNsec())
+	}
+	return indexNS, slaveNS
 }

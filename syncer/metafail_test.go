@@ -8,8 +8,6 @@ import (
 	"testing"
 
 	"github.com/georep/georep/internal/testbin"
-	"github.com/georep/georep/server/backend"
-	"github.com/georep/georep/syncer/index"
 )
 
 // TestMetaOpGivenUp: the index transaction is built while the meta ops are
@@ -37,32 +35,7 @@ func TestMetaOpGivenUp(t *testing.T) {
 	if logs, err := runOnce(cfg); err != nil {
 		t.Fatalf("first run: %v\n%s", err, logs)
 	}
-	stimes := func() (indexNS, slaveNS int64) {
-		t.Helper()
-		db, err := index.Open(filepath.Join(tr.state, index.FileName), index.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		if err := db.View(func(tx *index.Tx) error { indexNS, _ = tx.Stime(); return nil }); err != nil {
-			t.Fatal(err)
-		}
-		id, err := masterID(tr.state)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := backend.Open(tr.slave, backend.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
-		ts, _, err := b.Stime(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return indexNS, ts.GetSec()*1e9 + int64(ts.GetNsec())
-	}
-	first, firstSlave := stimes()
+	first, firstSlave := tr.stimes(t)
 	if first == 0 || first != firstSlave {
 		t.Fatalf("after the first run: index stime %d, slave stime %d; want equal and set", first, firstSlave)
 	}
@@ -88,7 +61,7 @@ func TestMetaOpGivenUp(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(tr.slave, "d", "g")); string(got) != "g two" {
 		t.Errorf("slave's g = %q, want the batch's other change applied", got)
 	}
-	if idx, sl := stimes(); idx != first || sl != first {
+	if idx, sl := tr.stimes(t); idx != first || sl != first {
 		t.Errorf("after a meta op given up on: index stime %d, slave stime %d; want both still %d", idx, sl, first)
 	}
 
@@ -103,7 +76,7 @@ func TestMetaOpGivenUp(t *testing.T) {
 	if st.Mode().Perm() != 0o600 {
 		t.Errorf("slave's f mode = %v, want 0600 (the given-up meta op must be sent again)", st.Mode().Perm())
 	}
-	if idx, sl := stimes(); idx <= first || idx != sl {
+	if idx, sl := tr.stimes(t); idx <= first || idx != sl {
 		t.Errorf("after convergence: index stime %d, slave stime %d; want equal and past %d", idx, sl, first)
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/georep/georep/internal/testbin"
 	"github.com/georep/georep/internal/testfs"
 	"github.com/georep/georep/internal/treecmp"
-	"github.com/georep/georep/server/backend"
 	"github.com/georep/georep/syncer/index"
 )
 
@@ -133,18 +132,8 @@ func TestIndexWaitsForSetStime(t *testing.T) {
 		}
 		// The slave recorded the same stime (with the meta ops, or by
 		// SetStime): the two never disagree after a run that succeeded.
-		id, err := masterID(tr.state)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sb, err := backend.Open(tr.slave, backend.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ts, found, err := sb.Stime(id)
-		sb.Close()
-		if err != nil || !found || ts.GetSec()*1e9+int64(ts.GetNsec()) != stimeNS {
-			t.Fatalf("%s: the slave's stime is %v (found %v, %v); the index's is %d ns", tc.name, ts, found, err, stimeNS)
+		if idx, sl := tr.stimes(t); idx != stimeNS || sl != stimeNS {
+			t.Fatalf("%s: index stime %d ns, slave stime %d ns; want both %d", tc.name, idx, sl, stimeNS)
 		}
 		if !treecmp.Compare(t, tr.master, tr.slave, treecmp.Options{}) {
 			t.Fatalf("%s: the slave differs from the master after the run that succeeded", tc.name)
