@@ -139,14 +139,30 @@ func Open(dir string, opts Options) (*Backend, error) {
 		return nil, err
 	}
 	// Crash leftovers: half-made objects in tmp, unpurged removals in trash.
-	s := &scope{write: true}
-	for _, d := range []*dirfd.Dir{b.tmp, b.trash} {
-		if _, err := b.emptyDir(s, d); err != nil {
-			s.done()
-			return nil, fmt.Errorf("clear crash leftovers in %s: %w", ReservedDir, err)
-		}
+	// Another slave process may hold this root with temps and removals in
+	// flight (a master's new session while its old one ends, a second
+	// master about to be refused): only a process that finds itself alone
+	// clears them. Every process holds a shared flock of the state
+	// directory until it closes; the sole one took it exclusive first.
+	sole, err := b.lockState()
+	if err != nil {
+		return nil, err
 	}
-	s.done()
+	if sole {
+		s := &scope{write: true}
+		for _, d := range []*dirfd.Dir{b.tmp, b.trash} {
+			if _, err := b.emptyDir(s, d); err != nil {
+				s.done()
+				return nil, fmt.Errorf("clear crash leftovers in %s: %w", ReservedDir, err)
+			}
+		}
+		s.done()
+	} else {
+		b.log.Info("another slave process has this root open; crash leftovers in " + ReservedDir + " are left for the last one to clear")
+	}
+	if err := unix.Flock(b.state.Fd(), unix.LOCK_SH); err != nil {
+		return nil, fmt.Errorf("lock %s/%s: %w", abs, ReservedDir, err)
+	}
 	b.tmpfile = b.probeTmpfile()
 	if b.native, err = b.loadNativeMark(); err != nil {
 		return nil, err
@@ -214,6 +230,19 @@ func (b *Backend) Close() error {
 	}
 	b.closed = true
 	return b.closeFds()
+}
+
+// lockState tries to take the state directory's flock exclusively,
+// reporting whether it did: no other slave process has the root open.
+func (b *Backend) lockState() (sole bool, err error) {
+	switch err := unix.Flock(b.state.Fd(), unix.LOCK_EX|unix.LOCK_NB); {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.EWOULDBLOCK):
+		return false, nil
+	default:
+		return false, fmt.Errorf("lock %s/%s: %w", b.root, ReservedDir, err)
+	}
 }
 
 func (b *Backend) closeFds() error {
