@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -63,6 +64,9 @@ type Conn struct {
 	Slave pb.SlaveClient
 	// Info is what the slave said about itself at Handshake.
 	Info *pb.HandshakeResponse
+	// RTT is how long the Handshake took: a round trip to the slave and
+	// its answer, the connection's latency as the master first meets it.
+	RTT time.Duration
 
 	cc   *grpc.ClientConn
 	proc *procConn
@@ -254,7 +258,12 @@ func (c *Conn) handshake(ctx context.Context, opts Options) error {
 			}
 		}()
 	}
+	// The transport first (ssh's login, the slave's start, its HTTP/2
+	// settings), so that the Handshake's own time is one round trip.
+	waitReady(hctx, c.cc)
+	start := time.Now()
 	info, err := c.Slave.Handshake(hctx, req)
+	c.RTT = time.Since(start)
 	if err != nil {
 		if c.proc != nil {
 			if why := explainProc(c.url, c.proc, time.Second); why != nil {
@@ -270,6 +279,22 @@ func (c *Conn) handshake(ctx context.Context, opts Options) error {
 	}
 	c.Info = info
 	return nil
+}
+
+// waitReady waits until cc's transport is up, has failed, or ctx ends;
+// the caller's next call reports a failure.
+func waitReady(ctx context.Context, cc *grpc.ClientConn) {
+	cc.Connect()
+	for {
+		switch st := cc.GetState(); st {
+		case connectivity.Ready, connectivity.TransientFailure, connectivity.Shutdown:
+			return
+		default:
+			if !cc.WaitForStateChange(ctx, st) {
+				return
+			}
+		}
+	}
 }
 
 // explainProc describes why a child process ended, from its exit status and

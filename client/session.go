@@ -196,6 +196,45 @@ func (s *Session) Connect(ctx context.Context) (*Conn, error) {
 	}
 }
 
+// Extra dials one more connection to the slave beside the session's own
+// (for ssh, another channel: its own flow-control window), claimed for
+// this master as the first was, with keep-alives of its own. It is not
+// redialled: when it breaks, its user fails over to the session. The
+// returned function stops the keep-alives and closes it.
+func (s *Session) Extra(ctx context.Context) (*Conn, func() error, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
+	defer cancel()
+	c, err := s.dial(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.claim(ctx, c); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	kctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(s.opts.KeepAliveInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-kctx.Done():
+				return
+			case <-t.C:
+				if err := s.keepAlive(kctx, c); err != nil {
+					if kctx.Err() == nil {
+						s.log.Debug("keep-alive on an extra connection failed", "err", err)
+					}
+					return
+				}
+			}
+		}
+	}()
+	return c, func() error { stop(); <-done; return c.Close() }, nil
+}
+
 // permanent reports whether a dial failure is one reconnecting cannot fix.
 func permanent(err error) bool {
 	var held *HeldError

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -52,13 +54,33 @@ func chunkCompression(mode string, offered []pb.Compression) (pb.Compression, er
 	return 0, fmt.Errorf("--compress %q: accepted values are %s, %s and %s", mode, CompressAuto, CompressZstd, CompressNone)
 }
 
-// sendNative moves items' content with the native chunk stream.
+// Extra ssh channels for the data (see extraChannels).
+const (
+	// extraRTT is the Handshake time from which a session over ssh opens
+	// them: one ssh channel carries at most its 2 MiB window per round
+	// trip (OpenSSH's default for a session channel), 100 MiB/s at 20 ms
+	// and 40 MiB/s at 50 ms, whatever the link could do.
+	extraRTT = 20 * time.Millisecond
+	// extraBytes is the least a batch's data must weigh to be worth
+	// them: each is an ssh session (a login, without a ControlMaster) and
+	// a slave process.
+	extraBytes = 64 << 20
+	// extraChannels is how many: three channels carry three windows.
+	extraChannels = 2
+)
+
+// sendNative moves items' content with the native chunk stream. Over ssh
+// with a long round trip and much data, it also opens extra connections
+// (each an ssh channel to a slave process of its own, with its own
+// window) that join the transfer as they come up.
 func (m *master) sendNative(ctx context.Context, c *client.Conn, items []transfer.Item) ([]transfer.Result, error) {
 	comp, err := chunkCompression(m.cfg.Compress, c.Info.GetCompressions())
 	if err != nil {
 		return nil, err
 	}
-	results, _, err := transfer.Send(ctx, c.Slave, m.root, items, transfer.Options{Jobs: m.cfg.SyncJobs, Logger: m.log,
+	more, stop := m.extraConns(ctx, c, items)
+	defer stop()
+	results, _, err := transfer.Send(ctx, c.Slave, m.root, items, transfer.Options{Jobs: m.cfg.SyncJobs, Logger: m.log, More: more,
 		Compression: comp, BwLimit: m.cfg.BwLimit, SingleMessage: c.Info.GetSingleMessageFiles(), FileBatches: c.Info.GetFileBatches(),
 		Digest: digest.Preferred(c.Info.GetContentDigests()),
 		Installed: func(it transfer.Item, sent int64) {
@@ -69,6 +91,80 @@ func (m *master) sendNative(ctx context.Context, c *client.Conn, items []transfe
 			m.obs.FileSent(sent)
 		}})
 	return results, err
+}
+
+// extraConns starts dialling extra connections for items when they are
+// worth it (see extraChannels), and returns the channel they come on and
+// a function that stops the dialling and, in the background (m.bg),
+// closes the ones made. A connection that fails to come or answers its
+// Handshake differently from c is left out.
+func (m *master) extraConns(ctx context.Context, c *client.Conn, items []transfer.Item) (<-chan pb.SlaveClient, func()) {
+	var size int64
+	for _, it := range items {
+		size += it.Size
+	}
+	n := m.cfg.extraChannels
+	if n == 0 {
+		n = extraWanted(m.cfg.Slave.Kind, c.RTT, size)
+	}
+	if n <= 0 {
+		return nil, func() {}
+	}
+	m.log.Debug("opening extra data channels", "channels", n, "handshake", c.RTT, "bytes", size)
+	dctx, cancel := context.WithCancel(ctx)
+	more := make(chan pb.SlaveClient, n)
+	var mu sync.Mutex
+	var closers []func() error
+	var dials sync.WaitGroup
+	for range n {
+		dials.Go(func() {
+			x, closeX, err := m.sess.Extra(dctx)
+			if err != nil {
+				if dctx.Err() == nil {
+					m.log.Info("an extra data channel did not open; the transfer goes on without it", "err", err)
+				}
+				return
+			}
+			mu.Lock()
+			closers = append(closers, closeX)
+			mu.Unlock()
+			if !sameOffer(c.Info, x.Info) {
+				m.log.Info("an extra data channel reached a slave that answers differently; not used")
+				return
+			}
+			more <- x.Slave
+		})
+	}
+	return more, func() {
+		cancel()
+		m.bg.Go(func() {
+			dials.Wait()
+			for _, closeX := range closers {
+				if err := closeX(); err != nil {
+					m.log.Debug("close an extra data channel", "err", err)
+				}
+			}
+		})
+	}
+}
+
+// extraWanted is how many extra data connections a transfer of size bytes
+// gets over a connection of kind whose Handshake took rtt: extraChannels
+// over ssh with a long round trip and much data, else none. mTLS is one
+// TCP connection with HTTP/2 windows of 32 MiB; a local slave's pipes have
+// no round trip.
+func extraWanted(kind client.SlaveKind, rtt time.Duration, size int64) int {
+	if kind == client.KindSSH && rtt >= extraRTT && size >= extraBytes {
+		return extraChannels
+	}
+	return 0
+}
+
+// sameOffer reports whether two Handshake answers agree on what the data
+// plane uses, so that one transfer may use both connections.
+func sameOffer(a, b *pb.HandshakeResponse) bool {
+	return a.GetSingleMessageFiles() == b.GetSingleMessageFiles() && a.GetFileBatches() == b.GetFileBatches() &&
+		slices.Equal(a.GetContentDigests(), b.GetContentDigests()) && slices.Equal(a.GetCompressions(), b.GetCompressions())
 }
 
 // refusedCreate reports whether the slave refused a create because the

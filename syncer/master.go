@@ -98,6 +98,9 @@ type Config struct {
 	// afterSetStime, set by tests, replaces SetStime's outcome once the
 	// call is made (a lost answer, say).
 	afterSetStime func(error) error
+	// extraChannels, set by tests, opens this many extra data connections
+	// for every native transfer, whatever the link (0: when worth it).
+	extraChannels int
 }
 
 // batchSize bounds the entries or meta entries of one RPC.
@@ -123,6 +126,8 @@ type master struct {
 	// dialled is closed when the first connection attempt, started with
 	// the session, has ended; see awaitDial.
 	dialled chan struct{}
+	// bg runs the closing of extra data connections; Run waits for it.
+	bg sync.WaitGroup
 }
 
 // Run runs a master session until ctx ends (continuous) or, with
@@ -210,6 +215,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}, client.SessionOptions{Master: mark, Force: cfg.Force, KeepAliveInterval: cfg.KeepAliveInterval,
 		Logger: log, OnState: m.onSessionState})
 	defer m.sess.Close()
+	// Extra data connections still closing are waited for first.
+	defer m.bg.Wait()
 
 	// Dial now, while the index is read and the first crawl runs: ssh, the
 	// remote georep's start and the handshake otherwise wait for the plan
@@ -802,7 +809,7 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 		if _, bad := failed[d.GFID]; bad {
 			continue
 		}
-		it := transfer.Item{GFID: d.GFID, RelPath: d.RelPath, LinkParent: d.Parent, LinkName: []byte(d.Name), New: d.New}
+		it := transfer.Item{GFID: d.GFID, RelPath: d.RelPath, LinkParent: d.Parent, LinkName: []byte(d.Name), New: d.New, Size: d.Size}
 		if d.Create != nil {
 			// No entry op made this new file: its transfer does.
 			it.Create, it.Stat = true, d.Create

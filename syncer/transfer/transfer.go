@@ -72,6 +72,9 @@ type Item struct {
 	// the caller then makes the file with an entry op and sends it again
 	// without Create. A create is always sent whole.
 	Create bool
+	// Size (optional) is the file's size when it was scanned: a hint for
+	// planning the transfer, never trusted for the content.
+	Size int64
 }
 
 // Result is the outcome of one Item.
@@ -177,6 +180,12 @@ type Options struct {
 	// cheaper on both ends, only for a slave whose Handshake listed it
 	// (see digest.Preferred).
 	Digest pb.ContentDigest
+	// More, when set, brings further connections to the same slave while
+	// the first pass runs (each its own ssh channel, say, with its own
+	// flow-control window): each one that arrives gets Jobs streams of its
+	// own, taking files from the same queue. They must have been made with
+	// the same Handshake answers. Send does not close them.
+	More <-chan pb.SlaveClient
 
 	// hooks are test probes; nil in production.
 	hooks *hooks
@@ -241,7 +250,7 @@ func Send(ctx context.Context, slave pb.SlaveClient, root *os.File, items []Item
 	for i := range all {
 		all[i] = i
 	}
-	s.run(ctx, slave, all)
+	s.run(ctx, slave, all, opts.More)
 	// A delta whose digest failed met a slave content that changed after
 	// its block sums; the whole file does not depend on it.
 	var again []int
@@ -255,27 +264,50 @@ func Send(ctx context.Context, slave pb.SlaveClient, root *os.File, items []Item
 	}
 	if len(again) > 0 {
 		s.log.Debug("delta digests failed; sending those files whole", "files", len(again))
-		s.run(ctx, slave, again)
+		s.run(ctx, slave, again, nil)
 	}
 	st := Stats{Files: s.files.Load(), Failed: s.failed.Load(), DataBytes: s.data.Load(), WireBytes: s.wire.Load(),
 		DeltaFiles: s.deltas.Load(), WholeRetries: int64(len(again)), Messages: s.msgs.Load(), Responses: s.resps.Load()}
 	return s.results, st, nil
 }
 
-// run sends the items indexed by idx over opts.Jobs streams. The work is
-// queued whole before the workers start, so a worker that finds nothing
-// ready has really run out (and sends its batch, see worker).
-func (s *sender) run(ctx context.Context, slave pb.SlaveClient, idx []int) {
+// run sends the items indexed by idx over opts.Jobs streams, and as many
+// more on each connection that comes from more while there is work left.
+// The work is queued whole before the workers start, so a worker that
+// finds nothing ready has really run out (and sends its batch, see
+// worker).
+func (s *sender) run(ctx context.Context, slave pb.SlaveClient, idx []int, more <-chan pb.SlaveClient) {
 	next := make(chan int, len(idx))
 	for _, i := range idx {
 		next <- i
 	}
 	close(next)
-	var wg sync.WaitGroup
-	for range max(s.opts.Jobs, 1) {
-		wg.Go(func() { s.worker(ctx, slave, next) })
+	start := func(wg *sync.WaitGroup, c pb.SlaveClient) {
+		for range max(s.opts.Jobs, 1) {
+			wg.Go(func() { s.worker(ctx, c, next) })
+		}
 	}
-	wg.Wait()
+	var first, late sync.WaitGroup
+	start(&first, slave)
+	// The first connection's workers end when the queue is empty; a
+	// connection that comes after that has nothing to do.
+	drained := make(chan struct{})
+	go func() { first.Wait(); close(drained) }()
+	for more != nil {
+		select {
+		case c, ok := <-more:
+			if !ok {
+				more = nil
+			} else if len(next) > 0 {
+				s.log.Debug("another connection to the slave joins the transfer", "files_left", len(next))
+				start(&late, c)
+			}
+		case <-drained:
+			more = nil
+		}
+	}
+	<-drained
+	late.Wait()
 }
 
 func (s *sender) fail(i int, err error) {
