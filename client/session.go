@@ -212,27 +212,10 @@ func (s *Session) Extra(ctx context.Context) (*Conn, func() error, error) {
 		c.Close()
 		return nil, nil, err
 	}
-	kctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(s.opts.KeepAliveInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-kctx.Done():
-				return
-			case <-t.C:
-				if err := s.keepAlive(kctx, c); err != nil {
-					if kctx.Err() == nil {
-						s.log.Debug("keep-alive on an extra connection failed", "err", err)
-					}
-					return
-				}
-			}
-		}
-	}()
-	return c, func() error { stop(); <-done; return c.Close() }, nil
+	stop := s.keepAliveLoop(c, func(err error) {
+		s.log.Debug("keep-alive on an extra connection failed", "err", err)
+	})
+	return c, func() error { stop(); return c.Close() }, nil
 }
 
 // permanent reports whether a dial failure is one reconnecting cannot fix.
@@ -329,9 +312,20 @@ func (s *Session) keepAlive(ctx context.Context, c *Conn) error {
 	return nil
 }
 
-// startKeepAlive runs the keep-alive loop of one connection; the returned
-// function stops it and waits for it.
+// startKeepAlive runs the keep-alive loop of the session's connection; the
+// returned function stops it and waits for it. A failed keep-alive drops
+// the connection.
 func (s *Session) startKeepAlive(c *Conn) func() {
+	return s.keepAliveLoop(c, func(err error) {
+		s.log.Warn("keep-alive failed", "err", err)
+		s.drop(c, err)
+	})
+}
+
+// keepAliveLoop sends a keep-alive on c every interval until the returned
+// function is called (it waits for the loop to end) or one fails: then
+// failed is told, and the loop ends.
+func (s *Session) keepAliveLoop(c *Conn, failed func(error)) func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -343,9 +337,10 @@ func (s *Session) startKeepAlive(c *Conn) func() {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if err := s.keepAlive(ctx, c); err != nil && ctx.Err() == nil {
-					s.log.Warn("keep-alive failed", "err", err)
-					s.drop(c, err)
+				if err := s.keepAlive(ctx, c); err != nil {
+					if ctx.Err() == nil {
+						failed(err)
+					}
 					return
 				}
 			}
