@@ -54,7 +54,7 @@ func chunkCompression(mode string, offered []pb.Compression) (pb.Compression, er
 	return 0, fmt.Errorf("--compress %q: accepted values are %s, %s and %s", mode, CompressAuto, CompressZstd, CompressNone)
 }
 
-// Extra ssh channels for the data (see extraChannels).
+// Extra ssh channels for the data (see extraWanted).
 const (
 	// extraRTT is the Handshake time from which a session over ssh opens
 	// them: one ssh channel carries at most its 2 MiB window per round
@@ -65,8 +65,9 @@ const (
 	// them: each is an ssh session (a login, without a ControlMaster) and
 	// a slave process.
 	extraBytes = 64 << 20
-	// extraChannels is how many: three channels carry three windows.
-	extraChannels = 2
+	// DefaultSSHDataChannels is --ssh-data-channels' default: three
+	// channels carry three windows.
+	DefaultSSHDataChannels = 2
 )
 
 // sendNative moves items' content with the native chunk stream. Over ssh
@@ -94,7 +95,7 @@ func (m *master) sendNative(ctx context.Context, c *client.Conn, items []transfe
 }
 
 // extraConns starts dialling extra connections for items when they are
-// worth it (see extraChannels), and returns the channel they come on and
+// worth it (see extraWanted), and returns the channel they come on and
 // a function that stops the dialling and, in the background (m.bg),
 // closes the ones made. A connection that fails to come or answers its
 // Handshake differently from c is left out.
@@ -105,7 +106,7 @@ func (m *master) extraConns(ctx context.Context, c *client.Conn, items []transfe
 	}
 	n := m.cfg.extraChannels
 	if n == 0 {
-		n = extraWanted(m.cfg.Slave.Kind, c.RTT, size)
+		n = extraWanted(m.cfg.SSHDataChannels, m.cfg.Slave.Kind, c.RTT, size)
 	}
 	if n <= 0 {
 		return nil, func() {}
@@ -149,13 +150,13 @@ func (m *master) extraConns(ctx context.Context, c *client.Conn, items []transfe
 }
 
 // extraWanted is how many extra data connections a transfer of size bytes
-// gets over a connection of kind whose Handshake took rtt: extraChannels
+// gets over a connection of kind whose Handshake took rtt: up to channels
 // over ssh with a long round trip and much data, else none. mTLS is one
 // TCP connection with HTTP/2 windows of 32 MiB; a local slave's pipes have
 // no round trip.
-func extraWanted(kind client.SlaveKind, rtt time.Duration, size int64) int {
+func extraWanted(channels int, kind client.SlaveKind, rtt time.Duration, size int64) int {
 	if kind == client.KindSSH && rtt >= extraRTT && size >= extraBytes {
-		return extraChannels
+		return channels
 	}
 	return 0
 }

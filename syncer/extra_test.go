@@ -190,20 +190,22 @@ func slavePIDs(t *testing.T, root string) []int {
 
 func TestExtraWanted(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		kind client.SlaveKind
-		rtt  time.Duration
-		size int64
-		want int
+		name     string
+		channels int
+		kind     client.SlaveKind
+		rtt      time.Duration
+		size     int64
+		want     int
 	}{
-		{"ssh across a WAN, much data", client.KindSSH, 50 * time.Millisecond, 200 << 20, extraChannels},
-		{"ssh at the threshold", client.KindSSH, extraRTT, extraBytes, extraChannels},
-		{"ssh on a LAN", client.KindSSH, 2 * time.Millisecond, 200 << 20, 0},
-		{"ssh across a WAN, little data", client.KindSSH, 50 * time.Millisecond, extraBytes - 1, 0},
-		{"mTLS across a WAN", client.KindMTLS, 50 * time.Millisecond, 200 << 20, 0},
-		{"local", client.KindLocal, 50 * time.Millisecond, 200 << 20, 0},
+		{"ssh across a WAN, much data", 2, client.KindSSH, 50 * time.Millisecond, 200 << 20, 2},
+		{"ssh at the threshold", 3, client.KindSSH, extraRTT, extraBytes, 3},
+		{"turned off", 0, client.KindSSH, 50 * time.Millisecond, 200 << 20, 0},
+		{"ssh on a LAN", 2, client.KindSSH, 2 * time.Millisecond, 200 << 20, 0},
+		{"ssh across a WAN, little data", 2, client.KindSSH, 50 * time.Millisecond, extraBytes - 1, 0},
+		{"mTLS across a WAN", 2, client.KindMTLS, 50 * time.Millisecond, 200 << 20, 0},
+		{"local", 2, client.KindLocal, 50 * time.Millisecond, 200 << 20, 0},
 	} {
-		if got := extraWanted(tc.kind, tc.rtt, tc.size); got != tc.want {
+		if got := extraWanted(tc.channels, tc.kind, tc.rtt, tc.size); got != tc.want {
 			t.Errorf("%s: %d extra connections, want %d", tc.name, got, tc.want)
 		}
 	}

@@ -65,6 +65,9 @@ type Config struct {
 	ChangeInterval time.Duration
 	// SyncJobs is how many data streams run in parallel.
 	SyncJobs int
+	// SSHDataChannels is how many extra ssh connections a native transfer
+	// opens over a long round trip (see extraWanted); 0 means none.
+	SSHDataChannels int
 	// SyncMode is how file data moves: SyncNative (default) or SyncRsync.
 	SyncMode string
 	// BwLimit caps the data plane's bandwidth in bytes per second; 0 means

@@ -29,6 +29,7 @@ type masterConfig struct {
 	Detector        string
 	ChangeInterval  time.Duration
 	SyncJobs        int
+	SSHChannels     int
 	BwLimit         string
 	Compress        string
 	IgnoreDeletes   bool
@@ -56,6 +57,7 @@ func (c *masterConfig) bindFlags(cmd *cobra.Command) {
 	fs.StringVar(&c.Detector, "change-detector", syncer.DetectorChangelog, "how changes are found in continuous mode: changelog (fanotify/inotify, live) or xsync (a full Hybrid Crawl per --change-interval)")
 	fs.DurationVar(&c.ChangeInterval, "change-interval", syncer.DefaultChangeInterval, "how long live changes are gathered into one batch (xsync: the time between crawls)")
 	fs.IntVar(&c.SyncJobs, "sync-jobs", 3, "file data streams in parallel")
+	fs.IntVar(&c.SSHChannels, "ssh-data-channels", syncer.DefaultSSHDataChannels, "extra ssh sessions to the slave host for a batch's data when the round trip is 20ms or more and the batch 64MiB or more, each with --sync-jobs streams: one ssh channel carries at most 2MiB per round trip (native mode; 0: never)")
 	fs.StringVar(&c.BwLimit, "bwlimit", "0", "cap the data plane's bandwidth per session, in bytes per second with a unit: 512KiB, 10MiB, 1.5MB (0: no cap)")
 	fs.StringVar(&c.Compress, "compress", syncer.CompressAuto, "compress file data on the wire: auto (zstd when the slave accepts it, chunk by chunk where it shrinks the data), zstd (the same, and fail if the slave cannot) or none")
 	fs.BoolVar(&c.IgnoreDeletes, "ignore-deletes", false, "do not propagate deletions on the master to the slave")
@@ -105,6 +107,9 @@ func (c *masterConfig) check() (client.SlaveURL, error) {
 	}
 	if c.SyncJobs < 1 || c.SyncJobs > 64 {
 		return u, &usageError{fmt.Errorf("--sync-jobs %d: must be 1 to 64", c.SyncJobs)}
+	}
+	if c.SSHChannels < 0 || c.SSHChannels > 8 {
+		return u, &usageError{fmt.Errorf("--ssh-data-channels %d: must be 0 to 8", c.SSHChannels)}
 	}
 	if c.ChangeInterval < 10*time.Millisecond || c.ChangeInterval > time.Minute {
 		return u, &usageError{fmt.Errorf("--change-interval %v: must be between 10ms and 1m", c.ChangeInterval)}
@@ -189,7 +194,7 @@ func runMaster(ctx context.Context, cfg masterConfig, u client.SlaveURL, stderr 
 	}
 	err = syncer.Run(ctx, syncer.Config{
 		Root: root, StateDir: state, Slave: u, Once: cfg.Once, Detector: cfg.Detector,
-		ChangeInterval: cfg.ChangeInterval, SyncJobs: cfg.SyncJobs, SyncMode: cfg.SyncMode, BwLimit: bwlimit,
+		ChangeInterval: cfg.ChangeInterval, SyncJobs: cfg.SyncJobs, SSHDataChannels: cfg.SSHChannels, SyncMode: cfg.SyncMode, BwLimit: bwlimit,
 		Compress: cfg.Compress, IgnoreDeletes: cfg.IgnoreDeletes,
 		AllowMassDelete: cfg.AllowMassDelete, Force: cfg.Force, Excludes: cfg.Excludes,
 		KeepAliveInterval: cfg.KeepAlive, Logger: logger, Observer: multiObserver(append(observers, metricsObs)...),
