@@ -113,14 +113,35 @@ func (c *Conn) Explain(err error) error {
 // given: never prompt, notice a dead peer within a minute, and keep a
 // ControlMaster socket in the state dir so the data plane can reuse the
 // authenticated connection.
+//
+// The socket is ssh-%C (ssh's hash of host, port and user) in the state
+// dir; where that would pass a Unix socket path's 108 bytes (a state dir
+// of more than 62), it is just "ssh" (one session, one slave: unique
+// enough); past that, there is no ControlMaster: ssh would refuse every
+// connection ("ControlPath too long"), and without one each data-plane
+// connection logs in on its own.
 func DefaultSSHCommand(stateDir string) string {
 	args := []string{"ssh", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"}
-	if stateDir != "" {
-		args = append(args, "-o", "ControlMaster=auto", "-o", "ControlPath="+filepath.Join(stateDir, "ssh-%C"),
-			"-o", "ControlPersist=no")
+	if stateDir == "" {
+		return strings.Join(args, " ")
+	}
+	sock := filepath.Join(stateDir, "ssh-%C")
+	if len(sock)-len("%C")+sshHashLen >= unixPathMax {
+		sock = filepath.Join(stateDir, "ssh")
+	}
+	// A space would split the option; %, an ssh token.
+	if len(sock) < unixPathMax && !strings.ContainsAny(stateDir, " \t%") {
+		args = append(args, "-o", "ControlMaster=auto", "-o", "ControlPath="+sock, "-o", "ControlPersist=no")
 	}
 	return strings.Join(args, " ")
 }
+
+// unixPathMax is the size of sun_path in a Unix socket address, its
+// terminating NUL included; sshHashLen is the length of ssh's %C.
+const (
+	unixPathMax = 108
+	sshHashLen  = 40
+)
 
 // SSHArgv builds the ssh command line that runs the slave on u's host.
 func SSHArgv(u SlaveURL, opts Options) []string {

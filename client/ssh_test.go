@@ -135,3 +135,39 @@ func TestSSHArgvQuotesRemoteCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultSSHCommandControlPathFits: ssh refuses every connection whose
+// ControlPath, expanded, does not fit a Unix socket address (108 bytes),
+// so a long state dir gets a shorter socket name, and one too long for
+// any gets no ControlMaster rather than no connection.
+func TestDefaultSSHCommandControlPathFits(t *testing.T) {
+	dir := func(n int) string { return "/" + strings.Repeat("s", n-1) }
+	for _, tc := range []struct {
+		name, state, want string
+	}{
+		{"short", "/var/lib/georep/a", "ControlPath=/var/lib/georep/a/ssh-%C"},
+		{"longest with the hash", dir(62), "ControlPath=" + dir(62) + "/ssh-%C"},
+		{"too long for the hash", dir(63), "ControlPath=" + dir(63) + "/ssh "},
+		{"longest at all", dir(103), "ControlPath=" + dir(103) + "/ssh "},
+		{"too long for any", dir(104), ""},
+		{"with a space", "/var/lib/geo rep", ""},
+	} {
+		cmd := DefaultSSHCommand(tc.state) + " "
+		if tc.want == "" {
+			if strings.Contains(cmd, "Control") {
+				t.Errorf("%s: %q sets a ControlMaster", tc.name, cmd)
+			}
+			continue
+		}
+		if !strings.Contains(cmd, tc.want) {
+			t.Errorf("%s: %q lacks %q", tc.name, cmd, tc.want)
+		}
+		for _, w := range strings.Fields(cmd) {
+			if p, ok := strings.CutPrefix(w, "ControlPath="); ok {
+				if n := len(strings.Replace(p, "%C", strings.Repeat("h", 40), 1)); n >= 108 {
+					t.Errorf("%s: the socket path takes %d bytes expanded, ssh refuses 108 or more", tc.name, n)
+				}
+			}
+		}
+	}
+}
