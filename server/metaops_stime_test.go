@@ -3,6 +3,7 @@ package server
 import (
 	"testing"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
@@ -76,5 +77,28 @@ func TestMetaOpsStime(t *testing.T) {
 	}
 	if got := st.GetStat().GetMode() & 0o7777; got != 0o644 {
 		t.Errorf("mode after a refused batch = %#o, want 0644 (the batch must not run)", got)
+	}
+}
+
+// TestVolumeInfoFreeBytes: VolumeInfo says how much the slave's
+// filesystem can still take, as statfs sees it.
+func TestVolumeInfoFreeBytes(t *testing.T) {
+	b, dir := openBackend(t)
+	c := serve(t, New(b, Options{}), overPipe, testLogger(t, nil))
+	info, err := c.VolumeInfo(callCtx(t), &pb.VolumeInfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.FreeBytes == nil {
+		t.Fatal("VolumeInfo has no free_bytes")
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	want := st.Bavail * uint64(st.Bsize)
+	// Other tests write on the same filesystem meanwhile.
+	if got := info.GetFreeBytes(); got > want+64<<20 || got+64<<20 < want {
+		t.Errorf("free_bytes = %d, statfs says %d", got, want)
 	}
 }

@@ -341,7 +341,11 @@ func (s *Service) VolumeInfo(ctx context.Context, req *pb.VolumeInfoRequest) (*p
 	if err != nil {
 		return nil, statusFromBackend(err)
 	}
-	return &pb.VolumeInfoResponse{Native: s.backend.NativeMark(), Foreign: foreign}, nil
+	resp := &pb.VolumeInfoResponse{Native: s.backend.NativeMark(), Foreign: foreign}
+	if free, err := s.backend.Free(); err == nil {
+		resp.FreeBytes = &free
+	}
+	return resp, nil
 }
 
 // Entries lists a directory by GFID.

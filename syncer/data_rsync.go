@@ -67,6 +67,7 @@ const (
 // rsync exit codes with a per-file meaning; any other non-zero code fails
 // the whole batch.
 const (
+	rsyncFileIO   = 11 // error in file I/O
 	rsyncPartial  = 23 // some files or attributes were not transferred
 	rsyncVanished = 24 // some source files vanished
 )
@@ -452,6 +453,12 @@ func (r *rsyncRun) rsync(ctx context.Context, list string) (map[int]error, error
 		code = ee.ExitCode()
 	}
 	failures, unnamed := r.parseStderr(stderr.String())
+	if code == rsyncFileIO && len(failures) == 0 && len(unnamed) == 0 && ctx.Err() == nil {
+		// rsync said no more than its exit code (its receiver's message
+		// can be lost when it dies): a full slave is the likely cause,
+		// and the slave can say whether it is.
+		failures = r.tooBig(ctx)
+	}
 	var sent int64
 	for _, n := range r.sent {
 		sent += n
@@ -463,6 +470,30 @@ func (r *rsyncRun) rsync(ctx context.Context, list string) (map[int]error, error
 		return failures, ctx.Err()
 	}
 	return failures, runError(code, unnamed, stderr.String())
+}
+
+// tooBig asks the slave for its free space and fails, as ENOSPC, each
+// file whose content cannot fit in it; nil when it does not know.
+func (r *rsyncRun) tooBig(ctx context.Context) map[int]error {
+	resp, err := r.c.Slave.VolumeInfo(ctx, &pb.VolumeInfoRequest{})
+	if err != nil || resp.FreeBytes == nil {
+		return nil
+	}
+	return fullSlave(resp.GetFreeBytes(), r.marks)
+}
+
+// fullSlave fails, as ENOSPC, the files of marks bigger than free bytes:
+// rsync writes a file's new content beside the old before it renames.
+func fullSlave(free uint64, marks []fileMark) map[int]error {
+	failures := map[int]error{}
+	for i, mk := range marks {
+		if mk.size > 0 && uint64(mk.size) > free {
+			failures[i] = fmt.Errorf("%w: %w", ErrRsync, &transfer.RemoteError{Errno: unix.ENOSPC, Code: "ENOSPC",
+				Message: fmt.Sprintf("No space left on device: the slave's filesystem has %d bytes free and the file's new content takes %d (rsync exit %d named no file)",
+					free, mk.size, rsyncFileIO)})
+		}
+	}
+	return failures
 }
 
 // runError is what rsync's exit code says about the run as a whole: nil

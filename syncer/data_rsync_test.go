@@ -504,3 +504,32 @@ func TestRsyncBatchFor(t *testing.T) {
 		}
 	}
 }
+
+// TestFullSlave: when rsync exits 11 naming no file, the files whose new
+// content cannot fit in the slave's free space fail as ENOSPC with a
+// reason that says so; the others are left to the run's own error.
+func TestFullSlave(t *testing.T) {
+	marks := []fileMark{{size: 4 << 20}, {size: 100}, {size: 0}, {size: 2 << 20}}
+	for _, tc := range []struct {
+		name string
+		free uint64
+		want []int
+	}{
+		{"under 2 MiB free", 2<<20 - 1, []int{0, 3}},
+		{"2 MiB free", 2 << 20, []int{0}},
+		{"plenty", 1 << 30, nil},
+	} {
+		got := fullSlave(tc.free, marks)
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: %d files failed (%v), want %v", tc.name, len(got), got, tc.want)
+			continue
+		}
+		for _, i := range tc.want {
+			err := got[i]
+			var re *transfer.RemoteError
+			if !errors.Is(err, ErrRsync) || !errors.As(err, &re) || re.Errno != unix.ENOSPC || !strings.Contains(err.Error(), "No space left on device") {
+				t.Errorf("%s: file %d: %v, want an rsync ENOSPC that says so", tc.name, i, err)
+			}
+		}
+	}
+}

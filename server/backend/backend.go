@@ -232,6 +232,16 @@ func (b *Backend) Close() error {
 	return b.closeFds()
 }
 
+// Free returns the bytes an unprivileged write may still take on the
+// root's filesystem (statfs's available blocks).
+func (b *Backend) Free() (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(b.rootDir.Fd(), &st); err != nil {
+		return 0, fmt.Errorf("statfs of the slave root: %w", err)
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
 // lockState tries to take the state directory's flock exclusively,
 // reporting whether it did: no other slave process has the root open.
 func (b *Backend) lockState() (sole bool, err error) {

@@ -2092,7 +2092,12 @@ type VolumeInfoResponse struct {
 	// The root's native mark: a uuid made once per root.
 	Native *VolumeMark `protobuf:"bytes,1,opt,name=native,proto3" json:"native,omitempty"`
 	// Foreign marks left by masters that have not expired.
-	Foreign       []*VolumeMark `protobuf:"bytes,2,rep,name=foreign,proto3" json:"foreign,omitempty"`
+	Foreign []*VolumeMark `protobuf:"bytes,2,rep,name=foreign,proto3" json:"foreign,omitempty"`
+	// Bytes the slave may still write on the root's filesystem (statfs:
+	// available blocks times their size), when it could be read. How a
+	// master tells a full slave from another I/O failure when rsync says
+	// no more than its exit code.
+	FreeBytes     *uint64 `protobuf:"varint,3,opt,name=free_bytes,json=freeBytes,proto3,oneof" json:"free_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2139,6 +2144,13 @@ func (x *VolumeInfoResponse) GetForeign() []*VolumeMark {
 		return x.Foreign
 	}
 	return nil
+}
+
+func (x *VolumeInfoResponse) GetFreeBytes() uint64 {
+	if x != nil && x.FreeBytes != nil {
+		return *x.FreeBytes
+	}
+	return 0
 }
 
 // DirEntry is one child of a directory.
@@ -4090,10 +4102,13 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x0ftimeout_seconds\x18\x02 \x01(\rR\x0etimeoutSeconds\")\n" +
 	"\x11KeepAliveResponse\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x04R\x05count\"\x13\n" +
-	"\x11VolumeInfoRequest\"t\n" +
+	"\x11VolumeInfoRequest\"\xa7\x01\n" +
 	"\x12VolumeInfoResponse\x12-\n" +
 	"\x06native\x18\x01 \x01(\v2\x15.georep.v1.VolumeMarkR\x06native\x12/\n" +
-	"\aforeign\x18\x02 \x03(\v2\x15.georep.v1.VolumeMarkR\aforeign\"x\n" +
+	"\aforeign\x18\x02 \x03(\v2\x15.georep.v1.VolumeMarkR\aforeign\x12\"\n" +
+	"\n" +
+	"free_bytes\x18\x03 \x01(\x04H\x00R\tfreeBytes\x88\x01\x01B\r\n" +
+	"\v_free_bytes\"x\n" +
 	"\bDirEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\fR\x04name\x12\x12\n" +
 	"\x04gfid\x18\x02 \x01(\fR\x04gfid\x12#\n" +
@@ -4437,6 +4452,7 @@ func file_georep_v1_slave_proto_init() {
 		return
 	}
 	file_georep_v1_slave_proto_msgTypes[13].OneofWrappers = []any{}
+	file_georep_v1_slave_proto_msgTypes[27].OneofWrappers = []any{}
 	file_georep_v1_slave_proto_msgTypes[37].OneofWrappers = []any{
 		(*PutFilesRequest_Header)(nil),
 		(*PutFilesRequest_Chunk)(nil),
