@@ -335,7 +335,7 @@ func TestSlaveLogFile(t *testing.T) {
 	handshake(t, p.client)
 	p.cc.Close()
 	if code := p.waitExit(t, 30*time.Second); code != 0 {
-		t.Fatalf("exit code = %d, want 0", code)
+		t.Fatalf("exit code = %d, want 0 (%v)", code, p.err)
 	}
 	logs, err := os.ReadFile(logFile)
 	if err != nil {

@@ -166,6 +166,10 @@ func runSlave(ctx context.Context, cfg slaveConfig, stderr io.Writer) error {
 	defer stopSignals()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The master going away is how a session ends: a write to its closed
+	// stdout (the transport's goodbye, a last log line) must fail with
+	// EPIPE, not kill the slave with SIGPIPE before it closes the root.
+	signal.Ignore(syscall.SIGPIPE)
 
 	svc := server.New(b, server.Options{SoftwareVersion: softwareVersion(), Logger: logger})
 	gs := server.NewGRPCServer(svc, logger)
