@@ -2,7 +2,6 @@ package transfer
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
 
 	"github.com/georep/georep/internal/gfid"
 	pb "github.com/georep/georep/proto/georep/v1"
@@ -29,26 +27,12 @@ type wireLog struct {
 	received []int
 }
 
-// recordingSlave is the real slave client, its PutFiles streams logged.
-type recordingSlave struct {
-	pb.SlaveClient
-	log *wireLog
+// tap is a client logging into l what goes over its PutFiles streams.
+func (l *wireLog) tap(c pb.SlaveClient) tappedSlave {
+	return tappedSlave{SlaveClient: c, sent: l.send, received: l.recv}
 }
 
-func (r recordingSlave) PutFiles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[pb.PutFilesRequest, pb.PutFilesResponse], error) {
-	ps, err := r.SlaveClient.PutFiles(ctx, opts...)
-	if err != nil {
-		return nil, err
-	}
-	return recordingStream{ps, r.log}, nil
-}
-
-type recordingStream struct {
-	grpc.BidiStreamingClient[pb.PutFilesRequest, pb.PutFilesResponse]
-	log *wireLog
-}
-
-func (r recordingStream) Send(req *pb.PutFilesRequest) error {
+func (l *wireLog) send(req *pb.PutFilesRequest) {
 	var starts []gfid.GFID
 	switch p := req.GetPart().(type) {
 	case *pb.PutFilesRequest_Header:
@@ -58,37 +42,32 @@ func (r recordingStream) Send(req *pb.PutFilesRequest) error {
 			starts = append(starts, gfid.GFID(h.GetGfid()))
 		}
 	}
-	r.log.mu.Lock()
-	r.log.sent = append(r.log.sent, starts)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sent = append(l.sent, starts)
 	if req.GetBatch() != nil {
-		r.log.batches++
+		l.batches++
 	}
 	if req.GetBatchResults() {
-		r.log.asked++
+		l.asked++
 	}
-	r.log.mu.Unlock()
-	return r.BidiStreamingClient.Send(req)
 }
 
-func (r recordingStream) Recv() (*pb.PutFilesResponse, error) {
-	resp, err := r.BidiStreamingClient.Recv()
-	if err == nil {
-		n := len(resp.GetResults())
-		if n == 0 {
-			n = 1
-		}
-		r.log.mu.Lock()
-		r.log.received = append(r.log.received, n)
-		r.log.mu.Unlock()
+func (l *wireLog) recv(resp *pb.PutFilesResponse) {
+	n := len(resp.GetResults())
+	if n == 0 {
+		n = 1
 	}
-	return resp, err
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.received = append(l.received, n)
 }
 
 // sendLogged is e.send over a recording client.
 func (e *env) sendLogged(t *testing.T, items []Item, opts Options) ([]Result, Stats, *wireLog) {
 	t.Helper()
 	log := &wireLog{}
-	rs, st, err := Send(ctxFor(t), recordingSlave{e.client, log}, e.root, items, opts)
+	rs, st, err := Send(ctxFor(t), log.tap(e.client), e.root, items, opts)
 	if err != nil {
 		t.Fatalf("Send: %v", err)
 	}

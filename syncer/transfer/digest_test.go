@@ -60,9 +60,12 @@ func (l *digestLog) check(t *testing.T, k pb.ContentDigest, files int) {
 // logged; with hideDigests, its Handshake answers as a slave older than
 // content_digests (none listed).
 type digestSlave struct {
-	pb.SlaveClient
-	log         *digestLog
+	tappedSlave
 	hideDigests bool
+}
+
+func newDigestSlave(c pb.SlaveClient, log *digestLog, hideDigests bool) digestSlave {
+	return digestSlave{tappedSlave{SlaveClient: c, sent: log.send}, hideDigests}
 }
 
 func (d digestSlave) Handshake(ctx context.Context, in *pb.HandshakeRequest, opts ...grpc.CallOption) (*pb.HandshakeResponse, error) {
@@ -73,40 +76,26 @@ func (d digestSlave) Handshake(ctx context.Context, in *pb.HandshakeRequest, opt
 	return resp, err
 }
 
-func (d digestSlave) PutFiles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[pb.PutFilesRequest, pb.PutFilesResponse], error) {
-	ps, err := d.SlaveClient.PutFiles(ctx, opts...)
-	if err != nil {
-		return nil, err
-	}
-	return digestStream{ps, d.log}, nil
-}
-
-type digestStream struct {
-	grpc.BidiStreamingClient[pb.PutFilesRequest, pb.PutFilesResponse]
-	log *digestLog
-}
-
-func (s digestStream) Send(req *pb.PutFilesRequest) error {
-	s.log.mu.Lock()
+func (l *digestLog) send(req *pb.PutFilesRequest) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	switch p := req.GetPart().(type) {
 	case *pb.PutFilesRequest_Header:
-		s.log.header(p.Header)
+		l.header(p.Header)
 	case *pb.PutFilesRequest_Batch:
 		for _, h := range p.Batch.GetFiles() {
-			s.log.header(h)
+			l.header(h)
 		}
 	case *pb.PutFilesRequest_Trailer:
-		s.log.trailers = append(s.log.trailers, len(p.Trailer.GetDigest()))
+		l.trailers = append(l.trailers, len(p.Trailer.GetDigest()))
 	}
-	s.log.mu.Unlock()
-	return s.BidiStreamingClient.Send(req)
 }
 
 // sendDigests is e.send over a client that logs digests.
 func (e *env) sendDigests(t *testing.T, items []Item, opts Options) ([]Result, Stats, *digestLog) {
 	t.Helper()
 	log := &digestLog{}
-	rs, st, err := Send(ctxFor(t), digestSlave{SlaveClient: e.client, log: log}, e.root, items, opts)
+	rs, st, err := Send(ctxFor(t), newDigestSlave(e.client, log, false), e.root, items, opts)
 	if err != nil {
 		t.Fatalf("Send: %v", err)
 	}
@@ -276,7 +265,7 @@ func TestSendDigestNegotiation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, "")
 			log := &digestLog{}
-			slave := digestSlave{SlaveClient: e.client, log: log, hideDigests: tc.old}
+			slave := newDigestSlave(e.client, log, tc.old)
 			hs, err := slave.Handshake(ctxFor(t), &pb.HandshakeRequest{Protocol: &pb.Version{Major: 1}, Object: &pb.Version{Major: 1}})
 			if err != nil {
 				t.Fatalf("Handshake: %v", err)

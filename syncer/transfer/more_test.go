@@ -14,15 +14,45 @@ import (
 	pb "github.com/georep/georep/proto/georep/v1"
 )
 
-// countingClient counts the PutFiles streams opened through it.
-type countingClient struct {
+// tappedSlave is the real slave client with its PutFiles streams tapped:
+// streams counts them, and sent and received (each optional) see every
+// message the master sends, before it goes, and every answer it gets.
+type tappedSlave struct {
 	pb.SlaveClient
-	streams atomic.Int64
+	streams  *atomic.Int64
+	sent     func(*pb.PutFilesRequest)
+	received func(*pb.PutFilesResponse)
 }
 
-func (c *countingClient) PutFiles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[pb.PutFilesRequest, pb.PutFilesResponse], error) {
-	c.streams.Add(1)
-	return c.SlaveClient.PutFiles(ctx, opts...)
+func (c tappedSlave) PutFiles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[pb.PutFilesRequest, pb.PutFilesResponse], error) {
+	if c.streams != nil {
+		c.streams.Add(1)
+	}
+	ps, err := c.SlaveClient.PutFiles(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return tappedStream{ps, c}, nil
+}
+
+type tappedStream struct {
+	grpc.BidiStreamingClient[pb.PutFilesRequest, pb.PutFilesResponse]
+	tap tappedSlave
+}
+
+func (s tappedStream) Send(req *pb.PutFilesRequest) error {
+	if s.tap.sent != nil {
+		s.tap.sent(req)
+	}
+	return s.BidiStreamingClient.Send(req)
+}
+
+func (s tappedStream) Recv() (*pb.PutFilesResponse, error) {
+	resp, err := s.BidiStreamingClient.Recv()
+	if err == nil && s.tap.received != nil {
+		s.tap.received(resp)
+	}
+	return resp, err
 }
 
 // TestSendMoreConnections: a connection that joins while files are left
@@ -52,9 +82,10 @@ func TestSendMoreConnections(t *testing.T) {
 	}
 	e.entries(t, es...)
 
-	first, second := &countingClient{SlaveClient: e.client}, &countingClient{SlaveClient: other.client}
+	var firstStreams, secondStreams atomic.Int64
+	first := tappedSlave{SlaveClient: e.client, streams: &firstStreams}
 	more := make(chan pb.SlaveClient, 1)
-	more <- second
+	more <- tappedSlave{SlaveClient: other.client, streams: &secondStreams}
 	close(more)
 	rs, st, err := Send(ctxFor(t), first, e.root, items, Options{Jobs: 2, FileBatches: true, More: more})
 	if err != nil {
@@ -69,8 +100,8 @@ func TestSendMoreConnections(t *testing.T) {
 	if st.Files != n {
 		t.Errorf("%d files sent, want %d", st.Files, n)
 	}
-	if first.streams.Load() == 0 || second.streams.Load() == 0 {
-		t.Errorf("streams: %d on the first connection, %d on the second; want both used", first.streams.Load(), second.streams.Load())
+	if firstStreams.Load() == 0 || secondStreams.Load() == 0 {
+		t.Errorf("streams: %d on the first connection, %d on the second; want both used", firstStreams.Load(), secondStreams.Load())
 	}
 
 	// A More that never brings anything does not hold Send up once the
