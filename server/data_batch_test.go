@@ -196,25 +196,7 @@ func TestPutFilesBatchRefused(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b, dir := openBackend(t)
-			c := serve(t, New(b, Options{}), overTCP, testLogger(t, nil))
-			ctx := callCtx(t)
-			if _, err := c.EntryOps(ctx, &pb.EntryOpsRequest{Entries: []*pb.Entry{{Op: pb.EntryOp_ENTRY_OP_CREATE,
-				Gfid: x.Bytes(), ParentGfid: gfid.Root.Bytes(), Name: []byte("x"), Stat: regStat(0o644)}}}); err != nil {
-				t.Fatal(err)
-			}
-			stream, err := c.PutFiles(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, m := range tc.msgs {
-				m.BatchResults = true
-				if err := stream.Send(m); err != nil {
-					break // the slave already refused; Recv says why
-				}
-			}
-			stream.CloseSend()
-			_, err = stream.Recv()
+			dir, err := sendMalformed(t, x, "x", tc.msgs, true)
 			wantStatus(t, err, codes.InvalidArgument, tc.want)
 			ents, err := os.ReadDir(dir)
 			if err != nil {

@@ -104,24 +104,7 @@ func TestPutFilesOrder(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b, dir := openBackend(t)
-			c := serve(t, New(b, Options{}), overTCP, testLogger(t, nil))
-			ctx := callCtx(t)
-			if _, err := c.EntryOps(ctx, &pb.EntryOpsRequest{Entries: []*pb.Entry{{Op: pb.EntryOp_ENTRY_OP_CREATE,
-				Gfid: x.Bytes(), ParentGfid: gfid.Root.Bytes(), Name: []byte("f"), Stat: regStat(0o644)}}}); err != nil {
-				t.Fatal(err)
-			}
-			stream, err := c.PutFiles(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, m := range tc.msgs {
-				if err := stream.Send(m); err != nil {
-					break // the slave already refused; Recv says why
-				}
-			}
-			stream.CloseSend()
-			_, err = stream.Recv()
+			dir, err := sendMalformed(t, x, "f", tc.msgs, false)
 			wantStatus(t, err, codes.InvalidArgument, tc.want)
 			ents, err := os.ReadDir(filepath.Join(dir, ".georep", "tmp"))
 			if err != nil || len(ents) != 0 {
@@ -129,6 +112,34 @@ func TestPutFilesOrder(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sendMalformed serves a fresh slave holding an empty file name with GFID
+// x at its root, sends msgs on one PutFiles stream (each asking for batch
+// results when batchResults), and returns the slave's root and the error
+// the stream ended with.
+func sendMalformed(t *testing.T, x gfid.GFID, name string, msgs []*pb.PutFilesRequest, batchResults bool) (string, error) {
+	t.Helper()
+	b, dir := openBackend(t)
+	c := serve(t, New(b, Options{}), overTCP, testLogger(t, nil))
+	ctx := callCtx(t)
+	if _, err := c.EntryOps(ctx, &pb.EntryOpsRequest{Entries: []*pb.Entry{{Op: pb.EntryOp_ENTRY_OP_CREATE,
+		Gfid: x.Bytes(), ParentGfid: gfid.Root.Bytes(), Name: []byte(name), Stat: regStat(0o644)}}}); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := c.PutFiles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		m.BatchResults = batchResults
+		if err := stream.Send(m); err != nil {
+			break // the slave already refused; Recv says why
+		}
+	}
+	stream.CloseSend()
+	_, err = stream.Recv()
+	return dir, err
 }
 
 // zstdChunk is a chunk of data compressed as one zstd frame, claiming length.
