@@ -16,13 +16,14 @@ import (
 )
 
 const (
-	// commitBatchFiles and commitBatchBytes bound one group commit: the
-	// files flushed to disk by one sync and then installed.
-	commitBatchFiles = 256
+	// commitBatchBytes bounds the content of one group commit: the files
+	// flushed to disk by one sync and then installed. Its files are
+	// bounded by the stream's queue (commitQueueFor).
 	commitBatchBytes = 64 << 20
-	// commitQueue is how many received files may wait for the committer;
-	// each holds an open temp.
-	commitQueue = 128
+	// commitQueueMin and commitQueueMax bound how many received files may
+	// wait for a stream's committer; each holds an open temp.
+	commitQueueMin = 128
+	commitQueueMax = 1024
 	// batchFiles and batchBytes bound one FileBatch: its files and the
 	// chunk data they carry in all.
 	batchFiles = 256
@@ -55,7 +56,9 @@ func (s *Service) PutFiles(stream pb.Slave_PutFilesServer) error {
 		return fmt.Errorf("start a zstd decoder: %w", err)
 	}
 	defer dec.Close()
-	ready := make(chan *incomingFile, commitQueue)
+	n := s.putStreams.Add(1)
+	defer s.putStreams.Add(-1)
+	ready := make(chan *incomingFile, commitQueueFor(s.openFiles, int(n)))
 	stop := make(chan struct{}) // closed when the committer gives up
 	committed := make(chan error, 1)
 	// batched is set by the receiver from the master's batch_results
@@ -193,11 +196,25 @@ func (s *Service) endFile(f *incomingFile, t *pb.FileTrailer, ready chan<- *inco
 	}
 }
 
+// commitQueueFor is the queue of received files for a stream when it is
+// the streams-th open on a slave allowed openFiles descriptors. A longer
+// queue makes bigger group commits, fewer flushes: each syncfs costs a
+// journal commit and a device cache flush however little it writes, and
+// with 128 files a queue, 20,000 small files took 80 of them where 1024
+// takes 35 (initial sync 1.94 -> 1.86 s, medians of four). A stream holds
+// up to twice its queue open (one batch committing, one queued), so the
+// streams together keep to half the limit, never below the 128 that was
+// always the queue.
+func commitQueueFor(openFiles uint64, streams int) int {
+	per := openFiles / 4 / uint64(max(streams, 1))
+	return int(min(max(per, commitQueueMin), commitQueueMax))
+}
+
 // commitFiles flushes, installs and answers the files from ready in
 // batches, in order. After a failed Send it discards what still comes.
 func (s *Service) commitFiles(stream pb.Slave_PutFilesServer, ready <-chan *incomingFile, stop chan<- struct{}, batched *atomic.Bool) error {
 	var err error
-	batch := make([]*incomingFile, 0, commitBatchFiles)
+	batch := make([]*incomingFile, 0, cap(ready))
 	for f := range ready {
 		if err != nil {
 			f.abort()
@@ -206,7 +223,7 @@ func (s *Service) commitFiles(stream pb.Slave_PutFilesServer, ready <-chan *inco
 		batch = append(batch[:0], f)
 		size := f.written()
 	gather:
-		for len(batch) < commitBatchFiles && size < commitBatchBytes {
+		for len(batch) < cap(ready) && size < commitBatchBytes {
 			var g *incomingFile
 			var ok bool
 			if batch[len(batch)-1].more {

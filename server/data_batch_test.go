@@ -285,3 +285,31 @@ func FuzzCheckFileBatch(f *testing.F) {
 		}
 	})
 }
+
+// TestCommitQueueFor: a stream's commit queue grows to commitQueueMax when
+// the open-file limit has room for every stream's, and never drops below
+// the commitQueueMin it always had.
+func TestCommitQueueFor(t *testing.T) {
+	tests := []struct {
+		name      string
+		openFiles uint64
+		streams   int
+		want      int
+	}{
+		{name: "ample limit, the default three streams", openFiles: 1 << 20, streams: 3, want: commitQueueMax},
+		{name: "this machine's 20000, three streams", openFiles: 20000, streams: 3, want: commitQueueMax},
+		{name: "20000, ten streams share it", openFiles: 20000, streams: 10, want: 500},
+		{name: "4096, one stream", openFiles: 4096, streams: 1, want: commitQueueMax},
+		{name: "4096, 64 streams: the floor", openFiles: 4096, streams: 64, want: commitQueueMin},
+		{name: "the traditional 1024, one stream", openFiles: 1024, streams: 1, want: 256},
+		{name: "1024, three streams", openFiles: 1024, streams: 3, want: commitQueueMin},
+		{name: "no stream counted", openFiles: 1 << 20, streams: 0, want: commitQueueMax},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := commitQueueFor(tc.openFiles, tc.streams); got != tc.want {
+				t.Errorf("commitQueueFor(%d, %d) = %d, want %d", tc.openFiles, tc.streams, got, tc.want)
+			}
+		})
+	}
+}

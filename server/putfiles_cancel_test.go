@@ -24,7 +24,7 @@ func TestPutFilesCancelMidBatch(t *testing.T) {
 		files int
 		size  int
 	}{
-		{name: "many small files", files: 2 * commitBatchFiles, size: 100},
+		{name: "many small files", files: 2 * commitQueueMax, size: 100},
 		{name: "fewer big files", files: 24, size: 3 << 20},
 	}
 	for _, tc := range tests {

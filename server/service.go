@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -54,6 +55,10 @@ type Service struct {
 	alive chan struct{}
 	// tunnels counts the RsyncTunnel calls running (tunnel.go).
 	tunnels atomic.Int32
+	// putStreams counts the PutFiles calls running, and openFiles is the
+	// process's open-file limit: they size each stream's commit queue.
+	putStreams atomic.Int32
+	openFiles  uint64
 }
 
 var _ pb.SlaveServer = (*Service)(nil)
@@ -68,12 +73,20 @@ func New(b *backend.Backend, opts Options) *Service {
 	if now == nil {
 		now = time.Now
 	}
+	// Go raises the soft limit to the hard one at start-up; a limit that
+	// cannot be read is taken as the traditional 1024.
+	openFiles := uint64(1024)
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil {
+		openFiles = lim.Cur
+	}
 	return &Service{
-		backend: b,
-		version: opts.SoftwareVersion,
-		logger:  logger,
-		now:     now,
-		alive:   make(chan struct{}, 1),
+		backend:   b,
+		version:   opts.SoftwareVersion,
+		logger:    logger,
+		now:       now,
+		alive:     make(chan struct{}, 1),
+		openFiles: openFiles,
 	}
 }
 
