@@ -1,11 +1,17 @@
 package testfs
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Ext4 makes an ext4 filesystem with a journal (mke2fs's defaults) in a
@@ -54,11 +60,7 @@ func Ext4(t testing.TB, size int64) string {
 	run("mkfs.ext4", "-q", "-F", "-O", "has_journal", img)
 	dev := run("losetup", "--find", "--show", "--direct-io=on", img)
 	// Registered first, so it runs after the unmount below.
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "--detach", dev).CombinedOutput(); err != nil {
-			t.Errorf("detach %s: %v: %s", dev, err, out)
-		}
-	})
+	t.Cleanup(func() { detach(t, dev, img) })
 	// losetup only warns when the image's filesystem refuses O_DIRECT.
 	dio, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop", "dio"))
 	if err != nil || strings.TrimSpace(string(dio)) != "1" {
@@ -67,5 +69,79 @@ func Ext4(t testing.TB, size int64) string {
 	}
 	run("mount", dev, dir)
 	t.Cleanup(func() { unmount(t, dir) })
+	// Once mounted (the mount holds the device), the device detaches
+	// itself when the filesystem is released, as mount -o loop's does: a
+	// benchmark killed mid-run runs no cleanup, and left a mount and a
+	// loop device behind.
+	if err := autoclear(dev); err != nil {
+		t.Fatalf("%s: %v", dev, err)
+	}
+	cleanOnSignal(t, dir, work)
 	return dir
+}
+
+// autoclear sets the loop device's autoclear flag.
+func autoclear(dev string) error {
+	f, err := os.OpenFile(dev, os.O_RDONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open to set autoclear: %w", err)
+	}
+	defer f.Close()
+	info, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+	if err != nil {
+		return fmt.Errorf("read loop status: %w", err)
+	}
+	info.Flags |= unix.LO_FLAGS_AUTOCLEAR
+	if err := unix.IoctlLoopSetStatus64(int(f.Fd()), info); err != nil {
+		return fmt.Errorf("set autoclear: %w", err)
+	}
+	return nil
+}
+
+// detach makes sure dev no longer serves img once the test unmounted it:
+// autoclear normally detached it already, perhaps a moment later.
+func detach(t testing.TB, dev, img string) {
+	t.Helper()
+	backing := filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile(backing)
+		if err != nil || strings.TrimSpace(string(b)) != img {
+			return // detached, or already serving another test's image
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out, err := exec.Command("losetup", "--detach", dev).CombinedOutput(); err != nil {
+		t.Errorf("detach %s: %v: %s", dev, err, out)
+	}
+}
+
+// cleanOnSignal lazily unmounts dir and removes work (the image and the
+// mount point) when the test process gets SIGINT or SIGTERM, then lets the
+// signal kill it as it would have: the autoclear loop device goes once the
+// last process using the filesystem (a slave the test started) is gone.
+// Nothing is done once the test has ended.
+func cleanOnSignal(t testing.TB, dir, work string) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM)
+	ended := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case sig := <-sigs:
+			_ = unix.Unmount(dir, unix.MNT_DETACH)
+			_ = os.RemoveAll(work)
+			signal.Stop(sigs)
+			_ = unix.Kill(os.Getpid(), sig.(unix.Signal))
+		case <-ended:
+		}
+	})
+	t.Cleanup(func() {
+		signal.Stop(sigs)
+		close(ended)
+		wg.Wait()
+	})
 }

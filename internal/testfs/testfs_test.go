@@ -1,11 +1,18 @@
 package testfs
 
 import (
+	"bufio"
+	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -62,16 +69,7 @@ func TestExt4HasJournal(t *testing.T) {
 		t.Fatalf("%s holds %d bytes, more than its 64 MiB image", dir, st.Blocks*uint64(st.Bsize))
 	}
 	// ext4 lists its options per device; only a journal has a data mode.
-	mounts, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dev string
-	for _, l := range strings.Split(string(mounts), "\n") {
-		if f := strings.Fields(l); len(f) > 9 && f[4] == dir {
-			dev = filepath.Base(f[len(f)-2])
-		}
-	}
+	dev := filepath.Base(mountSource(t, dir))
 	opts, err := os.ReadFile(filepath.Join("/proc/fs/ext4", dev, "options"))
 	if err != nil {
 		t.Fatalf("options of %s's device %q: %v", dir, dev, err)
@@ -85,5 +83,127 @@ func TestExt4HasJournal(t *testing.T) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// mountSource is the source (the device) of the mount at dir, or "" when
+// nothing is mounted there.
+func mountSource(t *testing.T, dir string) string {
+	t.Helper()
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var src string
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 9 && f[4] == dir {
+			src = f[len(f)-2]
+		}
+	}
+	return src
+}
+
+// holdEnv makes TestExt4CleansUpOnSignal's child: it mounts an Ext4,
+// says where, and waits to be signalled.
+const holdEnv = "GEOREP_TESTFS_HOLD"
+
+// TestExt4CleansUpOnSignal: a test process killed by SIGINT or SIGTERM
+// (make bench-compare interrupted) runs no cleanups; Ext4 still leaves no
+// mount, no loop device and no image behind, and the process still dies
+// of the signal.
+func TestExt4CleansUpOnSignal(t *testing.T) {
+	if os.Getenv(holdEnv) != "" {
+		dir := Ext4(t, 64<<20)
+		if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("MOUNTED %s\n", dir)
+		time.Sleep(time.Minute)
+		t.Fatal("no signal came within a minute")
+	}
+	tests := []struct {
+		name string
+		sig  syscall.Signal
+	}{
+		{name: "SIGINT", sig: syscall.SIGINT},
+		{name: "SIGTERM", sig: syscall.SIGTERM},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestExt4CleansUpOnSignal$", "-test.count=1")
+			cmd.Env = append(os.Environ(), holdEnv+"=1")
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			mounted := make(chan string, 1)
+			go func() {
+				defer close(mounted)
+				sc := bufio.NewScanner(out)
+				for sc.Scan() {
+					if dir, ok := strings.CutPrefix(sc.Text(), "MOUNTED "); ok {
+						mounted <- dir
+					}
+				}
+			}()
+			var dir string
+			select {
+			case dir = <-mounted:
+			case <-ctx.Done():
+			}
+			if dir == "" {
+				_ = cmd.Wait()
+				t.Fatalf("the child mounted nothing: %s", stderr.String())
+			}
+			dev := mountSource(t, dir)
+			if !strings.HasPrefix(dev, "/dev/loop") {
+				t.Fatalf("%s is mounted from %q, not a loop device", dir, dev)
+			}
+			work := filepath.Dir(dir)
+			img := filepath.Join(work, "ext4.img")
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			err = cmd.Wait()
+			ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			if !ok || !ws.Signaled() || ws.Signal() != tc.sig {
+				t.Errorf("the child ended with %v (%v), not killed by %v; stderr:\n%s", cmd.ProcessState, err, tc.sig, stderr.String())
+			}
+			if src := mountSource(t, dir); src != "" {
+				t.Errorf("%s is still mounted from %s", dir, src)
+				_ = unix.Unmount(dir, unix.MNT_DETACH)
+			}
+			if _, err := os.Stat(work); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the image's directory %s is still there (%v)", work, err)
+				_ = os.RemoveAll(work)
+			}
+			// The autoclear device goes once the kernel releases the
+			// filesystem, which a lazy unmount lets happen a moment later.
+			backing := filepath.Join("/sys/block", filepath.Base(dev), "loop", "backing_file")
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				b, err := os.ReadFile(backing)
+				if err != nil || !strings.HasPrefix(strings.TrimSpace(string(b)), img) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("%s still serves %s 10s after the child died", dev, b)
+					_ = exec.Command("losetup", "--detach", dev).Run()
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			// What is left is testing's own temporary root, empty.
+			if err := os.Remove(filepath.Dir(work)); err != nil {
+				t.Errorf("the child's temporary root: %v", err)
+			}
+		})
 	}
 }
