@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -154,6 +155,12 @@ func Start(t testing.TB, opts Options) *Server {
 	s.cmd = exec.CommandContext(ctx, sshd, "-D", "-e", "-f", cfgFile)
 	s.cmd.Stdout = s.log
 	s.cmd.Stderr = s.log
+	// A test process killed outright (an interrupted make bench) runs no
+	// cleanup; the daemon must not outlive it, listening. Pdeathsig is
+	// sent when the thread that started it exits: Go keeps its threads for
+	// the process's life unless a goroutine locked to one ends, and this
+	// one locks none.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := s.cmd.Start(); err != nil {
 		cancel()
 		t.Fatalf("start sshd: %v", err)

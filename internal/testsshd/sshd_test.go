@@ -1,9 +1,19 @@
 package testsshd
 
 import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestSSHRunsCommands(t *testing.T) {
@@ -24,5 +34,92 @@ func TestSSHRunsCommands(t *testing.T) {
 	}
 	if got := strings.TrimSpace(string(out)); got != "forced" {
 		t.Fatalf("forced command printed %q, want forced", got)
+	}
+}
+
+// holdEnv makes TestSSHDDiesWithItsTest's child: it starts a daemon, says
+// where, and waits to be killed.
+const holdEnv = "GEOREP_TESTSSHD_HOLD"
+
+// TestSSHDDiesWithItsTest: a test process killed outright runs no
+// cleanup, and its sshd still goes with it instead of listening on.
+func TestSSHDDiesWithItsTest(t *testing.T) {
+	if os.Getenv(holdEnv) != "" {
+		s := Start(t, Options{})
+		fmt.Printf("SSHD %s %d\n", s.Dir, s.Port)
+		time.Sleep(time.Minute)
+		t.Fatal("not killed within a minute")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSSHDDiesWithItsTest$", "-test.count=1")
+	cmd.Env = append(os.Environ(), holdEnv+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan []string, 1)
+	go func() {
+		defer close(started)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "SSHD" {
+				started <- f[1:]
+			}
+		}
+	}()
+	var dir string
+	var port int
+	select {
+	case f := <-started:
+		if f != nil {
+			dir = f[0]
+			port, _ = strconv.Atoi(f[1])
+		}
+	case <-ctx.Done():
+	}
+	if dir == "" || port == 0 {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("the child started no sshd: %s", stderr.String())
+	}
+	defer os.RemoveAll(filepath.Dir(dir))
+	// sshd writes its pid file a moment after it listens.
+	var pid int
+	for deadline := time.Now().Add(10 * time.Second); pid == 0; time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(filepath.Join(dir, "sshd.pid")); err == nil {
+			pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		}
+		if pid == 0 && time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("no pid file in %s", dir)
+		}
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// Gone, or a zombie: no longer sshd either way.
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		gone := errors.Is(err, os.ErrNotExist) || strings.Contains(string(comm), ") Z ")
+		if gone {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("sshd (pid %d) still runs 10s after its test process was killed", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second); err == nil {
+		c.Close()
+		t.Errorf("something still listens on the dead sshd's port %d", port)
 	}
 }
