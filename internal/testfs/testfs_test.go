@@ -1,7 +1,6 @@
 package testfs
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/georep/georep/internal/testbin"
 )
 
 // TestTmpfsFillsUp: the mount is a filesystem of its own of the given
@@ -132,49 +133,24 @@ func TestExt4CleansUpOnSignal(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestExt4CleansUpOnSignal$", "-test.count=1")
-			cmd.Env = append(os.Environ(), holdEnv+"=1")
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
+			child := testbin.StartChild(ctx, t, "TestExt4CleansUpOnSignal", holdEnv+"=1", "MOUNTED")
+			if len(child.Fields) != 1 {
+				t.Fatalf("the child reported %q, want the mount point", child.Fields)
 			}
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			mounted := make(chan string, 1)
-			go func() {
-				defer close(mounted)
-				sc := bufio.NewScanner(out)
-				for sc.Scan() {
-					if dir, ok := strings.CutPrefix(sc.Text(), "MOUNTED "); ok {
-						mounted <- dir
-					}
-				}
-			}()
-			var dir string
-			select {
-			case dir = <-mounted:
-			case <-ctx.Done():
-			}
-			if dir == "" {
-				_ = cmd.Wait()
-				t.Fatalf("the child mounted nothing: %s", stderr.String())
-			}
+			dir := child.Fields[0]
 			dev := mountSource(t, dir)
 			if !strings.HasPrefix(dev, "/dev/loop") {
 				t.Fatalf("%s is mounted from %q, not a loop device", dir, dev)
 			}
 			work := filepath.Dir(dir)
 			img := filepath.Join(work, "ext4.img")
-			if err := cmd.Process.Signal(tc.sig); err != nil {
+			if err := child.Cmd.Process.Signal(tc.sig); err != nil {
 				t.Fatal(err)
 			}
-			err = cmd.Wait()
-			ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			err := child.Cmd.Wait()
+			ws, ok := child.Cmd.ProcessState.Sys().(syscall.WaitStatus)
 			if !ok || !ws.Signaled() || ws.Signal() != tc.sig {
-				t.Errorf("the child ended with %v (%v), not killed by %v; stderr:\n%s", cmd.ProcessState, err, tc.sig, stderr.String())
+				t.Errorf("the child ended with %v (%v), not killed by %v; stderr:\n%s", child.Cmd.ProcessState, err, tc.sig, child.Stderr.String())
 			}
 			if src := mountSource(t, dir); src != "" {
 				t.Errorf("%s is still mounted from %s", dir, src)

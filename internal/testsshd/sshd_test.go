@@ -1,7 +1,6 @@
 package testsshd
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/georep/georep/internal/testbin"
 )
 
 func TestSSHRunsCommands(t *testing.T) {
@@ -52,41 +53,18 @@ func TestSSHDDiesWithItsTest(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSSHDDiesWithItsTest$", "-test.count=1")
-	cmd.Env = append(os.Environ(), holdEnv+"=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan []string, 1)
-	go func() {
-		defer close(started)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) == 3 && f[0] == "SSHD" {
-				started <- f[1:]
-			}
-		}
-	}()
+	child := testbin.StartChild(ctx, t, "TestSSHDDiesWithItsTest", holdEnv+"=1", "SSHD")
+	cmd := child.Cmd
 	var dir string
 	var port int
-	select {
-	case f := <-started:
-		if f != nil {
-			dir = f[0]
-			port, _ = strconv.Atoi(f[1])
-		}
-	case <-ctx.Done():
+	if len(child.Fields) == 2 {
+		dir = child.Fields[0]
+		port, _ = strconv.Atoi(child.Fields[1])
 	}
 	if dir == "" || port == 0 {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		t.Fatalf("the child started no sshd: %s", stderr.String())
+		t.Fatalf("the child reported %q, want its sshd's directory and port", child.Fields)
 	}
 	defer os.RemoveAll(filepath.Dir(dir))
 	// sshd writes its pid file a moment after it listens.
