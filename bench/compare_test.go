@@ -100,6 +100,9 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 		b.Fatalf("GEOREP_BENCH_RUNS must be at least 1")
 	}
 	work := b.TempDir()
+	// The master tree and the state dirs: hundreds of MiB an interrupted
+	// run would leave in the temporary directory.
+	testfs.RemoveOnSignal(b, work)
 	// GEOREP_BENCH_GEOREP names a prebuilt binary (make bench-compare
 	// passes bin/georep); otherwise the checkout is built.
 	georep := os.Getenv("GEOREP_BENCH_GEOREP")

@@ -76,7 +76,13 @@ func Ext4(t testing.TB, size int64) string {
 	if err := autoclear(dev); err != nil {
 		t.Fatalf("%s: %v", dev, err)
 	}
-	cleanOnSignal(t, dir, work)
+	// Interrupted, the filesystem is detached lazily and the image and
+	// the mount point removed: the autoclear device then goes once the
+	// last process using the filesystem (a slave the test started) is gone.
+	onSignal(t, func() {
+		_ = unix.Unmount(dir, unix.MNT_DETACH)
+		_ = os.RemoveAll(work)
+	})
 	return dir
 }
 
@@ -119,12 +125,18 @@ func detach(t testing.TB, dev, img string) {
 	}
 }
 
-// cleanOnSignal lazily unmounts dir and removes work (the image and the
-// mount point) when the test process gets SIGINT or SIGTERM, then lets the
-// signal kill it as it would have: the autoclear loop device goes once the
-// last process using the filesystem (a slave the test started) is gone.
-// Nothing is done once the test has ended.
-func cleanOnSignal(t testing.TB, dir, work string) {
+// RemoveOnSignal removes dir (a test's work, say) when the test process
+// gets SIGINT or SIGTERM: Go removes a test's TempDir only when the test
+// ends, which a killed process never reaches. See onSignal.
+func RemoveOnSignal(t testing.TB, dir string) {
+	onSignal(t, func() { _ = os.RemoveAll(dir) })
+}
+
+// onSignal runs clean when the test process gets SIGINT or SIGTERM, then
+// lets the signal kill it as it would have. Nothing is done once the test
+// has ended. With several registered, the process dies when the last has
+// cleaned: until then the others still catch the signal.
+func onSignal(t testing.TB, clean func()) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM)
 	ended := make(chan struct{})
@@ -132,8 +144,7 @@ func cleanOnSignal(t testing.TB, dir, work string) {
 	wg.Go(func() {
 		select {
 		case sig := <-sigs:
-			_ = unix.Unmount(dir, unix.MNT_DETACH)
-			_ = os.RemoveAll(work)
+			clean()
 			signal.Stop(sigs)
 			_ = unix.Kill(os.Getpid(), sig.(unix.Signal))
 		case <-ended:

@@ -110,15 +110,21 @@ const holdEnv = "GEOREP_TESTFS_HOLD"
 
 // TestExt4CleansUpOnSignal: a test process killed by SIGINT or SIGTERM
 // (make bench-compare interrupted) runs no cleanups; Ext4 still leaves no
-// mount, no loop device and no image behind, and the process still dies
-// of the signal.
+// mount, no loop device and no image behind, RemoveOnSignal's directory
+// is gone too, and the process still dies of the signal.
 func TestExt4CleansUpOnSignal(t *testing.T) {
 	if os.Getenv(holdEnv) != "" {
 		dir := Ext4(t, 64<<20)
 		if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		fmt.Printf("MOUNTED %s\n", dir)
+		// A second handler beside Ext4's: both clean before the death.
+		work := t.TempDir()
+		if err := os.WriteFile(filepath.Join(work, "tree"), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		RemoveOnSignal(t, work)
+		fmt.Printf("MOUNTED %s %s\n", dir, work)
 		time.Sleep(time.Minute)
 		t.Fatal("no signal came within a minute")
 	}
@@ -134,10 +140,10 @@ func TestExt4CleansUpOnSignal(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			child := testbin.StartChild(ctx, t, "TestExt4CleansUpOnSignal", holdEnv+"=1", "MOUNTED")
-			if len(child.Fields) != 1 {
-				t.Fatalf("the child reported %q, want the mount point", child.Fields)
+			if len(child.Fields) != 2 {
+				t.Fatalf("the child reported %q, want the mount point and a work dir", child.Fields)
 			}
-			dir := child.Fields[0]
+			dir, other := child.Fields[0], child.Fields[1]
 			dev := mountSource(t, dir)
 			if !strings.HasPrefix(dev, "/dev/loop") {
 				t.Fatalf("%s is mounted from %q, not a loop device", dir, dev)
@@ -159,6 +165,10 @@ func TestExt4CleansUpOnSignal(t *testing.T) {
 			if _, err := os.Stat(work); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("the image's directory %s is still there (%v)", work, err)
 				_ = os.RemoveAll(work)
+			}
+			if _, err := os.Stat(other); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the work dir given to RemoveOnSignal, %s, is still there (%v)", other, err)
+				_ = os.RemoveAll(other)
 			}
 			// The autoclear device goes once the kernel releases the
 			// filesystem, which a lazy unmount lets happen a moment later.

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/georep/georep/internal/testfs"
 )
 
 // Server is a running sshd owned by a test; it stops when the test ends.
@@ -95,6 +97,8 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 	}
 	dir := t.TempDir()
+	// Its keys go with an interrupted test too, as the daemon does.
+	testfs.RemoveOnSignal(t, dir)
 	s := &Server{Host: "127.0.0.1", User: u.Username, Dir: dir, log: &syncBuffer{}}
 	hostKey := filepath.Join(dir, "host_ed25519")
 	s.IdentityFile = filepath.Join(dir, "client_ed25519")

@@ -43,7 +43,9 @@ func TestSSHRunsCommands(t *testing.T) {
 const holdEnv = "GEOREP_TESTSSHD_HOLD"
 
 // TestSSHDDiesWithItsTest: a test process killed outright runs no
-// cleanup, and its sshd still goes with it instead of listening on.
+// cleanup, and its sshd still goes with it instead of listening on; one
+// interrupted (SIGINT, SIGTERM) also takes the daemon's directory and
+// keys with it.
 func TestSSHDDiesWithItsTest(t *testing.T) {
 	if os.Getenv(holdEnv) != "" {
 		s := Start(t, Options{})
@@ -51,53 +53,71 @@ func TestSSHDDiesWithItsTest(t *testing.T) {
 		time.Sleep(time.Minute)
 		t.Fatal("not killed within a minute")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	child := testbin.StartChild(ctx, t, "TestSSHDDiesWithItsTest", holdEnv+"=1", "SSHD")
-	cmd := child.Cmd
-	var dir string
-	var port int
-	if len(child.Fields) == 2 {
-		dir = child.Fields[0]
-		port, _ = strconv.Atoi(child.Fields[1])
+	tests := []struct {
+		name    string
+		sig     syscall.Signal
+		dirGone bool
+	}{
+		{name: "SIGKILL", sig: syscall.SIGKILL},
+		{name: "SIGTERM", sig: syscall.SIGTERM, dirGone: true},
+		{name: "SIGINT", sig: syscall.SIGINT, dirGone: true},
 	}
-	if dir == "" || port == 0 {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		t.Fatalf("the child reported %q, want its sshd's directory and port", child.Fields)
-	}
-	defer os.RemoveAll(filepath.Dir(dir))
-	// sshd writes its pid file a moment after it listens.
-	var pid int
-	for deadline := time.Now().Add(10 * time.Second); pid == 0; time.Sleep(10 * time.Millisecond) {
-		if b, err := os.ReadFile(filepath.Join(dir, "sshd.pid")); err == nil {
-			pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-		}
-		if pid == 0 && time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatalf("no pid file in %s", dir)
-		}
-	}
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		// Gone, or a zombie: no longer sshd either way.
-		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		gone := errors.Is(err, os.ErrNotExist) || strings.Contains(string(comm), ") Z ")
-		if gone {
-			break
-		}
-		if time.Now().After(deadline) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("sshd (pid %d) still runs 10s after its test process was killed", pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second); err == nil {
-		c.Close()
-		t.Errorf("something still listens on the dead sshd's port %d", port)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			child := testbin.StartChild(ctx, t, "TestSSHDDiesWithItsTest", holdEnv+"=1", "SSHD")
+			cmd := child.Cmd
+			var dir string
+			var port int
+			if len(child.Fields) == 2 {
+				dir = child.Fields[0]
+				port, _ = strconv.Atoi(child.Fields[1])
+			}
+			if dir == "" || port == 0 {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				t.Fatalf("the child reported %q, want its sshd's directory and port", child.Fields)
+			}
+			defer os.RemoveAll(filepath.Dir(dir))
+			// sshd writes its pid file a moment after it listens.
+			var pid int
+			for deadline := time.Now().Add(10 * time.Second); pid == 0; time.Sleep(10 * time.Millisecond) {
+				if b, err := os.ReadFile(filepath.Join(dir, "sshd.pid")); err == nil {
+					pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+				}
+				if pid == 0 && time.Now().After(deadline) {
+					_ = cmd.Process.Kill()
+					t.Fatalf("no pid file in %s", dir)
+				}
+			}
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			_ = cmd.Wait()
+			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != tc.sig {
+				t.Errorf("the child ended with %v, not killed by %v:\n%s", cmd.ProcessState, tc.sig, child.Stderr.String())
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				// Gone, or a zombie: no longer sshd either way.
+				stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+				if errors.Is(err, os.ErrNotExist) || strings.Contains(string(stat), ") Z ") {
+					break
+				}
+				if time.Now().After(deadline) {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+					t.Fatalf("sshd (pid %d) still runs 10s after its test process was killed", pid)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if _, err := os.Stat(dir); tc.dirGone && !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the daemon's directory %s (keys included) is still there: %v", dir, err)
+			}
+			if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second); err == nil {
+				c.Close()
+				t.Errorf("something still listens on the dead sshd's port %d", port)
+			}
+		})
 	}
 }
