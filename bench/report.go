@@ -216,7 +216,8 @@ func section(cfg config, rows []row, floors []floor, m machine) string {
 		"inodes freed in the last minutes, which made each run's times depend on the ones before it),\n" +
 		"through a loop device doing direct I/O, as a disk would (a buffered one copies every block\n" +
 		"written back into the image's page cache too, charged to whoever flushes in the timed window).\n" +
-		"Before each timed sync the benchmark calls sync(2), so no tool writes back what another left\n" +
+		"The master's state directories (its index, rsync mode's per-file symlinks) are on a second such\n" +
+		"ext4. Before each timed sync the benchmark calls sync(2), so no tool writes back what another left\n" +
 		"unwritten. Every slave tree is checked after each sync: a sample of files after the initial, the\n" +
 		"whole tree (contents, modes, owners, mtimes, xattrs) after the incremental. Source:\n" +
 		"`bench/compare_test.go`.\n\n")
