@@ -201,7 +201,7 @@ func (s *Service) endFile(f *incomingFile, t *pb.FileTrailer, ready chan<- *inco
 // queue makes bigger group commits, fewer flushes: each syncfs costs a
 // journal commit and a device cache flush however little it writes, and
 // with 128 files a queue, 20,000 small files took 80 of them where 1024
-// takes 35 (initial sync 1.94 -> 1.86 s, medians of four). A stream holds
+// takes 42 (initial sync 1.94 -> 1.90 s, medians of six). A stream holds
 // up to twice its queue open (one batch committing, one queued), so the
 // streams together keep to half the limit, never below the 128 that was
 // always the queue.
