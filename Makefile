@@ -12,6 +12,9 @@ BUF_VERSION                ?= v1.75.0
 PROTOC_GEN_GO_VERSION      ?= v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.2
 GRPCURL_VERSION            ?= v1.9.4
+# The version grpc-go itself requires, so the generated code and the
+# runtime helpers it imports agree.
+VTPROTO_VERSION            ?= v0.6.1-0.20240319094008-0393e58bdf10
 
 .PHONY: all build proto test unit fuzz lint lint-deploy bench bench-compare tools clean demo
 
@@ -78,6 +81,7 @@ tools:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	$(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+	$(GO) install github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto@$(VTPROTO_VERSION)
 
 ## demo: build, then replicate a small tree to a local slave and show the status
 demo: build

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/georep/georep/internal/codec"
 	pb "github.com/georep/georep/proto/georep/v1"
 	"github.com/georep/georep/server"
 )
@@ -217,9 +218,11 @@ func Dial(ctx context.Context, u SlaveURL, opts Options) (*Conn, error) {
 }
 
 // transportTuning sizes flow-control windows and buffers for a session's
-// long data streams, as the slave does (server.StreamWindow and friends).
+// long data streams, as the slave does (server.StreamWindow and friends),
+// and encodes messages with georep's codec, as the slave does.
 func transportTuning() []grpc.DialOption {
 	return []grpc.DialOption{
+		codec.DialOption(),
 		grpc.WithInitialWindowSize(server.StreamWindow),
 		grpc.WithInitialConnWindowSize(server.ConnWindow),
 		grpc.WithWriteBufferSize(server.IOBuffer),

@@ -19,6 +19,7 @@ import (
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 
+	"github.com/georep/georep/internal/codec"
 	pb "github.com/georep/georep/proto/georep/v1"
 )
 
@@ -68,6 +69,7 @@ func NewGRPCServer(svc pb.SlaveServer, logger *slog.Logger, opts ...grpc.ServerO
 		return status.Errorf(codes.Internal, "internal error in %s: %v", method, p)
 	})
 	base := []grpc.ServerOption{
+		codec.ServerOption(),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.InitialWindowSize(StreamWindow),
 		grpc.InitialConnWindowSize(ConnWindow),

@@ -23,7 +23,6 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/georep/georep/internal/blocksum"
 	pb "github.com/georep/georep/proto/georep/v1"
@@ -47,7 +46,7 @@ func (st *stream) blockSums(i int, size int64) *pb.BlockSumsResponse {
 	}
 	bs, _ := blocksum.BlockSize(size)
 	req := &pb.BlockSumsRequest{Gfid: s.items[i].GFID.Bytes(), BlockSize: uint32(bs)}
-	s.wire.Add(int64(proto.Size(req)))
+	s.wire.Add(int64(req.SizeVT()))
 	resp, err := st.slave.BlockSums(st.ctx, req)
 	if err != nil {
 		if status.Code(err) != codes.NotFound {
@@ -55,7 +54,7 @@ func (st *stream) blockSums(i int, size int64) *pb.BlockSumsResponse {
 		}
 		return nil
 	}
-	s.wire.Add(int64(proto.Size(resp)))
+	s.wire.Add(int64(resp.SizeVT()))
 	if resp.GetBlockSize() != uint32(bs) || len(resp.GetBlocks()) == 0 {
 		return nil
 	}

@@ -21,7 +21,6 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/georep/georep/internal/digest"
 	"github.com/georep/georep/internal/gfid"
@@ -506,7 +505,7 @@ func (st *stream) send(req *pb.PutFilesRequest) error {
 	if st.s.opts.FileBatches && !st.asked {
 		req.BatchResults, st.asked = true, true
 	}
-	n := proto.Size(req)
+	n := req.SizeVT()
 	if err := st.s.limit.wait(st.ctx, n); err != nil {
 		return err
 	}
