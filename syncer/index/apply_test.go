@@ -3,6 +3,8 @@ package index
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -179,5 +181,50 @@ func TestIntentsRoundTrip(t *testing.T) {
 				t.Errorf("the intents bucket is still there after ClearIntents")
 			}
 		})
+	}
+}
+
+// TestIntentsAcrossBatchesAndVersions checks that intents accumulate over
+// batches a crash left uncommitted (the latest record of an object wins),
+// and that per-object intents an older georep wrote are still read.
+func TestIntentsAcrossBatchesAndVersions(t *testing.T) {
+	objs := newObjects(2)[:3] // a directory and its two files
+	db := openDB(t, filepath.Join(t.TempDir(), FileName))
+	// An older georep's intent: the object's record under its key.
+	legacy := objs[0]
+	if err := db.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketIntents)
+		if err != nil {
+			return err
+		}
+		v, err := encode(legacy)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(legacy.Key), v)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	moved := objs[1]
+	moved.Links = []Link{{Parent: objs[0].GFID, Name: "later"}}
+	for _, batch := range [][]Object{objs[1:], {moved}} {
+		if err := db.Update(func(tx *Tx) error { return tx.PutIntents(batch) }); err != nil {
+			t.Fatalf("PutIntents: %v", err)
+		}
+	}
+	var got []Object
+	if err := db.View(func(tx *Tx) (err error) { got, err = tx.Intents(); return err }); err != nil {
+		t.Fatalf("Intents: %v", err)
+	}
+	want := []Object{legacy, moved, objs[2]}
+	slices.SortFunc(want, func(a, b Object) int { return strings.Compare(string(a.Key), string(b.Key)) })
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("intents (-want +read):\n%s", diff)
+	}
+	if err := db.Update(func(tx *Tx) error { return tx.ClearIntents() }); err != nil {
+		t.Fatalf("ClearIntents: %v", err)
+	}
+	if err := db.View(func(tx *Tx) (err error) { got, err = tx.Intents(); return err }); err != nil || len(got) != 0 {
+		t.Errorf("after ClearIntents: %d intents, err %v; want none", len(got), err)
 	}
 }

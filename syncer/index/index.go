@@ -643,7 +643,8 @@ func (t *Tx) Failures() (map[gfid.GFID]string, error) {
 	return out, err
 }
 
-func encode(o Object) ([]byte, error) {
+// record is o as its protobuf record.
+func record(o *Object) *statev1.Object {
 	m := &statev1.Object{
 		Gfid: o.GFID.Bytes(), Mode: o.Mode, Uid: o.UID, Gid: o.GID, Rdev: o.Rdev, Size: o.Size,
 		MtimeNs: o.MtimeNs, CtimeNs: o.CtimeNs, Ino: o.Ino, Dev: o.Dev, Target: o.Target,
@@ -651,11 +652,18 @@ func encode(o Object) ([]byte, error) {
 	}
 	if len(o.Links) > 0 {
 		m.Links = make([]*statev1.Link, len(o.Links))
+		links := make([]statev1.Link, len(o.Links))
 		for i, l := range o.Links {
-			m.Links[i] = &statev1.Link{Parent: l.Parent.Bytes(), Name: []byte(l.Name)}
+			links[i] = statev1.Link{Parent: l.Parent.Bytes(), Name: []byte(l.Name)}
+			m.Links[i] = &links[i]
 		}
 	}
-	v, err := proto.Marshal(m)
+	return m
+}
+
+// encode is o's record, encoded.
+func encode(o Object) ([]byte, error) {
+	v, err := record(&o).MarshalVT()
 	if err != nil {
 		return nil, fmt.Errorf("index: encode object: %w", err)
 	}
@@ -664,9 +672,14 @@ func encode(o Object) ([]byte, error) {
 
 func decode(k Key, v []byte) (Object, error) {
 	var m statev1.Object
-	if err := proto.Unmarshal(v, &m); err != nil {
+	if err := m.UnmarshalVT(v); err != nil {
 		return Object{}, fmt.Errorf("index: decode object %x (the index is damaged; move it aside to rebuild it with a full crawl): %w", []byte(k), err)
 	}
+	return fromRecord(k, &m)
+}
+
+// fromRecord is the object k whose record is m.
+func fromRecord(k Key, m *statev1.Object) (Object, error) {
 	g, err := gfid.FromBytes(m.GetGfid())
 	if err != nil {
 		return Object{}, fmt.Errorf("index: object %x: %w", []byte(k), err)

@@ -302,6 +302,111 @@ func (x *RootIdentity) GetIno() uint64 {
 	return 0
 }
 
+// IntentBatch is what one batch is about to create on the slave (new
+// objects, new GFIDs, names the index does not know), written before the
+// batch is sent as one value of the index's intents bucket and deleted
+// with the batch's commit. One value rather than one per object: a first
+// crawl's batch holds every object of the tree.
+type IntentBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The intended objects.
+	Intents       []*Intent `protobuf:"bytes,1,rep,name=intents,proto3" json:"intents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntentBatch) Reset() {
+	*x = IntentBatch{}
+	mi := &file_georep_state_v1_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntentBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntentBatch) ProtoMessage() {}
+
+func (x *IntentBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_state_v1_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntentBatch.ProtoReflect.Descriptor instead.
+func (*IntentBatch) Descriptor() ([]byte, []int) {
+	return file_georep_state_v1_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *IntentBatch) GetIntents() []*Intent {
+	if x != nil {
+		return x.Intents
+	}
+	return nil
+}
+
+// Intent is one object of an IntentBatch.
+type Intent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The object's index key (its kernel file handle).
+	Key []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The object as it is to be on the slave.
+	Object        *Object `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Intent) Reset() {
+	*x = Intent{}
+	mi := &file_georep_state_v1_state_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Intent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Intent) ProtoMessage() {}
+
+func (x *Intent) ProtoReflect() protoreflect.Message {
+	mi := &file_georep_state_v1_state_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Intent.ProtoReflect.Descriptor instead.
+func (*Intent) Descriptor() ([]byte, []int) {
+	return file_georep_state_v1_state_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Intent) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Intent) GetObject() *Object {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
 var File_georep_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_georep_state_v1_state_proto_rawDesc = "" +
@@ -328,7 +433,12 @@ const file_georep_state_v1_state_proto_rawDesc = "" +
 	"\fRootIdentity\x12\x12\n" +
 	"\x04fsid\x18\x01 \x01(\fR\x04fsid\x12\x10\n" +
 	"\x03dev\x18\x02 \x01(\x04R\x03dev\x12\x10\n" +
-	"\x03ino\x18\x03 \x01(\x04R\x03inoB8Z6github.com/georep/georep/proto/georep/state/v1;statev1b\x06proto3"
+	"\x03ino\x18\x03 \x01(\x04R\x03ino\"@\n" +
+	"\vIntentBatch\x121\n" +
+	"\aintents\x18\x01 \x03(\v2\x17.georep.state.v1.IntentR\aintents\"K\n" +
+	"\x06Intent\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12/\n" +
+	"\x06object\x18\x02 \x01(\v2\x17.georep.state.v1.ObjectR\x06objectB8Z6github.com/georep/georep/proto/georep/state/v1;statev1b\x06proto3"
 
 var (
 	file_georep_state_v1_state_proto_rawDescOnce sync.Once
@@ -342,19 +452,23 @@ func file_georep_state_v1_state_proto_rawDescGZIP() []byte {
 	return file_georep_state_v1_state_proto_rawDescData
 }
 
-var file_georep_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_georep_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_georep_state_v1_state_proto_goTypes = []any{
 	(*Object)(nil),       // 0: georep.state.v1.Object
 	(*Link)(nil),         // 1: georep.state.v1.Link
 	(*RootIdentity)(nil), // 2: georep.state.v1.RootIdentity
+	(*IntentBatch)(nil),  // 3: georep.state.v1.IntentBatch
+	(*Intent)(nil),       // 4: georep.state.v1.Intent
 }
 var file_georep_state_v1_state_proto_depIdxs = []int32{
 	1, // 0: georep.state.v1.Object.links:type_name -> georep.state.v1.Link
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	4, // 1: georep.state.v1.IntentBatch.intents:type_name -> georep.state.v1.Intent
+	0, // 2: georep.state.v1.Intent.object:type_name -> georep.state.v1.Object
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_georep_state_v1_state_proto_init() }
@@ -368,7 +482,7 @@ func file_georep_state_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_georep_state_v1_state_proto_rawDesc), len(file_georep_state_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
