@@ -48,7 +48,7 @@ func messages() map[string]proto.Message {
 func TestRoundTrip(t *testing.T) {
 	for name, m := range messages() {
 		t.Run(name, func(t *testing.T) {
-			var c Codec
+			c := New()
 			out, err := c.Marshal(m)
 			if err != nil {
 				t.Fatalf("Marshal: %v", err)
@@ -203,4 +203,56 @@ func dropUnknown(m protoreflect.Message) {
 		}
 		return true
 	})
+}
+
+// TestReusedBufferEncodesExactly encodes a large message, frees it, then
+// encodes smaller ones that take the same buffer, which still holds the
+// first's bytes: every encoding must be exactly its message's.
+func TestReusedBufferEncodesExactly(t *testing.T) {
+	c := New()
+	first := &pb.PutFilesRequest{Part: &pb.PutFilesRequest_Chunk{Chunk: &pb.FileChunk{Data: bytes.Repeat([]byte{0xee}, 1<<20)}}}
+	out, err := c.Marshal(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Free()
+	for _, n := range []int{1 << 20, 900 << 10, 600 << 10} {
+		m := &pb.PutFilesRequest{Part: &pb.PutFilesRequest_Chunk{Chunk: &pb.FileChunk{Offset: int64(n), Data: bytes.Repeat([]byte{1}, n)}}}
+		out, err := c.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := out.Materialize(); !bytes.Equal(got, want) {
+			t.Errorf("%d bytes of content: a reused buffer's encoding differs from protobuf-go's", n)
+		}
+		out.Free()
+	}
+}
+
+func TestDirtyPoolTiers(t *testing.T) {
+	var p dirtyPool
+	for _, tc := range []struct{ size, capacity int }{
+		{1, 4 << 10}, {4 << 10, 4 << 10}, {4<<10 + 1, 8 << 10}, {1 << 20, 1 << 20},
+		{1<<20 + 1, 2 << 20}, {maxPooled, maxPooled},
+	} {
+		b := p.Get(tc.size)
+		if len(*b) != tc.size || cap(*b) != tc.capacity {
+			t.Errorf("Get(%d): len %d cap %d, want len %d cap %d", tc.size, len(*b), cap(*b), tc.size, tc.capacity)
+		}
+		p.Put(b)
+	}
+	// Buffers of a size no tier holds are dropped, not handed out later.
+	odd := make([]byte, 5000)
+	p.Put(&odd)
+	huge := make([]byte, 2*maxPooled)
+	p.Put(&huge)
+	for range 10 {
+		if b := p.Get(4000); cap(*b) != 4<<10 {
+			t.Fatalf("Get(4000) returned a buffer of capacity %d", cap(*b))
+		}
+	}
 }
