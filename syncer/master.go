@@ -46,6 +46,12 @@ const (
 // at 200 changes/s (BENCHMARKS.md) while batching bursts.
 const DefaultChangeInterval = 500 * time.Millisecond
 
+// DefaultChangeSettle is how long live changes must pause before their
+// batch is cut ahead of the interval (--change-settle): a burst goes out
+// when it ends, while a steady stream of changes still batches by
+// interval.
+const DefaultChangeSettle = 50 * time.Millisecond
+
 // Config is everything a master session is configured with.
 type Config struct {
 	// Root is the master tree.
@@ -63,6 +69,9 @@ type Config struct {
 	// ChangeInterval cuts live changes into batches (changelog) or spaces
 	// Hybrid Crawls (xsync); 0 means DefaultChangeInterval.
 	ChangeInterval time.Duration
+	// ChangeSettle cuts a batch of live changes early, once none came for
+	// this long (changelog); 0 cuts only at ChangeInterval.
+	ChangeSettle time.Duration
 	// SyncJobs is how many data streams run in parallel.
 	SyncJobs int
 	// SSHDataChannels is how many extra ssh connections a native transfer
@@ -301,7 +310,7 @@ func (m *master) runXsync(ctx context.Context) error {
 
 func (m *master) runChangelog(ctx context.Context) error {
 	cl, err := changelog.Open(changelog.Options{Root: m.cfg.Root, StateDir: m.cfg.StateDir,
-		Interval: m.cfg.ChangeInterval, MaxDirty: m.cfg.maxDirty, Logger: m.log})
+		Interval: m.cfg.ChangeInterval, Settle: m.cfg.ChangeSettle, MaxDirty: m.cfg.maxDirty, Logger: m.log})
 	if err != nil {
 		return fmt.Errorf("start the change detector: %w", err)
 	}
@@ -393,21 +402,28 @@ func (r *retryTimer) after(failed, deferrals int) {
 	r.c = time.After(r.wait)
 }
 
-// dirtyPaths turns the detector's dirty directories into scan paths: each
-// is listed (not recursed into; directories new to the index are entered
-// whole), and a directory whose own attributes changed is seen from its
-// parent.
+// dirtyPaths turns the detector's dirty directories into scan paths. A
+// directory is looked at by the names its events named (not recursed into;
+// directories new to the index are entered whole), or listed whole when
+// the detector kept no names for it; a directory whose own attributes
+// changed is looked up in its parent. The root is always listed whole: the
+// guard against replicating an emptied root needs its every entry.
 func (m *master) dirtyPaths(set changelog.DirtySet) ([]scan.Dirty, error) {
-	seen := map[string]bool{}
-	var dirs []scan.Dirty
-	add := func(p string) {
+	type want struct {
+		whole bool
+		names map[string]bool
+	}
+	wants := map[string]*want{}
+	at := func(p string) *want {
 		if p == "" {
 			p = "."
 		}
-		if !seen[p] {
-			seen[p] = true
-			dirs = append(dirs, scan.Dirty{Path: p})
+		w := wants[p]
+		if w == nil {
+			w = &want{whole: p == ".", names: map[string]bool{}}
+			wants[p] = w
 		}
+		return w
 	}
 	err := m.db.View(func(tx *index.Tx) error {
 		for key, d := range set {
@@ -421,13 +437,29 @@ func (m *master) dirtyPaths(set changelog.DirtySet) ([]scan.Dirty, error) {
 					p = ip
 				}
 			}
-			add(p)
+			w := at(p)
+			if d.Whole || (len(d.Names) == 0 && !d.Self) {
+				w.whole = true
+			}
+			for n := range d.Names {
+				w.names[n] = true
+			}
 			if d.Self && p != "." && p != "" {
-				add(path.Dir(p))
+				at(path.Dir(p)).names[path.Base(p)] = true
 			}
 		}
 		return nil
 	})
+	dirs := make([]scan.Dirty, 0, len(wants))
+	for p, w := range wants {
+		d := scan.Dirty{Path: p}
+		if !w.whole {
+			// Never nil: a nil Names lists the directory whole.
+			d.Names = append(make([]string, 0, len(w.names)), slices.Sorted(maps.Keys(w.names))...)
+		}
+		dirs = append(dirs, d)
+	}
+	slices.SortFunc(dirs, func(a, b scan.Dirty) int { return strings.Compare(a.Path, b.Path) })
 	return dirs, err
 }
 

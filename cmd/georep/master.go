@@ -28,6 +28,7 @@ type masterConfig struct {
 	SyncMode        string
 	Detector        string
 	ChangeInterval  time.Duration
+	ChangeSettle    time.Duration
 	SyncJobs        int
 	SSHChannels     int
 	BwLimit         string
@@ -55,7 +56,8 @@ func (c *masterConfig) bindFlags(cmd *cobra.Command) {
 	fs.BoolVar(&c.Once, "once", false, "bring the slave to the master's state as of start-up, then exit (0 when everything synced)")
 	fs.StringVar(&c.SyncMode, "sync-mode", syncer.SyncNative, "how file data moves: native (gRPC streams over the session's connection, whole files and block deltas) or rsync (rsync into the slave's staging area, through the session's ssh ControlMaster or, for grpcs:// slaves, a gRPC tunnel)")
 	fs.StringVar(&c.Detector, "change-detector", syncer.DetectorChangelog, "how changes are found in continuous mode: changelog (fanotify/inotify, live) or xsync (a full Hybrid Crawl per --change-interval)")
-	fs.DurationVar(&c.ChangeInterval, "change-interval", syncer.DefaultChangeInterval, "how long live changes are gathered into one batch (xsync: the time between crawls)")
+	fs.DurationVar(&c.ChangeInterval, "change-interval", syncer.DefaultChangeInterval, "how long live changes are gathered into one batch at most (xsync: the time between crawls)")
+	fs.DurationVar(&c.ChangeSettle, "change-settle", syncer.DefaultChangeSettle, "cut a batch of live changes before --change-interval once none came for this long, so a burst is replicated as soon as it ends (changelog; 0: cut only at --change-interval)")
 	fs.IntVar(&c.SyncJobs, "sync-jobs", 3, "file data streams in parallel")
 	fs.IntVar(&c.SSHChannels, "ssh-data-channels", syncer.DefaultSSHDataChannels, "extra ssh sessions to the slave host for a batch's data when the round trip is 20ms or more and the batch 64MiB or more, each with --sync-jobs streams: one ssh channel carries at most 2MiB per round trip (native mode; 0: never)")
 	fs.StringVar(&c.BwLimit, "bwlimit", "0", "cap the data plane's bandwidth per session, in bytes per second with a unit: 512KiB, 10MiB, 1.5MB (0: no cap)")
@@ -113,6 +115,9 @@ func (c *masterConfig) check() (client.SlaveURL, error) {
 	}
 	if c.ChangeInterval < 10*time.Millisecond || c.ChangeInterval > time.Minute {
 		return u, &usageError{fmt.Errorf("--change-interval %v: must be between 10ms and 1m", c.ChangeInterval)}
+	}
+	if c.ChangeSettle < 0 || c.ChangeSettle > time.Minute {
+		return u, &usageError{fmt.Errorf("--change-settle %v: must be between 0 (off) and 1m", c.ChangeSettle)}
 	}
 	if err := checkMetricsAddr(c.MetricsAddr); err != nil {
 		return u, &usageError{err}
@@ -194,7 +199,7 @@ func runMaster(ctx context.Context, cfg masterConfig, u client.SlaveURL, stderr 
 	}
 	err = syncer.Run(ctx, syncer.Config{
 		Root: root, StateDir: state, Slave: u, Once: cfg.Once, Detector: cfg.Detector,
-		ChangeInterval: cfg.ChangeInterval, SyncJobs: cfg.SyncJobs, SSHDataChannels: cfg.SSHChannels, SyncMode: cfg.SyncMode, BwLimit: bwlimit,
+		ChangeInterval: cfg.ChangeInterval, ChangeSettle: cfg.ChangeSettle, SyncJobs: cfg.SyncJobs, SSHDataChannels: cfg.SSHChannels, SyncMode: cfg.SyncMode, BwLimit: bwlimit,
 		Compress: cfg.Compress, IgnoreDeletes: cfg.IgnoreDeletes,
 		AllowMassDelete: cfg.AllowMassDelete, Force: cfg.Force, Excludes: cfg.Excludes,
 		KeepAliveInterval: cfg.KeepAlive, Logger: logger, Observer: multiObserver(append(observers, metricsObs)...),

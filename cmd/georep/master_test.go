@@ -41,6 +41,7 @@ func TestMasterRefusesBadInput(t *testing.T) {
 		{"bwlimit bad unit", []string{"--root", master, "--slave", slave, "--state", state, "--bwlimit", "10Q"}, 2, "want bytes per second with a unit"},
 		{"bwlimit too small", []string{"--root", master, "--slave", slave, "--state", state, "--bwlimit", "10B"}, 2, "between 1KiB and 1TiB"},
 		{"ssh data channels negative", []string{"--root", master, "--slave", slave, "--state", state, "--ssh-data-channels", "-1"}, 2, "--ssh-data-channels -1: must be 0 to 8"},
+		{"negative change settle", []string{"--root", master, "--slave", slave, "--state", state, "--change-settle", "-1s"}, 2, "--change-settle -1s: must be between 0 (off) and 1m"},
 		{"ssh data channels too many", []string{"--root", master, "--slave", slave, "--state", state, "--ssh-data-channels", "9"}, 2, "must be 0 to 8"},
 		{"state inside root", []string{"--root", master, "--slave", slave, "--state", filepath.Join(master, ".state")}, 2, "is inside --root"},
 		{"state is root", []string{"--root", master, "--slave", slave, "--state", master}, 2, "is inside --root"},

@@ -53,8 +53,13 @@ type Options struct {
 	StateDir string // the journal lives at StateDir/journal.db
 	Detector Detector
 	Interval time.Duration // 0: DefaultInterval
-	MaxDirty int           // 0: DefaultMaxDirty
-	Logger   *slog.Logger  // nil: slog.Default()
+	// Settle cuts a batch early, once no change came for this long: a
+	// burst of changes goes out when it ends, not up to an Interval
+	// later. 0 cuts only at Interval; at or above Interval it changes
+	// nothing.
+	Settle   time.Duration
+	MaxDirty int          // 0: DefaultMaxDirty
+	Logger   *slog.Logger // nil: slog.Default()
 }
 
 // Batch is the work the detector hands out: every journal record from First
@@ -130,6 +135,9 @@ func Open(opts Options) (*Changelog, error) {
 	if opts.Interval < MinInterval || opts.Interval > MaxInterval {
 		return nil, fmt.Errorf("change interval %v is outside [%v, %v]", opts.Interval, MinInterval, MaxInterval)
 	}
+	if opts.Settle < 0 {
+		return nil, fmt.Errorf("change settle time %v is negative", opts.Settle)
+	}
 	if opts.MaxDirty <= 0 {
 		opts.MaxDirty = DefaultMaxDirty
 	}
@@ -167,7 +175,7 @@ func Open(opts Options) (*Changelog, error) {
 		return nil, err
 	}
 	c.src = src
-	c.log.Info("change detector started", "detector", c.src.kind(), "root", c.root.path, "interval", opts.Interval)
+	c.log.Info("change detector started", "detector", c.src.kind(), "root", c.root.path, "interval", opts.Interval, "settle", opts.Settle)
 	ok = true
 	return c, nil
 }
@@ -234,7 +242,7 @@ func (c *Changelog) takePending() (DirtySet, bool) {
 
 // Run hands out batches until ctx ends: first the records left from before
 // (History Crawl), then live ones, each cut one interval after its first
-// change. Every change is in the journal before it is in a batch. Run
+// change or, with a settle time, once changes paused that long. Every change is in the journal before it is in a batch. Run
 // returns within a second of cancel, having stopped the detector and closed
 // its descriptors; it can run once.
 func (c *Changelog) Run(ctx context.Context) error {
@@ -279,7 +287,9 @@ func (c *Changelog) Run(ctx context.Context) error {
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	var cutC <-chan time.Time
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	var cutC, settleC <-chan time.Time
 	for {
 		var out chan<- Batch
 		var next Batch
@@ -311,20 +321,40 @@ func (c *Changelog) Run(ctx context.Context) error {
 				timer.Reset(c.opts.Interval)
 				cutC = timer.C
 			}
+			if cur != nil && c.opts.Settle > 0 && c.opts.Settle < c.opts.Interval {
+				settle.Reset(c.opts.Settle)
+				settleC = settle.C
+			}
+		case <-settleC:
+			settleC = nil
+			if cur == nil {
+				continue
+			}
+			timer.Stop()
+			cutC = nil
+			c.cut(&ready, &cur)
 		case <-cutC:
 			cutC = nil
-			cur.CutAt = time.Now()
-			if ready == nil {
-				ready = cur
-			} else {
-				ready.absorb(cur) // the consumer is behind: hand out more at once
-			}
-			cur = nil
-			c.bound(ready)
+			settle.Stop()
+			settleC = nil
+			c.cut(&ready, &cur)
 		case out <- next:
 			ready = nil
 		}
 	}
+}
+
+// cut ends the batch *cur and makes it ready, or adds it to the ready one
+// the consumer has not taken yet.
+func (c *Changelog) cut(ready, cur **Batch) {
+	(*cur).CutAt = time.Now()
+	if *ready == nil {
+		*ready = *cur
+	} else {
+		(*ready).absorb(*cur) // the consumer is behind: hand out more at once
+	}
+	*cur = nil
+	c.bound(*ready)
 }
 
 // commit journals the pending changes as one record and adds it to *cur.

@@ -453,6 +453,7 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 	}{
 		{"interval too short", Options{Root: root, StateDir: t.TempDir(), Interval: time.Millisecond}},
 		{"interval too long", Options{Root: root, StateDir: t.TempDir(), Interval: time.Hour}},
+		{"negative settle time", Options{Root: root, StateDir: t.TempDir(), Settle: -time.Second}},
 		{"no state dir", Options{Root: root}},
 		{"missing root", Options{Root: filepath.Join(root, "nope"), StateDir: t.TempDir()}},
 		{"state dir is the root", Options{Root: root, StateDir: root}},
@@ -463,6 +464,56 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 			if err == nil {
 				cl.Close()
 				t.Fatalf("Open(%+v) succeeded", tc.opts)
+			}
+		})
+	}
+}
+
+// TestSettleCutsABurstEarly checks that a batch goes out once changes
+// pause for the settle time, long before the interval, and that without a
+// settle time it waits for the interval.
+func TestSettleCutsABurstEarly(t *testing.T) {
+	tests := []struct {
+		name             string
+		interval, settle time.Duration
+		earliest, latest time.Duration // of the batch, after the last change
+	}{
+		{name: "settle", interval: 5 * time.Second, settle: 100 * time.Millisecond, earliest: 100 * time.Millisecond, latest: 2 * time.Second},
+		{name: "interval only", interval: 1500 * time.Millisecond, earliest: time.Second, latest: 4 * time.Second},
+		{name: "settle above the interval", interval: 1500 * time.Millisecond, settle: time.Minute, earliest: time.Second, latest: 4 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root, state := t.TempDir(), t.TempDir()
+			cl, err := Open(Options{Root: root, StateDir: state, Interval: tc.interval, Settle: tc.settle})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- cl.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			// A burst: ten files, one after the other.
+			for i := range 10 {
+				must(t, os.WriteFile(filepath.Join(root, fmt.Sprintf("f%d", i)), []byte("x"), 0o644))
+			}
+			last := time.Now()
+			select {
+			case b := <-cl.Batches():
+				took := time.Since(last)
+				if took < tc.earliest || took > tc.latest {
+					t.Errorf("batch cut %v after the last change, want within [%v, %v]", took, tc.earliest, tc.latest)
+				}
+				names := 0
+				for _, d := range b.Dirty {
+					names += len(d.Names)
+				}
+				if names != 10 {
+					t.Errorf("the batch names %d files, want the burst's 10", names)
+				}
+			case <-time.After(tc.latest + time.Second):
+				t.Fatalf("no batch within %v of the last change", tc.latest+time.Second)
 			}
 		})
 	}

@@ -226,6 +226,7 @@ type differ struct {
 	root    *dirfd.Dir
 	rootKey index.Key
 	sum     scan.Summary
+	looked  map[index.Link]bool // sum.Looked, by directory GFID
 	opts    Options
 	objs    map[index.Key]*obj
 	order   []*obj // scan order, for determinism
@@ -297,6 +298,16 @@ func newDiffer(tx *index.Tx, rootDir string, opts Options) (*differ, error) {
 // finish diffs what was added against the index.
 func (d *differ) finish(sum scan.Summary) (*Plan, error) {
 	d.sum = sum
+	d.looked = map[index.Link]bool{}
+	for k, names := range sum.Looked {
+		g, ok := d.gfidOfKey(k)
+		if !ok {
+			continue
+		}
+		for _, n := range names {
+			d.looked[index.Link{Parent: g, Name: n}] = true
+		}
+	}
 	if err := d.guardRoot(); err != nil {
 		return nil, err
 	}
@@ -464,19 +475,29 @@ func (d *differ) pathOf(g gfid.GFID, depth int) (string, bool) {
 }
 
 func (d *differ) listed(dir gfid.GFID) bool {
-	k, ok := d.tx.ByGFID(dir)
-	if dir == gfid.Root {
-		k, ok = d.rootKey, d.rootKey != ""
-	}
+	k, ok := d.keyOfDir(dir)
 	return ok && d.sum.Listed[k]
 }
+
+func (d *differ) keyOfDir(dir gfid.GFID) (index.Key, bool) {
+	if dir == gfid.Root {
+		return d.rootKey, d.rootKey != ""
+	}
+	return d.tx.ByGFID(dir)
+}
+
+// lookedUp reports whether the scan looked up l's name in its directory,
+// scanned by names: an unseen link there is gone, as in a listed one. The
+// index's path of the directory cannot tell: it may have moved in this
+// very batch, and its old path hold another directory.
+func (d *differ) lookedUp(l index.Link) bool { return d.looked[l] }
 
 // linkGone reports whether the indexed link l of key no longer holds it.
 func (d *differ) linkGone(l index.Link, key index.Key) bool {
 	if k, ok := d.seenAt[l]; ok {
 		return k != key
 	}
-	if d.listed(l.Parent) {
+	if d.listed(l.Parent) || d.lookedUp(l) {
 		return true
 	}
 	if pk, ok := d.tx.ByGFID(l.Parent); ok && d.deleted[pk] != nil {
@@ -545,7 +566,8 @@ func (d *differ) adoptSuccessors() error {
 	return nil
 }
 
-// findDeleted marks indexed objects missing from the listed directories.
+// findDeleted marks indexed objects missing from the listed directories,
+// and from the names looked up in directories scanned by names.
 func (d *differ) findDeleted() error {
 	var todo []index.Key
 	for k := range d.sum.Listed {
@@ -561,6 +583,17 @@ func (d *differ) findDeleted() error {
 		})
 		if err != nil {
 			return err
+		}
+	}
+	for k, names := range d.sum.Looked {
+		o := d.objs[k]
+		if o == nil {
+			continue
+		}
+		for _, name := range names {
+			if ck, ok := d.tx.Child(o.g, name); ok && d.objs[ck] == nil && d.deleted[ck] == nil {
+				todo = append(todo, ck)
+			}
 		}
 	}
 	for len(todo) > 0 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -76,7 +77,14 @@ func (r *rig) plan() (*Plan, error) {
 // it and checks the slave equals the master, and that nothing is left to do.
 func (r *rig) sync() *Plan {
 	r.t.Helper()
-	p, err := r.plan()
+	return r.syncDirs(scan.All)
+}
+
+// syncDirs is sync with a crawl of dirs only; the check that nothing is
+// left to do is a full crawl.
+func (r *rig) syncDirs(dirs []scan.Dirty) *Plan {
+	r.t.Helper()
+	p, err := Crawl(context.Background(), r.db, r.master, dirs, scan.Options{Workers: 4}, r.opts)
 	if err != nil {
 		r.t.Fatalf("plan: %v", err)
 	}
@@ -284,17 +292,93 @@ func firstWave(r *rig) {
 
 func TestTwoWavesReachTheSlave(t *testing.T) {
 	for _, fuse := range []bool{false, true} {
-		t.Run(map[bool]string{false: "entry-op creates", true: "fused creates"}[fuse], func(t *testing.T) {
-			twoWaves(t, fuse)
-		})
+		for _, byNames := range []bool{false, true} {
+			name := map[bool]string{false: "entry-op creates", true: "fused creates"}[fuse] +
+				map[bool]string{false: ", full crawl", true: ", changed names only"}[byNames]
+			t.Run(name, func(t *testing.T) { twoWaves(t, fuse, byNames) })
+		}
 	}
 }
 
-func twoWaves(t *testing.T, fuse bool) {
+// stamp is what a change detector tells of a path: the inode there, its
+// ctime, and the inode of the directory holding the name.
+type stamp struct {
+	ino, parent uint64
+	ctime       unix.Timespec
+}
+
+// stamps are the stamps of every path beneath root.
+func stamps(t *testing.T, root string) map[string]stamp {
+	t.Helper()
+	out := map[string]stamp{}
+	err := filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st, pst unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		if err := unix.Lstat(filepath.Dir(p), &pst); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		out[rel] = stamp{ino: st.Ino, parent: pst.Ino, ctime: st.Ctim}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// changedNames is what a change detector names between two stamps: every
+// name added, removed or whose object changed, by the directory that holds
+// (or held) it, wherever that directory is now (a directory gone is named
+// in its own parent), with the root listed whole as the master does.
+func changedNames(before, after map[string]stamp) []scan.Dirty {
+	dirAt := map[uint64]string{} // directory inode -> its path now
+	for p, st := range after {
+		dirAt[st.ino] = p
+	}
+	names := map[string]map[string]bool{}
+	mark := func(p string, parent uint64) {
+		dir, ok := dirAt[parent]
+		if p == "." || !ok {
+			return
+		}
+		if names[dir] == nil {
+			names[dir] = map[string]bool{}
+		}
+		names[dir][filepath.Base(p)] = true
+	}
+	for p, st := range after {
+		if b, ok := before[p]; !ok || b != st {
+			mark(p, st.parent)
+		}
+	}
+	for p, st := range before {
+		if a, ok := after[p]; !ok || a != st {
+			mark(p, st.parent)
+		}
+	}
+	var dirs []scan.Dirty
+	for dir, ns := range names {
+		d := scan.Dirty{Path: dir, Names: slices.Sorted(maps.Keys(ns))}
+		if dir == "." {
+			d.Names = nil
+		}
+		dirs = append(dirs, d)
+	}
+	return dirs
+}
+
+func twoWaves(t *testing.T, fuse, byNames bool) {
 	r := newRig(t)
 	r.opts.FuseCreates = fuse
 	firstWave(r)
 	p := r.sync()
+	before := stamps(t, r.master)
 	if len(p.Entries) == 0 || len(p.Data) == 0 || len(p.Meta) == 0 {
 		t.Fatalf("first plan is missing work: %d entries %d data %d meta", len(p.Entries), len(p.Data), len(p.Meta))
 	}
@@ -339,7 +423,11 @@ func twoWaves(t *testing.T, fuse bool) {
 	r.write("same-second", "bbbb") // same size, mtime put back: only the ctime tells
 	r.must(unix.UtimesNano(r.p("same-second"), []unix.Timespec{st.Atim, st.Mtim}))
 
-	p = r.sync()
+	if byNames {
+		p = r.syncDirs(changedNames(before, stamps(t, r.master)))
+	} else {
+		p = r.sync()
+	}
 	if got := slaveIno("a/f1.renamed"); got != inoF1 {
 		t.Errorf("renamed file changed inode on the slave: %d -> %d", inoF1, got)
 	}

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"path"
 	"runtime"
 	"slices"
@@ -53,6 +54,11 @@ type Dirty struct {
 	// children are listed, and a child directory is entered only when
 	// Options.Descend says so.
 	Recursive bool
+	// Names, when set (and Recursive is not), limits the listing to these
+	// children: the ones a change detector saw change. Each is looked up
+	// whether or not it still exists; the directory is not Listed, its
+	// Looked names are.
+	Names []string
 }
 
 // All is the Dirty set of a full crawl.
@@ -150,12 +156,17 @@ type Summary struct {
 	OtherFS int
 	// Unlisted holds the directories that could not be listed, with why.
 	Unlisted map[string]error
+	// Looked holds, for each directory scanned by names (Dirty.Names), the
+	// names looked up in it: one of them that was not reported is gone
+	// from it, as if it had been listed.
+	Looked map[index.Key][]string
 }
 
 type job struct {
 	path      string // relative, "." for the root
 	key       index.Key
 	recursive bool
+	names     []string // only these children (Dirty.Names); nil: all
 }
 
 type scanner struct {
@@ -173,6 +184,7 @@ type scanner struct {
 	done     bool
 	err      error
 	listed   map[index.Key]bool
+	looked   map[index.Key][]string
 	unlisted map[string]error
 	vanished int
 	otherFS  int
@@ -202,6 +214,7 @@ func Scan(ctx context.Context, rootDir string, dirs []Dirty, opts Options, emit 
 		ctx: ctx, root: root, rootDev: rst.Dev, opts: opts, log: log,
 		out:      make(chan *Entry, 256),
 		listed:   map[index.Key]bool{},
+		looked:   map[index.Key][]string{},
 		unlisted: map[string]error{},
 	}
 	s.cond = sync.NewCond(&s.mu)
@@ -245,7 +258,7 @@ func Scan(ctx context.Context, rootDir string, dirs []Dirty, opts Options, emit 
 		n++
 	}
 	wg.Wait()
-	sum := Summary{Listed: s.listed, Entries: n, Vanished: s.vanished, OtherFS: s.otherFS, Unlisted: s.unlisted}
+	sum := Summary{Listed: s.listed, Looked: s.looked, Entries: n, Vanished: s.vanished, OtherFS: s.otherFS, Unlisted: s.unlisted}
 	switch {
 	case emitErr != nil:
 		return sum, emitErr
@@ -296,22 +309,36 @@ func (s *scanner) seed(dirs []Dirty) error {
 			return nil
 		}
 		if e.Stat.IsDir() {
-			s.push(job{path: d.Path, key: e.Key, recursive: d.Recursive})
+			s.push(job{path: d.Path, key: e.Key, recursive: d.Recursive, names: d.Names})
 		}
 	}
 	return nil
 }
 
-// normalise cleans paths, drops duplicates and directories inside a
-// recursive one, and orders parents first.
+// normalise cleans paths, merges duplicates (a whole listing absorbs a
+// listing by names, names are merged and sorted), drops directories inside
+// a recursive one, and orders parents first.
 func normalise(dirs []Dirty) []Dirty {
-	m := map[string]bool{}
+	type want struct {
+		recursive, whole bool
+		names            map[string]bool
+	}
+	m := map[string]*want{}
 	for _, d := range dirs {
 		p := path.Clean("/" + d.Path)[1:]
 		if p == "" {
 			p = "."
 		}
-		m[p] = m[p] || d.Recursive
+		w := m[p]
+		if w == nil {
+			w = &want{names: map[string]bool{}}
+			m[p] = w
+		}
+		w.recursive = w.recursive || d.Recursive
+		w.whole = w.whole || d.Names == nil
+		for _, n := range d.Names {
+			w.names[n] = true
+		}
 	}
 	keys := make([]string, 0, len(m))
 	for p := range m {
@@ -331,8 +358,14 @@ func normalise(dirs []Dirty) []Dirty {
 		if covered {
 			continue
 		}
-		out = append(out, Dirty{Path: p, Recursive: m[p]})
-		if m[p] {
+		w := m[p]
+		d := Dirty{Path: p, Recursive: w.recursive}
+		if !w.recursive && !w.whole {
+			// Never nil: a nil Names lists the directory whole.
+			d.Names = append(make([]string, 0, len(w.names)), slices.Sorted(maps.Keys(w.names))...)
+		}
+		out = append(out, d)
+		if w.recursive {
 			recs = append(recs, p)
 		}
 	}
@@ -429,7 +462,10 @@ func (s *scanner) work() {
 
 		s.mu.Lock()
 		s.active--
-		if ok {
+		switch {
+		case ok && j.names != nil:
+			s.looked[j.key] = append(append([]string{}, s.looked[j.key]...), j.names...)
+		case ok:
 			s.listed[j.key] = true
 		}
 		s.cond.Broadcast()
@@ -441,7 +477,8 @@ func (s *scanner) work() {
 	}
 }
 
-// list reports the children of j. ok says every child was reported. Errors
+// list reports the children of j (those it names, if it names any). ok
+// says every child (every named one) was reported or found gone. Errors
 // that only concern this directory (it vanished, permission) are recorded
 // in Unlisted; only a stopped scan returns an error.
 func (s *scanner) list(j job) (ok bool, err error) {
@@ -466,10 +503,12 @@ func (s *scanner) list(j job) (ok bool, err error) {
 			return false, nil
 		}
 	}
-	names, err := d.ReadDirNames()
-	if err != nil {
-		s.unlist(j.path, err)
-		return false, nil
+	names := j.names
+	if names == nil {
+		if names, err = d.ReadDirNames(); err != nil {
+			s.unlist(j.path, err)
+			return false, nil
+		}
 	}
 	complete := true
 	for _, name := range names {

@@ -223,3 +223,68 @@ func TestScanStops(t *testing.T) {
 		t.Errorf("Scan of a missing root = %v, want ENOENT", err)
 	}
 }
+
+// TestScanByNames checks a directory scanned by the names a detector saw:
+// only those children are reported (a new subdirectory entered when
+// Descend says so), the directory is not Listed, and every name looked up,
+// found or gone, is in Looked; the same directory asked for whole as well
+// is listed whole.
+func TestScanByNames(t *testing.T) {
+	root := tree(t)
+	tests := []struct {
+		name       string
+		dirs       []Dirty
+		descend    bool
+		want       []string
+		listed     []string // directories Listed
+		looked     map[string][]string
+		unexpected bool
+	}{
+		{name: "named children", dirs: []Dirty{{Path: "a/b", Names: []string{"f2", "gone", "hard"}}},
+			want: []string{"a/b", "a/b/f2", "a/b/hard"}, looked: map[string][]string{"a/b": {"f2", "gone", "hard"}}},
+		{name: "a named subdirectory entered by Descend", dirs: []Dirty{{Path: "a/b", Names: []string{"c"}}}, descend: true,
+			want: []string{"a/b", "a/b/c", "a/b/c/f3"}, listed: []string{"a/b/c"}, looked: map[string][]string{"a/b": {"c"}}},
+		{name: "no names: only the directory itself", dirs: []Dirty{{Path: "a", Names: []string{}}},
+			want: []string{"a"}, looked: map[string][]string{"a": {}}},
+		{name: "names merged, duplicates dropped", dirs: []Dirty{{Path: "a/b", Names: []string{"hard"}}, {Path: "a/b/", Names: []string{"f2", "hard"}}},
+			want: []string{"a/b", "a/b/f2", "a/b/hard"}, looked: map[string][]string{"a/b": {"f2", "hard"}}},
+		{name: "a whole listing absorbs names", dirs: []Dirty{{Path: "a/b", Names: []string{"f2"}}, {Path: "a/b"}},
+			want: []string{"a/b", "a/b/c", "a/b/f2", "a/b/hard", "a/b/up"}, listed: []string{"a/b"}},
+		{name: "the reserved directory is never reported", dirs: []Dirty{{Path: ".", Names: []string{".georep", "top.log"}}},
+			want: []string{".", "top.log"}, looked: map[string][]string{".": {".georep", "top.log"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var opts Options
+			if tc.descend {
+				opts.Descend = func(*Entry) bool { return true }
+			}
+			got, sum := collect(t, root, tc.dirs, opts)
+			if diff := cmp.Diff(tc.want, paths(got)); diff != "" {
+				t.Errorf("paths (-want +got):\n%s", diff)
+			}
+			var listed []string
+			for _, e := range got {
+				if sum.Listed[e.Key] {
+					listed = append(listed, e.Path)
+				}
+			}
+			sort.Strings(listed)
+			if diff := cmp.Diff(tc.listed, listed); diff != "" {
+				t.Errorf("Listed (-want +got):\n%s", diff)
+			}
+			looked := map[string][]string{}
+			for _, e := range got {
+				if names, ok := sum.Looked[e.Key]; ok {
+					looked[e.Path] = names
+				}
+			}
+			if tc.looked == nil {
+				tc.looked = map[string][]string{}
+			}
+			if diff := cmp.Diff(tc.looked, looked); diff != "" {
+				t.Errorf("Looked (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
