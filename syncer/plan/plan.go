@@ -446,13 +446,21 @@ func (d *differ) gfidOfKey(k index.Key) (gfid.GFID, bool) {
 	return o.GFID, true
 }
 
-// pathOf returns the master path the index records for directory g.
+// pathOf returns directory g's master path now: where the scan saw it, or
+// else where the index records it under its nearest ancestor the scan saw.
 func (d *differ) pathOf(g gfid.GFID, depth int) (string, bool) {
 	if p, ok := d.paths[g]; ok {
 		return p, true
 	}
 	if depth > 4096 {
 		return "", false
+	}
+	// A directory the scan saw is where the scan saw it: the index has it
+	// where it was at the last commit, and a directory moved since (in
+	// this very batch) may have left that path empty, or to another.
+	if o := d.byGFID[g]; o != nil && o.e.Path != "" {
+		d.paths[g] = o.e.Path
+		return o.e.Path, true
 	}
 	k, ok := d.tx.ByGFID(g)
 	if !ok {

@@ -591,3 +591,35 @@ func TestCascadedNewContentKeepsGFID(t *testing.T) {
 		}
 	}
 }
+
+// TestLinkInMovedDirectoryIsKept: a file with a second name inside a
+// directory, renamed while the directory is renamed, and nothing else
+// changing inside it. Only the file's first name and the directory's move
+// are seen; the second name must stay, although the index's path of its
+// directory no longer exists. (Dropping it unlinked a/bb/hard on the
+// slave: the continuous e2e waves caught it.)
+func TestLinkInMovedDirectoryIsKept(t *testing.T) {
+	for _, byNames := range []bool{false, true} {
+		t.Run(map[bool]string{false: "listed whole", true: "by names"}[byNames], func(t *testing.T) {
+			r := newRig(t)
+			r.must(os.MkdirAll(r.p("a/b"), 0o755))
+			r.write("a/f1", "shared")
+			r.must(os.Link(r.p("a/f1"), r.p("a/b/hard")))
+			r.write("a/b/other", "x")
+			r.sync()
+
+			r.must(os.Rename(r.p("a/b"), r.p("a/bb")))
+			r.must(os.Rename(r.p("a/f1"), r.p("a/f1.renamed")))
+			dirty := scan.Dirty{Path: "a"}
+			if byNames {
+				dirty.Names = []string{"b", "bb", "f1", "f1.renamed"}
+			}
+			p := r.syncDirs([]scan.Dirty{dirty})
+			for _, e := range p.Entries {
+				if e.GetOp() == pb.EntryOp_ENTRY_OP_UNLINK {
+					t.Errorf("the plan unlinks %q", e.GetName())
+				}
+			}
+		})
+	}
+}
