@@ -84,6 +84,7 @@ type bed struct {
 	sshdPID  int
 	counts   string
 	sshCmd   map[string]string // by network: "loopback", "wan"
+	liveSSH  map[string]string // the same for running sessions, through relays of their own
 	mutation int
 }
 
@@ -115,7 +116,7 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 		b.Fatalf("GEOREP_BENCH_GEOREP: %v", err)
 	}
 	t := &bed{cfg: cfg, georep: georep, work: work, master: filepath.Join(work, "master"),
-		counts: filepath.Join(work, "relay.counts"), sshCmd: map[string]string{}}
+		counts: filepath.Join(work, "relay.counts"), sshCmd: map[string]string{}, liveSSH: map[string]string{}}
 	start := time.Now()
 	t.generate(b)
 	log.Info("master tree generated", "small", cfg.small, "small_bytes", cfg.smallSize, "large", cfg.large,
@@ -125,11 +126,13 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 	t.sshdPID = sshdPID(b, filepath.Join(t.sshd.Dir, "sshd.pid"))
 	sshdAddr := fmt.Sprintf("%s:%d", t.sshd.Host, t.sshd.Port)
 	nets := []string{"loopback"}
-	t.sshCmd["loopback"] = t.relaySSH(b, "loopback", sshdAddr)
+	t.sshCmd["loopback"] = t.relaySSH(b, "loopback", sshdAddr, t.counts, false)
+	t.liveSSH["loopback"] = t.relaySSH(b, "loopback-live", sshdAddr, filepath.Join(work, "relay-live.counts"), true)
 	if cfg.wan {
 		p := testproxy.Start(b, sshdAddr)
 		p.AddLatency(b, 25*time.Millisecond)
-		t.sshCmd["wan"] = t.relaySSH(b, "wan", p.Addr())
+		t.sshCmd["wan"] = t.relaySSH(b, "wan", p.Addr(), t.counts, false)
+		t.liveSSH["wan"] = t.relaySSH(b, "wan-live", p.Addr(), filepath.Join(work, "relay-live.counts"), true)
 		nets = append(nets, "wan")
 	}
 
@@ -156,6 +159,7 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 			log.Info("login floor", "net", network, "run", run+1, "wall", login.Round(time.Millisecond))
 			slaves := map[string]string{}
 			states := map[string]string{}
+			var live *liveSession
 			for _, tool := range order {
 				slaves[tool] = filepath.Join(slaveFS, fmt.Sprintf("slave-%s-%s-%d", network, tool, run))
 				states[tool] = filepath.Join(stateFS, fmt.Sprintf("state-%s-%s-%d", network, tool, run))
@@ -164,14 +168,36 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				s := t.sync(b, network, tool, slaves[tool], states[tool])
+				var s sample
+				if tool == toolLive {
+					s, live = t.startLive(b, network, slaves[tool], states[tool])
+				} else {
+					s = t.sync(b, network, tool, slaves[tool], states[tool])
+				}
 				k := key{network, tool, "initial"}
 				results[k] = append(results[k], s)
 				logSample(log, k, run, s)
 				t.verifySample(b, tool, slaves[tool])
 			}
-			t.mutate(b)
+			if live != nil {
+				// The running session sees the changes as they are made,
+				// so it goes first; the others start once it is done.
+				live.mark(b)
+			}
+			end := t.mutate(b)
+			if live != nil {
+				s := live.synced(b, end)
+				live.stop(b)
+				live = nil
+				k := key{network, toolLive, "incremental"}
+				results[k] = append(results[k], s)
+				logSample(log, k, run, s)
+				t.verifyTree(b, toolLive, slaves[toolLive])
+			}
 			for _, tool := range order {
+				if tool == toolLive {
+					continue
+				}
 				s := t.sync(b, network, tool, slaves[tool], states[tool])
 				k := key{network, tool, "incremental"}
 				results[k] = append(results[k], s)
@@ -255,8 +281,9 @@ func (t *bed) generate(b *testing.B) {
 
 // mutate changes changePct% of the small files (rewritten whole, same
 // size) and 64 KiB in the middle of the first large file, in place, each
-// time with new content, so every incremental run has the same work.
-func (t *bed) mutate(b *testing.B) {
+// time with new content, so every incremental run has the same work. It
+// returns when the last change was made.
+func (t *bed) mutate(b *testing.B) time.Time {
 	b.Helper()
 	t.mutation++
 	n := int(float64(t.cfg.small) * t.cfg.changePct / 100)
@@ -272,31 +299,39 @@ func (t *bed) mutate(b *testing.B) {
 		}
 	}
 	if t.cfg.large == 0 {
-		return
+		return time.Now()
 	}
 	f, err := os.OpenFile(filepath.Join(t.master, "large", "l0"), os.O_WRONLY, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
 	off := int64(t.cfg.largeMiB<<20)/2 + int64(t.mutation)*4096
 	if _, err := f.WriteAt(treegen.Random(uint64(2_000_000+t.mutation), 64<<10), off); err != nil {
 		b.Fatal(err)
 	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return time.Now()
 }
 
 // relaySSH writes a ProxyCommand script that runs this test binary as a
-// counting relay to addr, and returns the ssh command line using it. The
-// script takes no spaces into the ssh command, which georep and rsync
-// both split on whitespace.
-func (t *bed) relaySSH(b *testing.B, name, addr string) string {
+// relay to addr counting into counts (keeping running totals too, with
+// live), and returns the ssh command line using it. The script takes no
+// spaces into the ssh command, which georep and rsync both split on
+// whitespace.
+func (t *bed) relaySSH(b *testing.B, name, addr, counts string, live bool) string {
 	b.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		b.Fatalf("find the test binary: %v", err)
 	}
 	script := filepath.Join(t.work, "relay-"+name+".sh")
-	body := fmt.Sprintf("#!/bin/sh\nexec env %s=%s %s %s\n", relayEnv, t.counts, self, addr)
+	env := fmt.Sprintf("%s=%s", relayEnv, counts)
+	if live {
+		env += fmt.Sprintf(" %s=1", relaySnapshotEnv)
+	}
+	body := fmt.Sprintf("#!/bin/sh\nexec env %s %s %s\n", env, self, addr)
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		b.Fatal(err)
 	}
@@ -360,6 +395,9 @@ func (t *bed) sync(b *testing.B, network, tool, slave, state string) sample {
 	// the tool before it left unwritten.
 	syscall.Sync()
 	remoteBefore := t.sshdChildCPU(b)
+	// A running session's sshd session (georep-live's) stays; the tool's
+	// own must be gone before its slave CPU is complete.
+	others := t.sshdChildren(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -381,7 +419,7 @@ func (t *bed) sync(b *testing.B, network, tool, slave, state string) sample {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if started > 0 && started == ended && !t.sshdHasChildren(b) {
+		if started > 0 && started == ended && slices.Equal(t.sshdChildren(b), others) {
 			wire = n
 			break
 		}
@@ -445,11 +483,17 @@ func (t *bed) sshdChildCPU(b *testing.B) time.Duration {
 
 func (t *bed) sshdHasChildren(b *testing.B) bool {
 	b.Helper()
+	return len(t.sshdChildren(b)) > 0
+}
+
+// sshdChildren lists sshd's child processes (its sessions), sorted.
+func (t *bed) sshdChildren(b *testing.B) []string {
+	b.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", t.sshdPID, t.sshdPID))
 	if err != nil {
 		b.Fatalf("read sshd's children: %v", err)
 	}
-	return strings.TrimSpace(string(data)) != ""
+	return slices.Sorted(slices.Values(strings.Fields(string(data))))
 }
 
 // verifySample checks the slave holds the master's content for the files

@@ -8,11 +8,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // relayEnv names the file a relay appends its byte counts to. When it is
@@ -20,6 +22,11 @@ import (
 // stdio to a TCP address and counts what crosses, so both tools' bytes on
 // the wire are counted at the same place (the ssh transport, encrypted).
 const relayEnv = "GEOREP_BENCH_RELAY_COUNTS"
+
+// relaySnapshotEnv, when set, makes a relay also keep its running totals
+// in COUNTS.live.PID, rewritten as they change (at most every 10 ms): a
+// running session's relays never end while it is measured.
+const relaySnapshotEnv = "GEOREP_BENCH_RELAY_SNAPSHOT"
 
 // runRelay copies stdin to addr and addr to stdout until both directions
 // end or ssh hangs up on it (ssh ends its ProxyCommand with SIGHUP), then
@@ -31,7 +38,44 @@ func runRelay(counts, addr string) int {
 		return 1
 	}
 	var up, down atomic.Int64
+	snapshot := func() {}
+	if os.Getenv(relaySnapshotEnv) != "" {
+		path := fmt.Sprintf("%s.live.%d", counts, os.Getpid())
+		var mu sync.Mutex // the ticker and the final report both write
+		var last int64 = -1
+		snapshot = func() {
+			mu.Lock()
+			defer mu.Unlock()
+			u, d := up.Load(), down.Load()
+			if u+d == last {
+				return
+			}
+			last = u + d
+			// Renamed into place: the harness never reads half a file.
+			tmp := fmt.Sprintf("%s.tmp.%d", counts, os.Getpid())
+			if err := os.WriteFile(tmp, fmt.Appendf(nil, "%d %d\n", u, d), 0o644); err != nil {
+				fmt.Fprintf(os.Stderr, "bench relay: %v\n", err)
+			} else if err := os.Rename(tmp, path); err != nil {
+				fmt.Fprintf(os.Stderr, "bench relay: %v\n", err)
+			}
+		}
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-tick.C:
+					snapshot()
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
 	report := sync.OnceFunc(func() {
+		snapshot()
 		if err := appendLine(counts, fmt.Sprintf("end %d %d", up.Load(), down.Load())); err != nil {
 			fmt.Fprintf(os.Stderr, "bench relay: %v\n", err)
 		}
@@ -94,6 +138,30 @@ func appendLine(path, line string) error {
 
 // relayTotals reads a counts file: relays started, relays ended, and the
 // bytes they carried both ways.
+// liveTotal sums the running totals of every relay that kept them for
+// the counts file path (see relaySnapshotEnv).
+func liveTotal(path string) (int64, error) {
+	files, err := filepath.Glob(path + ".live.*")
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return 0, fmt.Errorf("read relay totals: %w", err)
+		}
+		for _, s := range strings.Fields(string(data)) {
+			v, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("relay totals %s %q: %w", f, data, err)
+			}
+			total += v
+		}
+	}
+	return total, nil
+}
+
 func relayTotals(path string) (started, ended int, bytes int64, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -35,6 +35,10 @@ func fixedResults() map[key][]sample {
 		{"loopback", toolRsync, "initial"}:        mk([3]float64{3.1, 2.9, 3.4}, 219_000_000, 20004),
 		{"loopback", toolBaseline, "initial"}:     mk([3]float64{2.9, 2.5, 4.4}, 218_200_000, 20004),
 		{"loopback", toolNative, "incremental"}:   mk([3]float64{0.93, 0.75, 1.21}, 1_050_000, 201),
+		{"loopback", toolLive, "initial"}:         mk([3]float64{2.6, 2.5, 2.8}, 219_100_000, 20004),
+		{"loopback", toolLive, "incremental"}:     mk([3]float64{0.21, 0.19, 0.25}, 1_020_000, 201),
+		{"wan", toolLive, "initial"}:              mk([3]float64{5.0, 4.9, 5.4}, 219_300_000, 20004),
+		{"wan", toolLive, "incremental"}:          mk([3]float64{0.52, 0.50, 0.60}, 1_030_000, 201),
 		{"loopback", toolRsync, "incremental"}:    mk([3]float64{0.30, 0.28, 0.35}, 1_400_000, 201),
 		{"loopback", toolBaseline, "incremental"}: mk([3]float64{0.64, 0.58, 0.73}, 1_360_000, 201),
 		{"wan", toolNative, "initial"}:            mk([3]float64{19.6, 18.9, 21.2}, 224_000_000, 20004),
@@ -46,7 +50,7 @@ func fixedResults() map[key][]sample {
 	}
 }
 
-var allTools = []string{toolNative, toolRsync, toolBaseline}
+var allTools = []string{toolNative, toolLive, toolRsync, toolBaseline}
 
 func TestMedian(t *testing.T) {
 	tests := []struct {
@@ -75,8 +79,8 @@ func TestMedian(t *testing.T) {
 
 func TestSummarize(t *testing.T) {
 	rows := summarize([]string{"loopback", "wan"}, allTools, fixedResults())
-	if len(rows) != 12 {
-		t.Fatalf("got %d rows, want 12 (2 networks × 2 phases × 3 tools)", len(rows))
+	if len(rows) != 16 {
+		t.Fatalf("got %d rows, want 16 (2 networks × 2 phases × 4 tools)", len(rows))
 	}
 	find := func(net, tool, phase string) row {
 		t.Helper()
@@ -103,6 +107,7 @@ func TestSummarize(t *testing.T) {
 		{"rsync mode incremental meets both", "loopback", toolRsync, "incremental", secs(0.30), secs(0.28), secs(0.35), 1_401_000, 201, true, 0.30 / 0.64, true, true},
 		{"native wan incremental misses the 0.5× time goal", "wan", toolNative, "incremental", secs(1.79), secs(1.55), secs(1.90), 1_051_000, 201, true, 1.79 / 2.26, false, true},
 		{"rsync mode wan initial meets 1.0×", "wan", toolRsync, "initial", secs(7.0), secs(6.8), secs(7.4), 218_001_000, 20004, true, 7.0 / 7.4, true, true},
+		{"running session incremental meets both", "loopback", toolLive, "incremental", secs(0.21), secs(0.19), secs(0.25), 1_021_000, 201, true, 0.21 / 0.64, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
