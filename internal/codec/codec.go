@@ -56,7 +56,8 @@ func DialOption() grpc.DialOption {
 
 func fallback() encoding.CodecV2 { return encoding.GetCodecV2(Name) }
 
-// Marshal encodes v into one buffer, from gRPC's pool when it is large.
+// Marshal encodes v into one buffer: a large one from the codec's pool (see
+// New), or from gRPC's.
 func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
 	m, ok := v.(fast)
 	if !ok {
