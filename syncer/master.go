@@ -565,7 +565,7 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 // older record already makes the next crawl redo it. A batch of 1% changed
 // files so writes nothing, and makes no transaction (no fsync) at all.
 func (m *master) recordIntents(p *plan.Plan) error {
-	var objs []index.Object
+	objs := make([]index.Object, 0, len(p.Changes))
 	err := m.db.View(func(tx *index.Tx) error {
 		for _, c := range p.Changes {
 			if c.Object == nil {

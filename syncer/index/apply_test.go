@@ -197,7 +197,7 @@ func TestIntentsAcrossBatchesAndVersions(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		v, err := encode(legacy)
+		v, err := record(&legacy).MarshalVT()
 		if err != nil {
 			return err
 		}
@@ -226,5 +226,49 @@ func TestIntentsAcrossBatchesAndVersions(t *testing.T) {
 	}
 	if err := db.View(func(tx *Tx) (err error) { got, err = tx.Intents(); return err }); err != nil || len(got) != 0 {
 		t.Errorf("after ClearIntents: %d intents, err %v; want none", len(got), err)
+	}
+}
+
+// TestApplyIntoEmptyIndex checks Apply's path for a first crawl's commit
+// (puts alone into an empty index) against Put of each object in turn,
+// including batches that path hands back to the general one: two puts of
+// one key, of one GFID, of one name.
+func TestApplyIntoEmptyIndex(t *testing.T) {
+	d1 := gfid.New()
+	dir1 := Object{Key: "d1", GFID: d1, Mode: 0o40755, Links: []Link{{gfid.Root, "d1"}}}
+	ga := gfid.New()
+	many := newObjects(1500)
+	cases := []struct {
+		name string
+		puts []Object
+	}{
+		{"a tree out of key order", many},
+		{"hard links", []Object{dir1, obj("h", gfid.New(), Link{d1, "x"}, Link{gfid.Root, "y"}), obj("a", ga, Link{d1, "z"})}},
+		{"one key twice: the last wins", []Object{dir1, obj("a", ga, Link{d1, "x"}), obj("a", ga, Link{d1, "y"})}},
+		{"one gfid under two keys", []Object{dir1, obj("a", ga, Link{d1, "x"}), obj("b", ga, Link{d1, "y"})}},
+		{"one name for two objects", []Object{dir1, obj("a", ga, Link{d1, "x"}), obj("b", gfid.New(), Link{d1, "x"})}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			want, got := openDB(t, filepath.Join(dir, "put.db")), openDB(t, filepath.Join(dir, "apply.db"))
+			err := want.Update(func(tx *Tx) error {
+				for _, o := range tc.puts {
+					if err := tx.Put(o); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("Put: %v", err)
+			}
+			if err := got.Update(func(tx *Tx) error { return tx.Apply(nil, tc.puts) }); err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			if diff := cmp.Diff(dump(t, want), dump(t, got)); diff != "" {
+				t.Errorf("Apply into an empty index differs from Put (-Put +Apply):\n%s", diff)
+			}
+		})
 	}
 }

@@ -243,6 +243,11 @@ type Tx struct {
 	// pend, while Apply runs, holds its writes to objects, gfids and
 	// children, which reads see first; they reach bbolt at its end.
 	pend map[*bolt.Bucket]map[string]pending
+	// scratch, links, linkPtrs and arena are encode's.
+	scratch  statev1.Object
+	links    []statev1.Link
+	linkPtrs []*statev1.Link
+	arena    []byte
 }
 
 // pending is one buffered write: a value, or a deletion.
@@ -297,6 +302,11 @@ func (t *Tx) del(b *bolt.Bucket, k []byte) error {
 // commit, shifting the keys after it: keys in a crawl's order (random file
 // handles and GFIDs) make a large commit quadratic, keys in order append.
 func (t *Tx) Apply(deletes []Key, puts []Object) error {
+	if len(deletes) == 0 {
+		if done, err := t.applyFresh(puts); done || err != nil {
+			return err
+		}
+	}
 	t.pend = map[*bolt.Bucket]map[string]pending{
 		t.objects: make(map[string]pending, len(puts)), t.gfids: make(map[string]pending, len(puts)),
 		t.children: make(map[string]pending, len(puts)),
@@ -333,6 +343,61 @@ func (t *Tx) Apply(deletes []Key, puts []Object) error {
 		}
 	}
 	return nil
+}
+
+// applyFresh is Apply of puts alone into an empty index (a first crawl's
+// commit, every object of the tree): nothing to read back, nothing an
+// earlier record could have held, so each bucket's entries are gathered,
+// sorted and written without Apply's buffer of maps. It reports false,
+// having written nothing, when the index is not empty or two puts share a
+// key, a GFID or a name, which the general path resolves (the last wins).
+func (t *Tx) applyFresh(puts []Object) (bool, error) {
+	for _, b := range []*bolt.Bucket{t.objects, t.gfids, t.children} {
+		if k, _ := b.Cursor().First(); k != nil {
+			return false, nil
+		}
+	}
+	type kv struct{ k, v []byte }
+	objs := make([]kv, 0, len(puts))
+	gfids := make([]kv, 0, len(puts))
+	children := make([]kv, 0, len(puts))
+	for i := range puts {
+		o := &puts[i]
+		if o.Key == "" {
+			return false, errors.New("index: put of an object without a key")
+		}
+		if o.GFID.IsZero() {
+			return false, fmt.Errorf("index: put of key %x without a gfid", []byte(o.Key))
+		}
+		v, err := t.encode(o)
+		if err != nil {
+			return false, err
+		}
+		k := []byte(o.Key)
+		objs = append(objs, kv{k, v})
+		gfids = append(gfids, kv{o.GFID[:], k})
+		for _, l := range o.Links {
+			children = append(children, kv{childKey(l.Parent, l.Name), k})
+		}
+	}
+	cmp := func(a, b kv) int { return bytes.Compare(a.k, b.k) }
+	for _, es := range [][]kv{objs, gfids, children} {
+		slices.SortFunc(es, cmp)
+		for i := 1; i < len(es); i++ {
+			if bytes.Equal(es[i-1].k, es[i].k) {
+				return false, nil
+			}
+		}
+	}
+	for j, b := range []*bolt.Bucket{t.objects, t.gfids, t.children} {
+		b.FillPercent = applyFillPercent // see Apply
+		for _, e := range [][]kv{objs, gfids, children}[j] {
+			if err := b.Put(e.k, e.v); err != nil {
+				return false, fmt.Errorf("index: write %x: %w", e.k, err)
+			}
+		}
+	}
+	return true, nil
 }
 
 func (t *Tx) applyBuffered(deletes []Key, puts []Object) error {
@@ -499,7 +564,7 @@ func (t *Tx) Put(o Object) error {
 			}
 		}
 	}
-	v, err := encode(o)
+	v, err := t.encode(&o)
 	if err != nil {
 		return err
 	}
@@ -661,14 +726,40 @@ func record(o *Object) *statev1.Object {
 	return m
 }
 
-// encode is o's record, encoded.
-func encode(o Object) ([]byte, error) {
-	v, err := record(&o).MarshalVT()
-	if err != nil {
+// encode is o's record, encoded into the transaction's arena: a commit
+// encodes every object of its batch, and bbolt keeps each value until the
+// transaction ends, so one message is refilled for each and the values
+// are cut from large blocks instead of allocated one by one.
+func (t *Tx) encode(o *Object) ([]byte, error) {
+	m := &t.scratch
+	m.Reset()
+	m.Gfid, m.Mode, m.Uid, m.Gid, m.Rdev, m.Size = o.GFID[:], o.Mode, o.UID, o.GID, o.Rdev, o.Size
+	m.MtimeNs, m.CtimeNs, m.Ino, m.Dev, m.Target, m.XattrDigest = o.MtimeNs, o.CtimeNs, o.Ino, o.Dev, o.Target, o.XattrDigest
+	if n := len(o.Links); n > 0 {
+		if cap(t.links) < n {
+			t.links, t.linkPtrs = make([]statev1.Link, n), make([]*statev1.Link, n)
+		}
+		for i := range o.Links {
+			l := &o.Links[i]
+			t.links[i] = statev1.Link{Parent: l.Parent[:], Name: []byte(l.Name)}
+			t.linkPtrs[i] = &t.links[i]
+		}
+		m.Links = t.linkPtrs[:n]
+	}
+	size := m.SizeVT()
+	if len(t.arena)+size > cap(t.arena) {
+		t.arena = make([]byte, 0, max(size, arenaBlock))
+	}
+	v := t.arena[len(t.arena) : len(t.arena)+size : len(t.arena)+size]
+	t.arena = t.arena[:len(t.arena)+size]
+	if _, err := m.MarshalToSizedBufferVT(v); err != nil {
 		return nil, fmt.Errorf("index: encode object: %w", err)
 	}
 	return v, nil
 }
+
+// arenaBlock is the size of the blocks encode cuts values from.
+const arenaBlock = 256 << 10
 
 func decode(k Key, v []byte) (Object, error) {
 	var m statev1.Object
