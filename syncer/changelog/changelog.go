@@ -242,9 +242,10 @@ func (c *Changelog) takePending() (DirtySet, bool) {
 
 // Run hands out batches until ctx ends: first the records left from before
 // (History Crawl), then live ones, each cut one interval after its first
-// change or, with a settle time, once changes paused that long. Every change is in the journal before it is in a batch. Run
-// returns within a second of cancel, having stopped the detector and closed
-// its descriptors; it can run once.
+// change or, with a settle time, once changes paused that long. Every
+// change is in the journal before it is in a batch. Run returns within a
+// second of cancel, having stopped the detector and closed its
+// descriptors; it can run once.
 func (c *Changelog) Run(ctx context.Context) error {
 	c.mu.Lock()
 	if c.ran || c.closed {
