@@ -76,7 +76,13 @@ func (c Codec) Marshal(v any) (mem.BufferSlice, error) {
 		pool = mem.DefaultBufferPool()
 	}
 	buf := pool.Get(size)
-	if _, err := m.MarshalToSizedBufferVT(*buf); err != nil {
+	n, err := m.MarshalToSizedBufferVT(*buf)
+	if err == nil && n != size {
+		// A buffer from the codec's pool still holds an earlier message:
+		// an encoding shorter than its size would send some of it.
+		err = fmt.Errorf("wrote %d bytes of %d", n, size)
+	}
+	if err != nil {
 		pool.Put(buf)
 		return nil, fmt.Errorf("encode %T: %w", v, err)
 	}
