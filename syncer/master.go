@@ -409,22 +409,7 @@ func (r *retryTimer) after(failed, deferrals int) {
 // changed is looked up in its parent. The root is always listed whole: the
 // guard against replicating an emptied root needs its every entry.
 func (m *master) dirtyPaths(set changelog.DirtySet) ([]scan.Dirty, error) {
-	type want struct {
-		whole bool
-		names map[string]bool
-	}
-	wants := map[string]*want{}
-	at := func(p string) *want {
-		if p == "" {
-			p = "."
-		}
-		w := wants[p]
-		if w == nil {
-			w = &want{whole: p == ".", names: map[string]bool{}}
-			wants[p] = w
-		}
-		return w
-	}
+	var dirs []scan.Dirty
 	err := m.db.View(func(tx *index.Tx) error {
 		for key, d := range set {
 			// The detector resolved the directory's path when the change
@@ -437,30 +422,29 @@ func (m *master) dirtyPaths(set changelog.DirtySet) ([]scan.Dirty, error) {
 					p = ip
 				}
 			}
-			w := at(p)
-			if d.Whole || (len(d.Names) == 0 && !d.Self) {
-				w.whole = true
+			if p == "" {
+				p = "."
 			}
-			for n := range d.Names {
-				w.names[n] = true
+			dir := scan.Dirty{Path: p}
+			// A nil Names lists the directory whole.
+			if !d.Whole && p != "." && (len(d.Names) > 0 || d.Self) {
+				dir.Names = slices.Collect(maps.Keys(d.Names))
+				if dir.Names == nil {
+					dir.Names = []string{}
+				}
 			}
-			if d.Self && p != "." && p != "" {
-				at(path.Dir(p)).names[path.Base(p)] = true
+			dirs = append(dirs, dir)
+			if d.Self && p != "." {
+				parent := scan.Dirty{Path: path.Dir(p)}
+				if parent.Path != "." {
+					parent.Names = []string{path.Base(p)}
+				}
+				dirs = append(dirs, parent)
 			}
 		}
 		return nil
 	})
-	dirs := make([]scan.Dirty, 0, len(wants))
-	for p, w := range wants {
-		d := scan.Dirty{Path: p}
-		if !w.whole {
-			// Never nil: a nil Names lists the directory whole.
-			d.Names = append(make([]string, 0, len(w.names)), slices.Sorted(maps.Keys(w.names))...)
-		}
-		dirs = append(dirs, d)
-	}
-	slices.SortFunc(dirs, func(a, b scan.Dirty) int { return strings.Compare(a.Path, b.Path) })
-	return dirs, err
+	return scan.Normalise(dirs), err
 }
 
 // pathOf walks an indexed directory's links up to the root.

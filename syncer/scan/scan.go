@@ -291,7 +291,7 @@ func (s *scanner) send(e *Entry) bool {
 
 // seed reports each dirty directory itself and queues its listing.
 func (s *scanner) seed(dirs []Dirty) error {
-	for _, d := range normalise(dirs) {
+	for _, d := range Normalise(dirs) {
 		e, err := s.self(d.Path)
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			// Gone since it was marked dirty: its parent's listing (or a
@@ -315,10 +315,10 @@ func (s *scanner) seed(dirs []Dirty) error {
 	return nil
 }
 
-// normalise cleans paths, merges duplicates (a whole listing absorbs a
+// Normalise cleans paths, merges duplicates (a whole listing absorbs a
 // listing by names, names are merged and sorted), drops directories inside
-// a recursive one, and orders parents first.
-func normalise(dirs []Dirty) []Dirty {
+// a recursive one, and orders parents first: the scan Scan makes of dirs.
+func Normalise(dirs []Dirty) []Dirty {
 	type want struct {
 		recursive, whole bool
 		names            map[string]bool
