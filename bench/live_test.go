@@ -105,17 +105,40 @@ func (s *liveSession) mark(b *testing.B) {
 // measure is the sample since mark, of wall time wall.
 func (s *liveSession) measure(b *testing.B, wall time.Duration) sample {
 	b.Helper()
-	// The relays write their totals every 10 ms.
-	time.Sleep(50 * time.Millisecond)
-	w, err := liveTotal(s.counts)
-	if err != nil {
-		b.Fatal(err)
-	}
+	w := s.settledWire(b)
 	out := s.log.bytes()[s.log0:]
 	sm := sample{wall: wall, wireBytes: w - s.wire0, cpuLocal: treeCPU(b, s.cmd.Process.Pid) - s.cpuLocal0,
 		cpuRemote: s.t.sshdTreeCPU(b) - s.cpuRemote0, files: georepFilesSent(out)}
 	s.mark(b)
 	return sm
+}
+
+// settledWire is the relays' running total once it has stopped moving:
+// every byte of the sync crossed them before the status said so, but a
+// relay writes its total up to 10 ms later.
+func (s *liveSession) settledWire(b *testing.B) int64 {
+	b.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	last, stable := int64(-1), 0
+	for {
+		w, err := liveTotal(s.counts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if w == last {
+			stable++
+		} else {
+			last, stable = w, 0
+		}
+		// Unchanged over three of the relays' 10 ms periods.
+		if stable >= 3 {
+			return w
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the running session's relays kept counting for 5s after it was in sync (last %d bytes)", w)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // synced waits until the session's stime covers since (the end of the
