@@ -363,11 +363,8 @@ func (t *Tx) applyFresh(puts []Object) (bool, error) {
 	children := make([]kv, 0, len(puts))
 	for i := range puts {
 		o := &puts[i]
-		if o.Key == "" {
-			return false, errors.New("index: put of an object without a key")
-		}
-		if o.GFID.IsZero() {
-			return false, fmt.Errorf("index: put of key %x without a gfid", []byte(o.Key))
+		if err := o.storable(); err != nil {
+			return false, err
 		}
 		v, err := t.encode(o)
 		if err != nil {
@@ -540,11 +537,8 @@ func (t *Tx) HasObjects() bool {
 // entries of the previous record that o no longer has are removed (only
 // where they still point at this key), and o's GFID and links are set.
 func (t *Tx) Put(o Object) error {
-	if o.Key == "" {
-		return errors.New("index: put of an object without a key")
-	}
-	if o.GFID.IsZero() {
-		return fmt.Errorf("index: put of key %x without a gfid", []byte(o.Key))
+	if err := o.storable(); err != nil {
+		return err
 	}
 	k := []byte(o.Key)
 	if old, ok, err := t.Get(o.Key); err != nil {
@@ -708,22 +702,40 @@ func (t *Tx) Failures() (map[gfid.GFID]string, error) {
 	return out, err
 }
 
+// storable checks that o can be put: it has a key and a GFID.
+func (o *Object) storable() error {
+	if o.Key == "" {
+		return errors.New("index: put of an object without a key")
+	}
+	if o.GFID.IsZero() {
+		return fmt.Errorf("index: put of key %x without a gfid", []byte(o.Key))
+	}
+	return nil
+}
+
 // record is o as its protobuf record.
 func record(o *Object) *statev1.Object {
-	m := &statev1.Object{
-		Gfid: o.GFID.Bytes(), Mode: o.Mode, Uid: o.UID, Gid: o.GID, Rdev: o.Rdev, Size: o.Size,
+	m := new(statev1.Object)
+	setRecord(m, o, make([]statev1.Link, len(o.Links)), make([]*statev1.Link, len(o.Links)))
+	return m
+}
+
+// setRecord makes m o's record, its links held in links and ptrs (each at
+// least as long as o's links). Its bytes fields share o's memory.
+func setRecord(m *statev1.Object, o *Object, links []statev1.Link, ptrs []*statev1.Link) {
+	*m = statev1.Object{
+		Gfid: o.GFID[:], Mode: o.Mode, Uid: o.UID, Gid: o.GID, Rdev: o.Rdev, Size: o.Size,
 		MtimeNs: o.MtimeNs, CtimeNs: o.CtimeNs, Ino: o.Ino, Dev: o.Dev, Target: o.Target,
 		XattrDigest: o.XattrDigest,
 	}
-	if len(o.Links) > 0 {
-		m.Links = make([]*statev1.Link, len(o.Links))
-		links := make([]statev1.Link, len(o.Links))
-		for i, l := range o.Links {
-			links[i] = statev1.Link{Parent: l.Parent.Bytes(), Name: []byte(l.Name)}
-			m.Links[i] = &links[i]
+	if n := len(o.Links); n > 0 {
+		for i := range o.Links {
+			l := &o.Links[i]
+			links[i] = statev1.Link{Parent: l.Parent[:], Name: []byte(l.Name)}
+			ptrs[i] = &links[i]
 		}
+		m.Links = ptrs[:n]
 	}
-	return m
 }
 
 // encode is o's record, encoded into the transaction's arena: a commit
@@ -731,21 +743,11 @@ func record(o *Object) *statev1.Object {
 // transaction ends, so one message is refilled for each and the values
 // are cut from large blocks instead of allocated one by one.
 func (t *Tx) encode(o *Object) ([]byte, error) {
-	m := &t.scratch
-	m.Reset()
-	m.Gfid, m.Mode, m.Uid, m.Gid, m.Rdev, m.Size = o.GFID[:], o.Mode, o.UID, o.GID, o.Rdev, o.Size
-	m.MtimeNs, m.CtimeNs, m.Ino, m.Dev, m.Target, m.XattrDigest = o.MtimeNs, o.CtimeNs, o.Ino, o.Dev, o.Target, o.XattrDigest
-	if n := len(o.Links); n > 0 {
-		if cap(t.links) < n {
-			t.links, t.linkPtrs = make([]statev1.Link, n), make([]*statev1.Link, n)
-		}
-		for i := range o.Links {
-			l := &o.Links[i]
-			t.links[i] = statev1.Link{Parent: l.Parent[:], Name: []byte(l.Name)}
-			t.linkPtrs[i] = &t.links[i]
-		}
-		m.Links = t.linkPtrs[:n]
+	if n := len(o.Links); len(t.links) < n {
+		t.links, t.linkPtrs = make([]statev1.Link, n), make([]*statev1.Link, n)
 	}
+	m := &t.scratch
+	setRecord(m, o, t.links, t.linkPtrs)
 	size := m.SizeVT()
 	if len(t.arena)+size > cap(t.arena) {
 		t.arena = make([]byte, 0, max(size, arenaBlock))
