@@ -306,7 +306,7 @@ func (r *rsyncRun) makeFarm() (string, error) {
 		if !r.staged[i] {
 			continue
 		}
-		fd, mark, err := r.openBeneath(it.RelPath)
+		fd, mark, err := r.openItem(&it)
 		if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
 			return "", fmt.Errorf("hold %s open for rsync: raise the open-file limit (ulimit -n; each rsync run holds up to %d files open, --sync-jobs runs at once): %w", it.RelPath, rsyncBatch, err)
 		}
@@ -343,34 +343,48 @@ func (r *rsyncRun) makeFarm() (string, error) {
 // statBeneath stats rel beneath the master root without following any
 // symlink; a file that is gone or no longer regular is os.ErrNotExist-like.
 func (r *rsyncRun) statBeneath(rel string) (fileMark, error) {
-	fd, mark, err := r.openBeneath(rel)
+	fd, st, err := r.openBeneath(rel)
 	if err != nil {
 		return fileMark{}, err
 	}
 	unix.Close(fd)
-	return mark, nil
+	return markOf(&st), nil
+}
+
+// openItem is openBeneath of it.RelPath, refusing a file that is not the
+// object it was scanned as (transfer.Item.Check).
+func (r *rsyncRun) openItem(it *transfer.Item) (int, fileMark, error) {
+	fd, st, err := r.openBeneath(it.RelPath)
+	if err != nil {
+		return -1, fileMark{}, err
+	}
+	if err := it.Check(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, fileMark{}, err
+	}
+	return fd, markOf(&st), nil
 }
 
 // openBeneath opens rel beneath the master root without following any
 // symlink (an O_PATH descriptor: no read, no side effects of opening) and
-// returns it with the file's mark; the caller closes it.
-func (r *rsyncRun) openBeneath(rel string) (int, fileMark, error) {
+// returns it with the file's stat; the caller closes it.
+func (r *rsyncRun) openBeneath(rel string) (int, unix.Stat_t, error) {
 	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
+	var st unix.Stat_t
 	fd, err := unix.Openat2(int(r.m.root.Fd()), rel, &how)
 	if err != nil {
-		return -1, fileMark{}, fmt.Errorf("open %s beneath the master root: %w", rel, err)
+		return -1, st, fmt.Errorf("open %s beneath the master root: %w", rel, err)
 	}
-	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return -1, fileMark{}, fmt.Errorf("stat %s: %w", rel, err)
+		return -1, st, fmt.Errorf("stat %s: %w", rel, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd)
-		return -1, fileMark{}, fmt.Errorf("%s is no longer a regular file: %w", rel, os.ErrNotExist)
+		return -1, st, fmt.Errorf("%s is no longer a regular file: %w", rel, os.ErrNotExist)
 	}
-	return fd, markOf(&st), nil
+	return fd, st, nil
 }
 
 // fdPath names a descriptor of this process so that another process (rsync)

@@ -113,6 +113,9 @@ type Config struct {
 	// extraChannels, set by tests, opens this many extra data connections
 	// for every native transfer, whatever the link (0: when worth it).
 	extraChannels int
+	// beforeData, set by tests, runs after a batch's entry ops and before
+	// its file data (given) is sent: the master tree changing in between.
+	beforeData func([]plan.DataItem)
 }
 
 // batchSize bounds the entries or meta entries of one RPC.
@@ -828,7 +831,8 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 		if _, bad := failed[d.GFID]; bad {
 			continue
 		}
-		it := transfer.Item{GFID: d.GFID, RelPath: d.RelPath, LinkParent: d.Parent, LinkName: []byte(d.Name), New: d.New, Size: d.Size}
+		it := transfer.Item{GFID: d.GFID, RelPath: d.RelPath, LinkParent: d.Parent, LinkName: []byte(d.Name), New: d.New, Size: d.Size,
+			Key: d.Key, Dev: d.Dev}
 		if d.Create != nil {
 			// No entry op made this new file: its transfer does.
 			it.Create, it.Stat = true, d.Create
@@ -1020,6 +1024,9 @@ func (m *master) commit(ctx context.Context, p *plan.Plan, failed map[gfid.GFID]
 	var sendErr error
 	stime, flushed, err := m.commitWith(ctx, p, known, nil, cutAt, func(ctx context.Context, req *pb.SetStimeRequest) error {
 		t := time.Now()
+		if m.cfg.beforeData != nil && len(p.Data) > 0 {
+			m.cfg.beforeData(p.Data)
+		}
 		if err := m.applyData(ctx, p.Data, failed, relinks, p.Links); err != nil {
 			sendErr = err
 			return err

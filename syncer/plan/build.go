@@ -504,7 +504,7 @@ func (d *differ) metaAndData(o *obj, msg *msgs, links []index.Link, linksChanged
 			l = links[0]
 		}
 		d.p.Data = append(d.p.Data, DataItem{GFID: o.g, RelPath: path, Size: st.Size, Parent: l.Parent, Name: l.Name,
-			New: !o.known, Create: fused})
+			New: !o.known, Create: fused, Key: o.key, Dev: st.Dev})
 		if fused != nil && !(xattrsChanged && len(o.e.Xattrs()) > 0) {
 			// The create gives the file its permission bits, owner and
 			// times, and it has no extended attributes to set.

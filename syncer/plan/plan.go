@@ -60,6 +60,11 @@ type DataItem struct {
 	// new file: the data transfer creates it at Parent/Name with this
 	// stat (type, permission bits, owner, times).
 	Create *pb.Stat
+	// Key and Dev are the object the scan found at RelPath (see
+	// transfer.Item): the data plane sends no other file's content as
+	// this GFID's.
+	Key index.Key
+	Dev uint64
 }
 
 // Change is one index update: Put when Object is set, else Delete of Key.

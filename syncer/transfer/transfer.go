@@ -25,6 +25,7 @@ import (
 	"github.com/georep/georep/internal/digest"
 	"github.com/georep/georep/internal/gfid"
 	pb "github.com/georep/georep/proto/georep/v1"
+	"github.com/georep/georep/syncer/index"
 )
 
 const (
@@ -74,6 +75,35 @@ type Item struct {
 	// Size (optional) is the file's size when it was scanned: a hint for
 	// planning the transfer, never trusted for the content.
 	Size int64
+	// Key and Dev (optional, together) are the master object the scan
+	// found at RelPath: its index key and filesystem. The file opened at
+	// RelPath must be that object; another one (a rename or a new file
+	// took the name since the scan) is never sent as this GFID's content:
+	// the item fails as moved (os.ErrNotExist) and the slave keeps what it
+	// had.
+	Key index.Key
+	Dev uint64
+}
+
+// Check reports, for a file opened at it.RelPath and fstat'd as st,
+// whether it is the object it was scanned as: nil when it is, or when it
+// names no object (Key unset). The inode number alone would not do: a
+// freed inode is soon reused, so a file made since can have the number;
+// the file handle (its generation included) cannot be another object's.
+func (it *Item) Check(fd int, st *unix.Stat_t) error {
+	if it.Key == "" {
+		return nil
+	}
+	if st.Dev == it.Dev {
+		k, err := index.KeyOf(fd, "", st)
+		if err != nil {
+			return fmt.Errorf("identify %s: %w", it.RelPath, err)
+		}
+		if k == it.Key {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s is no longer the file scanned there (moved or replaced since): %w", it.RelPath, os.ErrNotExist)
 }
 
 // Result is the outcome of one Item.
@@ -604,6 +634,10 @@ func (st *stream) sendFile(i int) error {
 	}
 	if before.Mode&unix.S_IFMT != unix.S_IFREG {
 		s.fail(i, fmt.Errorf("%s is not a regular file (mode %#o): %w", it.RelPath, before.Mode, unix.EINVAL))
+		return nil
+	}
+	if err := it.Check(fd, &before); err != nil {
+		s.fail(i, err)
 		return nil
 	}
 	stat := it.Stat
