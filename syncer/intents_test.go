@@ -1,13 +1,18 @@
 package syncer
 
 import (
+	"errors"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/georep/georep/internal/gfid"
+	"github.com/georep/georep/internal/testbin"
+	"github.com/georep/georep/internal/treecmp"
 	"github.com/georep/georep/syncer/index"
 	"github.com/georep/georep/syncer/plan"
 )
@@ -60,6 +65,75 @@ func TestRecordIntents(t *testing.T) {
 			}
 			if tc.want && (got[0].GFID != put.GFID || !slices.Equal(got[0].Links, put.Links)) {
 				t.Errorf("intent %+v; want %+v", got[0], put)
+			}
+		})
+	}
+}
+
+// TestInterruptedRenameOverThenChange: a batch renames a file over a
+// hard link of another and is cut off after its entry ops (the slave
+// took the rename; the index never learnt of it). The next session adopts
+// the renamed file at that name from the batch's intents, while the index
+// still gives the name to the object it replaced. Then the master moves
+// or removes the renamed file: both objects now claim the name in the
+// index, and each must get its own unlink. With one unlink per name, the
+// replaced object's came first, the slave kept the renamed file (it holds
+// another GFID), and the index forgot it: a file only on the slave for
+// good (e2e's TestCrashRecovery: "churn/d2/r79: only on the slave").
+func TestInterruptedRenameOverThenChange(t *testing.T) {
+	bin, err := testbin.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		then func(p func(string) string) error
+	}{
+		{"removed", func(p func(string) string) error { return os.Remove(p("d1/link")) }},
+		{"renamed in its directory", func(p func(string) string) error { return os.Rename(p("d1/link"), p("d1/moved")) }},
+		{"renamed to another directory", func(p func(string) string) error { return os.Rename(p("d1/link"), p("d2/moved")) }},
+		{"renamed over another file", func(p func(string) string) error { return os.Rename(p("d1/link"), p("d2/target")) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := newTrees(t, "d1", "d2")
+			p := func(rel string) string { return filepath.Join(tr.master, rel) }
+			must := func(err error) {
+				t.Helper()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			must(os.WriteFile(p("d1/file"), []byte("the linked file"), 0o644))
+			must(os.Link(p("d1/file"), p("d1/link")))
+			must(os.WriteFile(p("d1/renamed"), []byte("the file renamed over the link"), 0o644))
+			must(os.WriteFile(p("d2/target"), []byte("a bystander"), 0o644))
+			cfg := tr.config(bin)
+			cfg.Retries = 1
+			if logs, err := runOnce(cfg); err != nil {
+				t.Fatalf("first sync: %v\n%s", err, logs)
+			}
+
+			must(os.Rename(p("d1/renamed"), p("d1/link")))
+			cut := cfg
+			cut.afterSetStime = func(error) error { return errors.New("the master was killed") }
+			if logs, err := runOnce(cut); err == nil {
+				t.Fatalf("the cut-off batch succeeded\n%s", logs)
+			}
+			if got, err := os.ReadFile(filepath.Join(tr.slave, "d1", "link")); err != nil || string(got) != "the file renamed over the link" {
+				t.Fatalf("the cut-off batch did not rename on the slave: d1/link holds %q (%v)", got, err)
+			}
+
+			must(tc.then(p))
+			logs, err := runOnce(cfg)
+			if err != nil {
+				t.Fatalf("sync after the cut-off batch: %v\n%s", err, logs)
+			}
+			if !strings.Contains(logs, "recovered an interrupted batch") {
+				t.Errorf("no recovery logged:\n%s", logs)
+			}
+			if !treecmp.Compare(t, tr.master, tr.slave, treecmp.Options{}) {
+				t.Fatalf("the slave differs from the master\n%s", logs)
 			}
 		})
 	}

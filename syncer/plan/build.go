@@ -324,12 +324,22 @@ func (d *differ) emitRemovals() {
 		depth int
 	}
 	var rmdirs []rm
-	seen := map[index.Link]bool{}
+	// By GFID and name: two objects can claim one name, and each needs
+	// its unlink. After an interrupted batch whose rename replaced an
+	// object on the slave, the index holds both the replaced object (its
+	// record never updated) and the one adopted there; were only the
+	// first unlinked, the slave (which unlinks only the GFID it is told)
+	// would keep the other, and the index would forget it.
+	type gone struct {
+		g gfid.GFID
+		l index.Link
+	}
+	seen := map[gone]bool{}
 	unlink := func(g gfid.GFID, l index.Link) {
-		if seen[l] {
+		if seen[gone{g, l}] {
 			return
 		}
-		seen[l] = true
+		seen[gone{g, l}] = true
 		if !d.opts.IgnoreDeletes {
 			d.p.Entries = append(d.p.Entries, &pb.Entry{Op: pb.EntryOp_ENTRY_OP_UNLINK, Gfid: g.Bytes(),
 				ParentGfid: l.Parent.Bytes(), Name: []byte(l.Name)})
