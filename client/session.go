@@ -51,6 +51,11 @@ type SessionOptions struct {
 	// BackoffMin and BackoffMax bound the wait between reconnects
 	// (defaults 1s and 60s); the wait doubles after each failed attempt.
 	BackoffMin, BackoffMax time.Duration
+	// GiveUpAfter (optional) ends the reconnecting: once the slave has
+	// been unreachable this long (every attempt since the last connection
+	// failed), Connect and Do return the last failure instead of trying
+	// again. Zero retries for as long as the caller's context lasts.
+	GiveUpAfter time.Duration
 	// Logger receives state changes; nil discards.
 	Logger *slog.Logger
 	// OnState, when set, is told every state change (status, metrics).
@@ -75,6 +80,9 @@ type Session struct {
 	reconnects int
 	// stopKA stops the keep-alive goroutine of the current connection.
 	stopKA func()
+	// downSince is when the first attempt failed since the last
+	// connection was made (zero while none has).
+	downSince time.Time
 }
 
 // NewSession returns a session that dials with d. Nothing is dialled until
@@ -153,7 +161,8 @@ func (e *HeldError) Error() string {
 // Connect returns the current connection, dialling one when there is none.
 // A refusal that waiting cannot fix (another master holds the root, a
 // version mismatch) is returned at once; other failures are retried with
-// backoff until ctx ends.
+// backoff until ctx ends or, with GiveUpAfter, until the slave has been
+// unreachable that long.
 func (s *Session) Connect(ctx context.Context) (*Conn, error) {
 	s.mu.Lock()
 	if s.conn != nil {
@@ -170,6 +179,7 @@ func (s *Session) Connect(ctx context.Context) (*Conn, error) {
 		if err == nil {
 			s.mu.Lock()
 			s.conn = c
+			s.downSince = time.Time{}
 			if !first {
 				s.reconnects++
 			}
@@ -186,6 +196,15 @@ func (s *Session) Connect(ctx context.Context) (*Conn, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("connect to slave: %w (last error: %v)", ctx.Err(), err)
 		}
+		if limit := s.opts.GiveUpAfter; limit > 0 {
+			down := s.unreachableFor()
+			if down >= limit {
+				return nil, fmt.Errorf("the slave has been unreachable for %v, giving up: %w", down.Round(time.Second), err)
+			}
+			// The last attempt comes as the time runs out, not a whole
+			// backoff after it.
+			wait = min(wait, limit-down)
+		}
 		s.log.Warn("slave unreachable; retrying", "attempt", attempt, "in", wait, "err", err)
 		select {
 		case <-ctx.Done():
@@ -194,6 +213,17 @@ func (s *Session) Connect(ctx context.Context) (*Conn, error) {
 		}
 		wait = min(2*wait, s.opts.BackoffMax)
 	}
+}
+
+// unreachableFor returns how long every attempt has failed since the last
+// connection was made, starting the clock at the first failure.
+func (s *Session) unreachableFor() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.downSince.IsZero() {
+		s.downSince = time.Now()
+	}
+	return time.Since(s.downSince)
 }
 
 // Extra dials one more connection to the slave beside the session's own

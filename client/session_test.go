@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -190,6 +192,76 @@ func TestOneMasterPerSlaveRoot(t *testing.T) {
 			defer third.Close()
 			if _, err := third.Connect(ctx); !errors.As(err, &held) {
 				t.Fatalf("third master after the takeover: %v, want a HeldError", err)
+			}
+		})
+	}
+}
+
+// TestSessionGivesUp: with GiveUpAfter, a slave that stays unreachable
+// (ssh to a port of 127.0.0.1 nothing listens on: a real "connection
+// refused" each attempt) ends Connect with the last failure once that
+// long has passed, after several attempts and not much later; a Connect
+// after that tries once more, and gives up at once. Without it, Connect
+// retries until its context ends.
+func TestSessionGivesUp(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	u, err := ParseSlaveURL(fmt.Sprintf("ssh://nobody@127.0.0.1:%d/srv", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		giveUp  time.Duration
+		ctxTime time.Duration
+		want    string // in the error
+	}{
+		{name: "gives up", giveUp: time.Second, ctxTime: time.Minute, want: "unreachable for 1s, giving up"},
+		{name: "retries until the context ends", giveUp: 0, ctxTime: 1500 * time.Millisecond, want: "context deadline exceeded"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var attempts atomic.Int32
+			s := NewSession(func(ctx context.Context) (*Conn, error) {
+				attempts.Add(1)
+				return Dial(ctx, u, Options{SSHCommand: "ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"})
+			}, SessionOptions{Master: masterMark("test-master"), BackoffMin: 100 * time.Millisecond, BackoffMax: 400 * time.Millisecond,
+				GiveUpAfter: tc.giveUp})
+			defer s.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), tc.ctxTime)
+			defer cancel()
+			start := time.Now()
+			_, err := s.Connect(ctx)
+			took := time.Since(start)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Connect: %v; want an error saying %q", err, tc.want)
+			}
+			if !strings.Contains(err.Error(), "cannot reach sshd") {
+				t.Errorf("Connect: %v; want the last attempt's reason", err)
+			}
+			if n := attempts.Load(); n < 3 {
+				t.Errorf("%d attempts in %v; want several", n, took)
+			}
+			limit := tc.ctxTime
+			if tc.giveUp > 0 {
+				limit = tc.giveUp
+			}
+			if took < limit || took > limit+5*time.Second {
+				t.Errorf("Connect returned after %v; want just after %v", took, limit)
+			}
+			if tc.giveUp == 0 {
+				return
+			}
+			before := attempts.Load()
+			if _, err := s.Connect(context.Background()); err == nil || !strings.Contains(err.Error(), "giving up") {
+				t.Fatalf("a later Connect: %v; want it to give up", err)
+			}
+			if n := attempts.Load() - before; n != 1 {
+				t.Errorf("a later Connect made %d attempts; want one", n)
 			}
 		})
 	}

@@ -98,6 +98,11 @@ type Config struct {
 	Retries int
 	// KeepAliveInterval is the keep-alive period; 0 means 10s.
 	KeepAliveInterval time.Duration
+	// GiveUpAfter, with Once, is how long the slave may stay unreachable
+	// (every connection attempt failing) before Run gives up and returns
+	// the last failure; 0 means OnceGiveUpAfter. A continuous session
+	// never gives up: it reports Faulty and keeps trying.
+	GiveUpAfter time.Duration
 	// Logger receives the session's logs; nil discards.
 	Logger *slog.Logger
 	// Observer is told what the session does (metrics, progress); nil
@@ -228,7 +233,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		opts.Claim = m.sess.Claim()
 		return client.Dial(ctx, cfg.Slave, opts)
 	}, client.SessionOptions{Master: mark, Force: cfg.Force, KeepAliveInterval: cfg.KeepAliveInterval,
-		Logger: log, OnState: m.onSessionState})
+		GiveUpAfter: giveUpAfter(cfg), Logger: log, OnState: m.onSessionState})
 	defer m.sess.Close()
 	// Extra data connections still closing are waited for first.
 	defer m.bg.Wait()
@@ -257,6 +262,22 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return m.runXsync(ctx)
 	}
 	return m.runChangelog(ctx)
+}
+
+// OnceGiveUpAfter is how long a --once run waits for an unreachable slave
+// before it fails: a run from cron or a script must end, and a slave down
+// this long will not be synced by this run anyway.
+const OnceGiveUpAfter = 2 * time.Minute
+
+// giveUpAfter is the session's GiveUpAfter for cfg.
+func giveUpAfter(cfg Config) time.Duration {
+	switch {
+	case !cfg.Once:
+		return 0
+	case cfg.GiveUpAfter > 0:
+		return cfg.GiveUpAfter
+	}
+	return OnceGiveUpAfter
 }
 
 // onSessionState mirrors the connection's health into the status file.

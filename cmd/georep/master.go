@@ -60,7 +60,7 @@ func (c *masterConfig) bindFlags(cmd *cobra.Command) {
 	fs.StringVar(&c.Root, "root", "", "the master tree to replicate (required)")
 	fs.StringVar(&c.Slave, "slave", "", "the slave URL: /path, file:///path, [user@]host:/path, ssh://[user@]host[:port]/path or grpcs://host:port[/NAME] (required)")
 	fs.StringVar(&c.State, "state", "", "the session's state directory: index, change journal, status (required; one per session)")
-	fs.BoolVar(&c.Once, "once", false, "bring the slave to the master's state as of start-up, then exit (0 when everything synced)")
+	fs.BoolVar(&c.Once, "once", false, "bring the slave to the master's state as of start-up, then exit (0 when everything synced; 1 when something failed, or the slave stayed unreachable for 2 minutes)")
 	fs.StringVar(&c.SyncMode, "sync-mode", syncer.SyncNative, "how file data moves: native (gRPC streams over the session's connection, whole files and block deltas) or rsync (rsync into the slave's staging area, through the session's ssh ControlMaster or, for grpcs:// slaves, a gRPC tunnel)")
 	fs.StringVar(&c.Detector, "change-detector", syncer.DetectorChangelog, "how changes are found in continuous mode: changelog (fanotify/inotify, live) or xsync (a full Hybrid Crawl per --change-interval)")
 	fs.DurationVar(&c.ChangeInterval, "change-interval", syncer.DefaultChangeInterval, "how long live changes are gathered into one batch at most (xsync: the time between crawls)")
@@ -155,7 +155,8 @@ func newMasterCommand() *cobra.Command {
 		Long: `Replicate the tree at --root to the slave at --slave, by identity (GFID).
 
 With --once the slave is brought to the master's state as of start-up and
-the command exits: 0 when everything synced, 1 with a summary otherwise.
+the command exits: 0 when everything synced, 1 with a summary otherwise
+(also when the slave stays unreachable for 2 minutes).
 Without it the session runs until SIGINT or SIGTERM: a Hybrid Crawl at
 start, then live changes (Changelog Crawl). Its state, including what
 "georep status --state DIR" shows, lives in --state.`,
