@@ -122,12 +122,12 @@ func (c *listenConfig) volumes(root string) ([]volume, error) {
 // runListen serves the slave roots to masters over mTLS until a signal
 // stops it (nil) or serving fails (error).
 func runListen(ctx context.Context, cfg slaveConfig, stderr io.Writer) (result error) {
-	logger, logW, closeLog, err := newLogger(cfg.Log, stderr)
+	logger, closeLog, err := newLogger(cfg.Log, stderr)
 	if err != nil {
 		return &usageError{err}
 	}
 	defer closeLog()
-	routeGRPCLogs(logW)
+	routeGRPCLogs(logger)
 
 	vols, err := cfg.Listen.volumes(cfg.Root)
 	if err != nil {

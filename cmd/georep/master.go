@@ -183,12 +183,12 @@ func runMaster(ctx context.Context, cfg masterConfig, u client.SlaveURL, stderr 
 		prog := newProgress(stderr, cfg.Once)
 		observers, stderr = append(observers, prog), prog.logWriter(stderr)
 	}
-	logger, logW, closeLog, err := newLogger(cfg.Log, stderr)
+	logger, closeLog, err := newLogger(cfg.Log, stderr)
 	if err != nil {
 		return &usageError{err}
 	}
 	defer closeLog()
-	routeGRPCLogs(logW)
+	routeGRPCLogs(logger)
 	root, err := filepath.Abs(cfg.Root)
 	if err != nil {
 		return err

@@ -151,12 +151,12 @@ func runSlave(ctx context.Context, cfg slaveConfig, stderr io.Writer) error {
 	gcCtx, stopGC := context.WithCancel(ctx)
 	defer stopGC()
 	gcfloor.Set(gcCtx, slaveGCFloor)
-	logger, logW, closeLog, err := newLogger(cfg.Log, stderr)
+	logger, closeLog, err := newLogger(cfg.Log, stderr)
 	if err != nil {
 		return &usageError{err}
 	}
 	defer closeLog()
-	routeGRPCLogs(logW)
+	routeGRPCLogs(logger)
 
 	root, err := checkRoot(cfg.Root)
 	if err != nil {
