@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -204,13 +203,7 @@ func TestOneMasterPerSlaveRoot(t *testing.T) {
 // after that tries once more, and gives up at once. Without it, Connect
 // retries until its context ends.
 func TestSessionGivesUp(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	u, err := ParseSlaveURL(fmt.Sprintf("ssh://nobody@127.0.0.1:%d/srv", port))
+	u, err := ParseSlaveURL(fmt.Sprintf("ssh://nobody@127.0.0.1:%d/srv", testsshd.FreePort(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,12 @@ package syncer
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/georep/georep/client"
+	"github.com/georep/georep/internal/testsshd"
 )
 
 // TestOnceGivesUpOnUnreachableSlave: a --once run whose slave cannot be
@@ -15,14 +15,9 @@ import (
 // last failure once GiveUpAfter has passed, instead of retrying for as
 // long as it is left running (it did: a cron job would hang for ever).
 func TestOnceGivesUpOnUnreachableSlave(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	tr := newTrees(t)
-	if tr.url, err = client.ParseSlaveURL(fmt.Sprintf("ssh://nobody@127.0.0.1:%d/srv", port)); err != nil {
+	var err error
+	if tr.url, err = client.ParseSlaveURL(fmt.Sprintf("ssh://nobody@127.0.0.1:%d/srv", testsshd.FreePort(t))); err != nil {
 		t.Fatal(err)
 	}
 	cfg := tr.config("")

@@ -59,6 +59,17 @@ func runOnce(cfg Config) (string, error) {
 	return logs.String(), err
 }
 
+// mustRunOnce runs cfg as runOnce does and fails the test, naming the
+// step what, unless Run succeeds; it returns the logs.
+func mustRunOnce(t *testing.T, cfg Config, what string) string {
+	t.Helper()
+	logs, err := runOnce(cfg)
+	if err != nil {
+		t.Fatalf("%s: Run: %v\n%s", what, err, logs)
+	}
+	return logs
+}
+
 // stimes reads the stime the session's index holds and the one the slave
 // recorded for its master, in nanoseconds (0: none).
 func (tr trees) stimes(t *testing.T) (indexNS, slaveNS int64) {

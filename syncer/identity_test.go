@@ -40,13 +40,7 @@ func TestDataOfAnotherObjectIsNotSent(t *testing.T) {
 			}
 			cfg := tr.config(bin)
 			cfg.Retries, cfg.SyncMode = 2, mode
-			run := func(what string) {
-				t.Helper()
-				if logs, err := runOnce(cfg); err != nil {
-					t.Fatalf("%s: Run: %v\n%s", what, err, logs)
-				}
-			}
-			run("first sync")
+			mustRunOnce(t, cfg, "first sync")
 
 			write("a", "the linked file, rewritten to a new length")
 			write("other", "a newcomer")
@@ -63,12 +57,12 @@ func TestDataOfAnotherObjectIsNotSent(t *testing.T) {
 					}
 				}
 			}
-			run("the sync the rename races")
+			mustRunOnce(t, cfg, "the sync the rename races")
 			cfg.beforeData = nil
 			if !renamed {
 				t.Fatal("the linked file's data was not planned")
 			}
-			run("the next sync")
+			mustRunOnce(t, cfg, "the next sync")
 			if !treecmp.Compare(t, tr.master, tr.slave, treecmp.Options{}) {
 				t.Fatal("the slave differs from the master")
 			}

@@ -110,9 +110,7 @@ func TestInterruptedRenameOverThenChange(t *testing.T) {
 			must(os.WriteFile(p("d2/target"), []byte("a bystander"), 0o644))
 			cfg := tr.config(bin)
 			cfg.Retries = 1
-			if logs, err := runOnce(cfg); err != nil {
-				t.Fatalf("first sync: %v\n%s", err, logs)
-			}
+			mustRunOnce(t, cfg, "first sync")
 
 			must(os.Rename(p("d1/renamed"), p("d1/link")))
 			cut := cfg
@@ -125,10 +123,7 @@ func TestInterruptedRenameOverThenChange(t *testing.T) {
 			}
 
 			must(tc.then(p))
-			logs, err := runOnce(cfg)
-			if err != nil {
-				t.Fatalf("sync after the cut-off batch: %v\n%s", err, logs)
-			}
+			logs := mustRunOnce(t, cfg, "sync after the cut-off batch")
 			if !strings.Contains(logs, "recovered an interrupted batch") {
 				t.Errorf("no recovery logged:\n%s", logs)
 			}

@@ -39,13 +39,7 @@ func lostFileMadeAgain(t *testing.T, bin, mode string) {
 	write("d/kept", "stays")
 	cfg := tr.config(bin)
 	cfg.Retries, cfg.SyncMode = 2, mode
-	run := func(what string) {
-		t.Helper()
-		if logs, err := runOnce(cfg); err != nil {
-			t.Fatalf("%s: Run: %v\n%s", what, err, logs)
-		}
-	}
-	run("first sync")
+	mustRunOnce(t, cfg, "first sync")
 	if err := os.Remove(filepath.Join(tr.slave, "d", "lost")); err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +49,7 @@ func lostFileMadeAgain(t *testing.T, bin, mode string) {
 	if err := os.Chtimes(filepath.Join(tr.master, "d", "lost"), future, future); err != nil {
 		t.Fatal(err)
 	}
-	run("sync after the slave lost a file")
+	mustRunOnce(t, cfg, "sync after the slave lost a file")
 	got, err := os.ReadFile(filepath.Join(tr.slave, "d", "lost"))
 	if err != nil || string(got) != "second, longer content" {
 		t.Fatalf("slave's d/lost after the second sync: %q, %v; want the master's content", got, err)
@@ -88,9 +82,7 @@ func TestSlaveLostHardLinkGroupIsMadeAgain(t *testing.T) {
 			}
 			cfg := tr.config(bin)
 			cfg.Retries, cfg.SyncMode = 2, mode
-			if logs, err := runOnce(cfg); err != nil {
-				t.Fatalf("first sync: %v\n%s", err, logs)
-			}
+			mustRunOnce(t, cfg, "first sync")
 			for _, n := range []string{a, b, c} {
 				if err := os.Remove(filepath.Join(tr.slave, n)); err != nil {
 					t.Fatal(err)
@@ -103,9 +95,7 @@ func TestSlaveLostHardLinkGroupIsMadeAgain(t *testing.T) {
 			if err := os.Chtimes(filepath.Join(tr.master, a), future, future); err != nil {
 				t.Fatal(err)
 			}
-			if logs, err := runOnce(cfg); err != nil {
-				t.Fatalf("sync after the slave lost the group: %v\n%s", err, logs)
-			}
+			mustRunOnce(t, cfg, "sync after the slave lost the group")
 			var first os.FileInfo
 			for _, n := range []string{a, b, c} {
 				p := filepath.Join(tr.slave, n)

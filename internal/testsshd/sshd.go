@@ -116,7 +116,7 @@ func Start(t testing.TB, opts Options) *Server {
 	s.authorizedKeys = filepath.Join(dir, "authorized_keys")
 	s.SetAuthorizedKeyOptions(t, opts.AuthorizedKeysOptions)
 
-	s.Port = freePort(t)
+	s.Port = FreePort(t)
 	hostPub, err := os.ReadFile(hostKey + ".pub")
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +235,10 @@ func (s *Server) SSHCommand() string {
 // Log returns what sshd has logged so far.
 func (s *Server) Log() string { return s.log.String() }
 
-func freePort(t testing.TB) int {
+// FreePort returns a TCP port of 127.0.0.1 that nothing listens on (it
+// was free a moment ago): for sshd, or for a test that needs a connection
+// refused.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
