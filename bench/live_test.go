@@ -10,12 +10,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/georep/georep/internal/status"
+	"github.com/georep/georep/internal/testbuf"
 )
 
 // liveSession is a running `georep master` (no --once), the way georep is
@@ -27,7 +27,7 @@ type liveSession struct {
 	cmd    *exec.Cmd
 	state  string
 	counts string // its relays' counts file
-	log    *syncBuf
+	log    *testbuf.Buffer
 	done   chan error // the process's exit, once
 	exited bool       // done was received
 
@@ -37,29 +37,12 @@ type liveSession struct {
 	log0                  int
 }
 
-type syncBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuf) bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
-}
-
 // startLive starts a session to slave and waits until its first crawl is
 // on the slave (Changelog Crawl, stime set): its initial sync.
 func (t *bed) startLive(b *testing.B, network, slave, state string) (sample, *liveSession) {
 	b.Helper()
 	t.sshd.SetAuthorizedKeyOptions(b, fmt.Sprintf(`restrict,command="%s slave --stdio --root %s"`, t.georep, slave))
-	s := &liveSession{t: t, state: state, counts: filepath.Join(t.work, "relay-live.counts"), log: &syncBuf{}, done: make(chan error, 1)}
+	s := &liveSession{t: t, state: state, counts: filepath.Join(t.work, "relay-live.counts"), log: &testbuf.Buffer{}, done: make(chan error, 1)}
 	s.removeCounts(b)
 	argv := []string{"master", "--progress=false", "--log-format", "json", "--root", t.master,
 		"--slave", fmt.Sprintf("ssh://%s@%s:%d%s", t.sshd.User, t.sshd.Host, t.sshd.Port, slave),
@@ -99,14 +82,14 @@ func (s *liveSession) mark(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s.wire0, s.log0 = w, len(s.log.bytes())
+	s.wire0, s.log0 = w, len(s.log.Bytes())
 }
 
 // measure is the sample since mark, of wall time wall.
 func (s *liveSession) measure(b *testing.B, wall time.Duration) sample {
 	b.Helper()
 	w := s.settledWire(b)
-	out := s.log.bytes()[s.log0:]
+	out := s.log.Bytes()[s.log0:]
 	sm := sample{wall: wall, wireBytes: w - s.wire0, cpuLocal: treeCPU(b, s.cmd.Process.Pid) - s.cpuLocal0,
 		cpuRemote: s.t.sshdTreeCPU(b) - s.cpuRemote0, files: georepFilesSent(out)}
 	s.mark(b)
@@ -161,11 +144,11 @@ func (s *liveSession) await(b *testing.B, ok func(*status.Status) bool, limit ti
 		select {
 		case err := <-s.done:
 			s.exited = true
-			b.Fatalf("the running session exited (%v) before it was in sync:\n%s", err, s.log.bytes())
+			b.Fatalf("the running session exited (%v) before it was in sync:\n%s", err, s.log.Bytes())
 		default:
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("the running session was not in sync within %v:\n%s", limit, s.log.bytes())
+			b.Fatalf("the running session was not in sync within %v:\n%s", limit, s.log.Bytes())
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -182,10 +165,10 @@ func (s *liveSession) stop(b *testing.B) {
 	case err := <-s.done:
 		s.exited = true
 		if err != nil {
-			b.Fatalf("the running session ended with %v:\n%s", err, s.log.bytes())
+			b.Fatalf("the running session ended with %v:\n%s", err, s.log.Bytes())
 		}
 	case <-time.After(time.Minute):
-		b.Fatalf("the running session did not stop within a minute of SIGTERM:\n%s", s.log.bytes())
+		b.Fatalf("the running session did not stop within a minute of SIGTERM:\n%s", s.log.Bytes())
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/georep/georep/internal/certs"
 	"github.com/georep/georep/internal/gfid"
+	"github.com/georep/georep/internal/testbuf"
 	"github.com/georep/georep/internal/testproxy"
 	"github.com/georep/georep/internal/testsshd"
 	pb "github.com/georep/georep/proto/georep/v1"
@@ -75,7 +76,7 @@ func benchTransports() []benchTransport {
 // does the same for tests but takes a *testing.T.)
 func benchListenSlave(b *testing.B, args ...string) string {
 	b.Helper()
-	stderr := &mtlsStderr{}
+	stderr := &testbuf.Buffer{}
 	cmd := exec.Command(georepBin, append([]string{"slave", "--listen", "127.0.0.1:0"}, args...)...)
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {

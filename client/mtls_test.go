@@ -1,19 +1,18 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/georep/georep/internal/certs"
+	"github.com/georep/georep/internal/testbuf"
 )
 
 // mtlsPKI is a certificate directory made by certs.Generate: a CA, the
@@ -42,28 +41,10 @@ func (p mtlsPKI) clientOptions(name string) Options {
 	return Options{CertFile: p.path(certs.ClientCertFile(name)), KeyFile: p.path(certs.ClientKeyFile(name)), CAFile: p.path(certs.CACertFile)}
 }
 
-// mtlsStderr collects a daemon's stderr while the test reads it.
-type mtlsStderr struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *mtlsStderr) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *mtlsStderr) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // listenSlave is a `georep slave --listen` daemon run as a child process.
 type listenSlave struct {
 	cmd    *exec.Cmd
-	stderr *mtlsStderr
+	stderr *testbuf.Buffer
 	addr   string // the address it bound, from its "listening on" log line
 	exited chan struct{}
 	err    error // Wait's result, valid once exited is closed
@@ -86,7 +67,7 @@ func startListenSlave(t *testing.T, addr string, args ...string) *listenSlave {
 // launchListenSlave is startListenSlave returning its failure, for callers
 // off the test's goroutine.
 func launchListenSlave(t *testing.T, addr string, args ...string) (*listenSlave, error) {
-	d := &listenSlave{stderr: &mtlsStderr{}, exited: make(chan struct{})}
+	d := &listenSlave{stderr: &testbuf.Buffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(georepBin, append([]string{"slave", "--listen", addr, "--log-level", "debug"}, args...)...)
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/georep/georep/internal/rsyncd"
+	"github.com/georep/georep/internal/testbuf"
 	"github.com/georep/georep/internal/testsshd"
 	"github.com/georep/georep/internal/treecmp"
 	"github.com/georep/georep/internal/treegen"
@@ -25,7 +26,7 @@ import (
 type tunnelSlave struct {
 	conn  *Conn
 	stage string // <root>/.georep/stage, the daemon's module
-	log   *mtlsStderr
+	log   *testbuf.Buffer
 	slave *listenSlave
 }
 
@@ -54,9 +55,9 @@ func startTunnelSlave(t *testing.T, volume string) tunnelSlave {
 
 // openRelay opens the mTLS rsync shell with the built georep as the relay,
 // logging to the returned buffer, and closes it when the test ends.
-func openRelay(t *testing.T, c *Conn) (*RsyncShell, *mtlsStderr) {
+func openRelay(t *testing.T, c *Conn) (*RsyncShell, *testbuf.Buffer) {
 	t.Helper()
-	logs := &mtlsStderr{}
+	logs := &testbuf.Buffer{}
 	shell, err := c.relayShell(context.Background(), georepBin, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatalf("open the rsync relay: %v", err)

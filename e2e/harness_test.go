@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,12 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/georep/georep/internal/status"
+	"github.com/georep/georep/internal/testbuf"
 	"github.com/georep/georep/internal/testsshd"
 	"github.com/georep/georep/internal/treecmp"
 )
@@ -81,36 +80,18 @@ func (s *session) mustOnce(t *testing.T, extra ...string) {
 	}
 }
 
-// lockedBuffer collects a child's output; exec copies into it from its own goroutine.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // proc is a continuous `georep master` running in the background. The
 // test owns it; a cleanup kills it if the test did not stop it.
 type proc struct {
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *testbuf.Buffer
 	done chan struct{}
 	err  error // set before done closes
 }
 
 func (s *session) start(t *testing.T, extra ...string) *proc {
 	t.Helper()
-	p := &proc{out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{out: &testbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(georepBin, s.args(extra...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/georep/georep/internal/pipeconn"
+	"github.com/georep/georep/internal/testbuf"
 	pb "github.com/georep/georep/proto/georep/v1"
 	"github.com/georep/georep/server/backend"
 )
@@ -51,31 +51,13 @@ func openBackend(t testing.TB) (*backend.Backend, string) {
 }
 
 // testLogger writes to the test's output and to buf (when not nil), at debug.
-func testLogger(t testing.TB, buf *syncBuffer) *slog.Logger {
+func testLogger(t testing.TB, buf *testbuf.Buffer) *slog.Logger {
 	t.Helper()
 	var w io.Writer = t.Output()
 	if buf != nil {
 		w = buf
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's goroutines to log into.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // serve runs svc on a real gRPC server reached over tr and returns a client

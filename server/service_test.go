@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/georep/georep/internal/gfid"
+	"github.com/georep/georep/internal/testbuf"
 	pb "github.com/georep/georep/proto/georep/v1"
 )
 
@@ -478,7 +479,7 @@ func TestWatchKeepAliveStopsWithContext(t *testing.T) {
 }
 
 func TestPanicRecovered(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testbuf.Buffer{}
 	// A test-only interceptor, chained inside logging and recovery, panics
 	// on VolumeInfo as a buggy handler would.
 	panicky := grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
@@ -510,7 +511,7 @@ func TestPanicRecovered(t *testing.T) {
 }
 
 func TestCallLogLevels(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testbuf.Buffer{}
 	logger := testLogger(t, logs)
 	c := serve(t, New(nil, Options{}), overTCP, logger)
 	if _, err := c.KeepAlive(callCtx(t), &pb.KeepAliveRequest{}); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/georep/georep/internal/testbuf"
 	pb "github.com/georep/georep/proto/georep/v1"
 )
 
@@ -156,7 +157,7 @@ func TestRsyncTunnelDaemonExit(t *testing.T) {
 		for _, tc := range tests {
 			t.Run(string(tr)+"/"+tc.name, func(t *testing.T) {
 				b, _ := openBackend(t)
-				slaveLog := &syncBuffer{}
+				slaveLog := &testbuf.Buffer{}
 				svc := New(b, Options{Logger: testLogger(t, slaveLog)})
 				c := serve(t, svc, tr, testLogger(t, nil))
 				stream := openTunnel(t, callCtx(t), c)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/georep/georep/client"
 	"github.com/georep/georep/internal/testbin"
+	"github.com/georep/georep/internal/testbuf"
 )
 
 // TestRsyncFarmStaysBeneathRoot: a local user who can rename inside the
@@ -77,14 +78,14 @@ exec %[4]q "$@"
 			if err != nil {
 				t.Fatal(err)
 			}
-			var logs lockedBuffer
+			var logs testbuf.Buffer
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			err = Run(ctx, Config{Root: master, StateDir: state, Slave: u, Dial: client.Options{LocalGeorep: wrapper},
 				Once: true, SyncMode: SyncRsync, SyncJobs: 1,
 				Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 			if err != nil {
-				t.Fatalf("Run: %v\n%s", err, logs.buf.String())
+				t.Fatalf("Run: %v\n%s", err, logs.String())
 			}
 			if _, err := os.Stat(marker); err != nil {
 				t.Fatalf("the wrapper never swapped %s (did rsync run?): %v", tc.swapped, err)

@@ -8,11 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/georep/georep/internal/testbin"
+	"github.com/georep/georep/internal/testbuf"
 	"github.com/georep/georep/internal/treecmp"
 )
 
@@ -58,24 +58,11 @@ func TestRsyncShares(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
+// jsonLines parses logs written by a slog JSON handler, a record a line.
+func jsonLines(t *testing.T, logs []byte) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for _, l := range bytes.Split(b.buf.Bytes(), []byte("\n")) {
+	for _, l := range bytes.Split(logs, []byte("\n")) {
 		if len(l) == 0 {
 			continue
 		}
@@ -123,7 +110,7 @@ func TestRsyncParallelRuns(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				var logs lockedBuffer
+				var logs testbuf.Buffer
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 				cfg := tr.config(bin)
 				cfg.SyncMode, cfg.SyncJobs = SyncRsync, tc.jobs
@@ -131,10 +118,10 @@ func TestRsyncParallelRuns(t *testing.T) {
 				err := Run(ctx, cfg)
 				cancel()
 				if err != nil {
-					t.Fatalf("wave %d: Run: %v\n%s", wave, err, logs.buf.String())
+					t.Fatalf("wave %d: Run: %v\n%s", wave, err, logs.String())
 				}
 				stages := map[string]int{}
-				for _, l := range logs.lines(t) {
+				for _, l := range jsonLines(t, logs.Bytes()) {
 					if l["msg"] == "rsync batch installed" {
 						stages[l["stage"].(string)] += int(l["files"].(float64))
 					}

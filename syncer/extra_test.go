@@ -14,6 +14,7 @@ import (
 
 	"github.com/georep/georep/client"
 	"github.com/georep/georep/internal/testbin"
+	"github.com/georep/georep/internal/testbuf"
 	"github.com/georep/georep/internal/treecmp"
 )
 
@@ -52,7 +53,7 @@ func TestExtraDataChannels(t *testing.T) {
 	cfg.BwLimit = 8 << 20
 	run := func(what string) string {
 		t.Helper()
-		var logs lockedBuffer
+		var logs testbuf.Buffer
 		cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
@@ -113,7 +114,7 @@ func TestExtraDataChannelDies(t *testing.T) {
 	}
 	cfg := tr.config(bin)
 	cfg.extraChannels = 2
-	var logs lockedBuffer
+	var logs testbuf.Buffer
 	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

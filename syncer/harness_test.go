@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/georep/georep/client"
+	"github.com/georep/georep/internal/testbuf"
 	"github.com/georep/georep/server/backend"
 	"github.com/georep/georep/syncer/index"
 )
@@ -51,7 +52,7 @@ func (tr trees) config(bin string) Config {
 // runOnce runs cfg with its logs collected, within two minutes, and
 // returns the logs and Run's error.
 func runOnce(cfg Config) (string, error) {
-	var logs lockedBuffer
+	var logs testbuf.Buffer
 	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/georep/georep/internal/status"
 	"github.com/georep/georep/internal/testbin"
+	"github.com/georep/georep/internal/testbuf"
 )
 
 // TestCrawlStatusAfterOverflow: a change batch that outgrows its bound
@@ -25,7 +26,7 @@ func TestCrawlStatusAfterOverflow(t *testing.T) {
 	}
 	tr := newTrees(t)
 	master, slave, state := tr.master, tr.slave, tr.state
-	var logs lockedBuffer
+	var logs testbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -89,11 +90,4 @@ func TestCrawlStatusAfterOverflow(t *testing.T) {
 		}
 	}
 	waitCrawl(status.ChangelogCrawl, "after the overflow's Hybrid Crawl")
-}
-
-// String is what was logged so far.
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/georep/georep/client"
 	"github.com/georep/georep/internal/testbin"
+	"github.com/georep/georep/internal/testbuf"
 	"github.com/georep/georep/internal/testfs"
 	"github.com/georep/georep/internal/treecmp"
 	"github.com/georep/georep/syncer/index"
@@ -49,7 +50,7 @@ func TestFirstBatchWithFailureFlushesSlave(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs testbuf.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	err = Run(ctx, Config{Root: master, StateDir: state, Slave: u, Dial: client.Options{LocalGeorep: bin},

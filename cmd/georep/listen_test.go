@@ -17,6 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/georep/georep/internal/certs"
+	"github.com/georep/georep/internal/testbuf"
 	"github.com/georep/georep/internal/tlsconfig"
 )
 
@@ -39,7 +40,7 @@ func tlsArgs(dir string) []string {
 // listenDaemon is a running `georep slave --listen` child.
 type listenDaemon struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testbuf.Buffer
 	addr   string
 	exited chan struct{}
 	err    error
@@ -51,7 +52,7 @@ var listeningLine = regexp.MustCompile(`listening on (\S+?)"`)
 // for the address it reports.
 func startListen(t *testing.T, bin string, args ...string) *listenDaemon {
 	t.Helper()
-	d := &listenDaemon{stderr: &syncBuffer{}, exited: make(chan struct{})}
+	d := &listenDaemon{stderr: &testbuf.Buffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(bin, append([]string{"slave", "--listen", "127.0.0.1:0"}, args...)...)
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {

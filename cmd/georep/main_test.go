@@ -21,6 +21,7 @@ import (
 
 	"github.com/georep/georep/internal/gfid"
 	"github.com/georep/georep/internal/pipeconn"
+	"github.com/georep/georep/internal/testbuf"
 	pb "github.com/georep/georep/proto/georep/v1"
 	"github.com/georep/georep/server"
 )
@@ -38,29 +39,11 @@ func buildGeorep(t *testing.T, extra ...string) string {
 	return bin
 }
 
-// syncBuffer collects a child's stderr while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // slaveProc is a `georep slave --stdio` child and a gRPC client speaking to
 // it over its stdin/stdout, as a master does through ssh.
 type slaveProc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testbuf.Buffer
 	conn   *pipeconn.Conn
 	cc     *grpc.ClientConn
 	client pb.SlaveClient
@@ -78,7 +61,7 @@ func startSlave(t *testing.T, bin string, args ...string) *slaveProc {
 	if err != nil {
 		t.Fatalf("create stdout pipe: %v", err)
 	}
-	p := &slaveProc{stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &slaveProc{stderr: &testbuf.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"slave"}, args...)...)
 	p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr = stdinR, stdoutW, p.stderr
 	if err := p.cmd.Start(); err != nil {

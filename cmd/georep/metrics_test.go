@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/georep/georep/internal/testbuf"
 )
 
 var metricsAddrRE = regexp.MustCompile(`metrics listening on ([0-9.]+:[0-9]+)`)
@@ -57,14 +59,14 @@ func scrape(t *testing.T, url string) map[string]float64 {
 // masterProc is a running `georep master` child.
 type masterProc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testbuf.Buffer
 	exited chan struct{}
 	err    error // Wait's result, valid once exited is closed
 }
 
 func startMaster(t *testing.T, bin string, args ...string) *masterProc {
 	t.Helper()
-	p := &masterProc{stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &masterProc{stderr: &testbuf.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"master"}, args...)...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {

@@ -2,7 +2,6 @@ package tlsconfig
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -17,28 +16,14 @@ import (
 	"time"
 
 	"github.com/georep/georep/internal/certs"
+	"github.com/georep/georep/internal/testbuf"
 )
 
 const ioTimeout = 10 * time.Second
 
 // logBuffer collects log output from the Reloader; handshakes log from the
-// listener's goroutines, hence the lock.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// listener's goroutines.
+type logBuffer struct{ testbuf.Buffer }
 
 func (b *logBuffer) count(s string) int { return strings.Count(b.String(), s) }
 
