@@ -5,7 +5,6 @@
 package testsshd
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -15,11 +14,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/georep/georep/internal/testbuf"
 	"github.com/georep/georep/internal/testfs"
 )
 
@@ -41,25 +40,7 @@ type Server struct {
 	authorizedKeys string
 	pubKey         string
 	cmd            *exec.Cmd
-	log            *syncBuffer
-}
-
-// syncBuffer collects sshd's output; exec copies into it from its own goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	log            *testbuf.Buffer
 }
 
 // Options configures Start.
@@ -99,7 +80,7 @@ func Start(t testing.TB, opts Options) *Server {
 	dir := t.TempDir()
 	// Its keys go with an interrupted test too, as the daemon does.
 	testfs.RemoveOnSignal(t, dir)
-	s := &Server{Host: "127.0.0.1", User: u.Username, Dir: dir, log: &syncBuffer{}}
+	s := &Server{Host: "127.0.0.1", User: u.Username, Dir: dir, log: &testbuf.Buffer{}}
 	hostKey := filepath.Join(dir, "host_ed25519")
 	s.IdentityFile = filepath.Join(dir, "client_ed25519")
 	for _, k := range []string{hostKey, s.IdentityFile} {
