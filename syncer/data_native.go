@@ -188,23 +188,38 @@ func slaveLost(err error) bool {
 // the master root, for a CREATE entry op; reached without following any
 // symlink, as the data plane reads files.
 func statBeneath(root int, rel string) (*pb.Stat, error) {
-	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
-	fd, err := unix.Openat2(root, rel, &how)
+	fd, st, err := openPathBeneath(root, rel)
 	if err != nil {
-		return nil, fmt.Errorf("stat %s beneath the master root: %w", rel, err)
+		return nil, err
 	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, fmt.Errorf("stat %s: %w", rel, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("%s is no longer a regular file: %w", rel, os.ErrNotExist)
-	}
+	unix.Close(fd)
 	return &pb.Stat{Mode: st.Mode, Uid: st.Uid, Gid: st.Gid,
 		Atime: &pb.Timestamp{Sec: st.Atim.Sec, Nsec: uint32(st.Atim.Nsec)},
 		Mtime: &pb.Timestamp{Sec: st.Mtim.Sec, Nsec: uint32(st.Mtim.Nsec)}}, nil
+}
+
+// openPathBeneath opens the regular file rel beneath the directory root
+// without following any symlink (an O_PATH descriptor: no read, no side
+// effects of opening) and returns it with the file's stat; the caller
+// closes it. A file that is gone or no longer regular is
+// os.ErrNotExist-like.
+func openPathBeneath(root int, rel string) (int, unix.Stat_t, error) {
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
+	var st unix.Stat_t
+	fd, err := unix.Openat2(root, rel, &how)
+	if err != nil {
+		return -1, st, fmt.Errorf("open %s beneath the master root: %w", rel, err)
+	}
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, st, fmt.Errorf("stat %s: %w", rel, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return -1, st, fmt.Errorf("%s is no longer a regular file: %w", rel, os.ErrNotExist)
+	}
+	return fd, st, nil
 }
 
 // createEntries makes, with CREATE entry ops, the new files of items whose

@@ -343,7 +343,7 @@ func (r *rsyncRun) makeFarm() (string, error) {
 // statBeneath stats rel beneath the master root without following any
 // symlink; a file that is gone or no longer regular is os.ErrNotExist-like.
 func (r *rsyncRun) statBeneath(rel string) (fileMark, error) {
-	fd, st, err := r.openBeneath(rel)
+	fd, st, err := openPathBeneath(int(r.m.root.Fd()), rel)
 	if err != nil {
 		return fileMark{}, err
 	}
@@ -351,10 +351,10 @@ func (r *rsyncRun) statBeneath(rel string) (fileMark, error) {
 	return markOf(&st), nil
 }
 
-// openItem is openBeneath of it.RelPath, refusing a file that is not the
+// openItem is openPathBeneath of it.RelPath, refusing a file that is not the
 // object it was scanned as (transfer.Item.Check).
 func (r *rsyncRun) openItem(it *transfer.Item) (int, fileMark, error) {
-	fd, st, err := r.openBeneath(it.RelPath)
+	fd, st, err := openPathBeneath(int(r.m.root.Fd()), it.RelPath)
 	if err != nil {
 		return -1, fileMark{}, err
 	}
@@ -363,28 +363,6 @@ func (r *rsyncRun) openItem(it *transfer.Item) (int, fileMark, error) {
 		return -1, fileMark{}, err
 	}
 	return fd, markOf(&st), nil
-}
-
-// openBeneath opens rel beneath the master root without following any
-// symlink (an O_PATH descriptor: no read, no side effects of opening) and
-// returns it with the file's stat; the caller closes it.
-func (r *rsyncRun) openBeneath(rel string) (int, unix.Stat_t, error) {
-	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
-	var st unix.Stat_t
-	fd, err := unix.Openat2(int(r.m.root.Fd()), rel, &how)
-	if err != nil {
-		return -1, st, fmt.Errorf("open %s beneath the master root: %w", rel, err)
-	}
-	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
-		return -1, st, fmt.Errorf("stat %s: %w", rel, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		unix.Close(fd)
-		return -1, st, fmt.Errorf("%s is no longer a regular file: %w", rel, os.ErrNotExist)
-	}
-	return fd, st, nil
 }
 
 // fdPath names a descriptor of this process so that another process (rsync)
