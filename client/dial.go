@@ -75,6 +75,9 @@ type Conn struct {
 	// opts are the options the connection was dialled with: the data
 	// plane's rsync reaches the slave the same way.
 	opts Options
+	// sshOpts are the ssh options Dial added to the ssh command
+	// (cipherOption's), for rsync's ssh too.
+	sshOpts []string
 }
 
 // Close ends the connection and, for ssh and local slaves, the child process.
@@ -203,7 +206,17 @@ func shellQuote(s string) string {
 func Dial(ctx context.Context, u SlaveURL, opts Options) (*Conn, error) {
 	switch u.Kind {
 	case KindSSH:
-		return dialProc(ctx, u, SSHArgv(u, opts), opts)
+		argv := SSHArgv(u, opts)
+		extra := cipherOption(ctx, argv)
+		if len(extra) > 0 && opts.Logger != nil {
+			opts.Logger.Debug("ssh: AES-GCM first, this CPU runs it in hardware", slog.String("option", extra[1]))
+		}
+		c, err := dialProc(ctx, u, withOptions(argv, extra), opts)
+		if err != nil {
+			return nil, err
+		}
+		c.sshOpts = extra
+		return c, nil
 	case KindLocal:
 		argv, err := LocalArgv(u, opts)
 		if err != nil {

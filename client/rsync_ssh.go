@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -26,7 +27,7 @@ func (c *Conn) sshRsyncShell(context.Context) (*RsyncShell, error) {
 	words := strings.Fields(sshCmd)
 	// ssh keeps the first value it reads for an option, so ControlMaster=no
 	// goes first to override a ControlMaster=auto later in the command.
-	argv := append([]string{words[0], "-o", "ControlMaster=no"}, words[1:]...)
+	argv := slices.Concat([]string{words[0], "-o", "ControlMaster=no"}, c.sshOpts, words[1:])
 	if !hasControlPath(words) && c.opts.Logger != nil {
 		c.opts.Logger.Info("the ssh command has no ControlPath: each rsync run opens its own ssh connection (and authenticates again)",
 			slog.String("ssh_command", sshCmd))

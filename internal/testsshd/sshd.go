@@ -50,6 +50,9 @@ type Options struct {
 	AuthorizedKeysOptions string
 	// Path, when set, is the PATH sshd gives the commands it runs.
 	Path string
+	// Ciphers, when set, is the only ciphers sshd accepts (sshd_config's
+	// Ciphers).
+	Ciphers string
 }
 
 // Start runs sshd on a free 127.0.0.1 port and waits until it accepts
@@ -128,6 +131,9 @@ func Start(t testing.TB, opts Options) *Server {
 	}, "\n") + "\n"
 	if opts.Path != "" {
 		config += "SetEnv PATH=" + opts.Path + "\n"
+	}
+	if opts.Ciphers != "" {
+		config += "Ciphers " + opts.Ciphers + "\n"
 	}
 	cfgFile := filepath.Join(dir, "sshd_config")
 	if err := os.WriteFile(cfgFile, []byte(config), 0o600); err != nil {
