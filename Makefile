@@ -69,7 +69,8 @@ bench: build
 ## quick run (the table goes to stdout) with GEOREP_BENCH_SMALL (files,
 ## 20000), GEOREP_BENCH_SMALL_SIZE (4096), GEOREP_BENCH_LARGE (4),
 ## GEOREP_BENCH_LARGE_MIB (32), GEOREP_BENCH_RUNS (5), GEOREP_BENCH_WAN=0,
-## GEOREP_BENCH_TOOLS=georep,georep-rsync,rsync (a subset)
+## GEOREP_BENCH_TOOLS=georep,georep-rsync,rsync (a subset of georep, georep-live,
+## georep-rsync, rsync, rsync-aesgcm)
 GEOREP_BENCH_WRITE ?= $(CURDIR)
 bench-compare: build
 	GEOREP_BENCH_GEOREP=$(abspath $(BIN)) GEOREP_BENCH_WRITE=$(GEOREP_BENCH_WRITE) \

@@ -382,9 +382,13 @@ func (t *bed) sync(b *testing.B, network, tool, slave, state string) sample {
 		if tool == toolRsync {
 			argv = append(argv, "--sync-mode", "rsync")
 		}
-	case toolBaseline:
+	case toolBaseline, toolBaselineAES:
 		t.sshd.SetAuthorizedKeyOptions(b, "")
-		argv = []string{"rsync", "-aHAX", "--numeric-ids", "--stats", "-e", t.sshCmd[network],
+		ssh := t.sshCmd[network]
+		if tool == toolBaselineAES {
+			ssh += " -c " + aesCipher
+		}
+		argv = []string{"rsync", "-aHAX", "--numeric-ids", "--stats", "-e", ssh,
 			t.master + "/", fmt.Sprintf("%s@%s:%s/", t.sshd.User, t.sshd.Host, slave)}
 	default:
 		b.Fatalf("unknown tool %q", tool)
@@ -430,7 +434,7 @@ func (t *bed) sync(b *testing.B, network, tool, slave, state string) sample {
 		time.Sleep(10 * time.Millisecond)
 	}
 	files := georepFilesSent(out)
-	if tool == toolBaseline {
+	if tool == toolBaseline || tool == toolBaselineAES {
 		files = rsyncFilesSent(out)
 	}
 	return sample{wall: wall, wireBytes: wire, cpuLocal: local, cpuRemote: t.sshdChildCPU(b) - remoteBefore, files: files}

@@ -1,5 +1,6 @@
 // Package bench owns the data-plane comparison (issue 5): georep native,
-// georep in --sync-mode rsync and rsync -aHAX, in one run over the same
+// georep in --sync-mode rsync and rsync -aHAX (with ssh's default cipher,
+// and again with the AES-GCM cipher georep's ssh prefers), in one run over the same
 // generated trees and the same loopback sshd, on loopback and behind a
 // 50 ms RTT proxy, writing the "Data plane vs rsync" section of
 // BENCHMARKS.md and docs/bench-data-plane.png.

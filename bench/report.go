@@ -19,13 +19,23 @@ import (
 )
 
 // The contenders, in the order the report lists them. rsync is the
-// baseline every ratio divides by.
+// baseline every ratio divides by. rsync-aesgcm is rsync on the cipher
+// georep's ssh prefers on this CPU (see client.cipherOption): a reference
+// that shows how much of georep's lead is the cipher; no goal applies to it.
 const (
-	toolNative   = "georep"
-	toolLive     = "georep-live"
-	toolRsync    = "georep-rsync"
-	toolBaseline = "rsync"
+	toolNative      = "georep"
+	toolLive        = "georep-live"
+	toolRsync       = "georep-rsync"
+	toolBaseline    = "rsync"
+	toolBaselineAES = "rsync-aesgcm"
 )
+
+// allTools is every contender in the report's order.
+var allTools = []string{toolNative, toolLive, toolRsync, toolBaseline, toolBaselineAES}
+
+// aesCipher is the cipher rsync-aesgcm's ssh is told to use: the one
+// georep's ssh offers first on a CPU with AES instructions.
+const aesCipher = "aes256-gcm@openssh.com"
 
 var phases = []string{"initial", "incremental"}
 
@@ -45,7 +55,7 @@ type config struct {
 // issueWorkload is issue 5's workload, the one BENCHMARKS.md reports.
 func issueWorkload() config {
 	return config{small: 20000, smallSize: 4096, large: 4, largeMiB: 32, runs: 5, changePct: 1, wan: true,
-		tools: []string{toolNative, toolLive, toolRsync, toolBaseline}}
+		tools: allTools}
 }
 
 // shrunk says whether cfg is smaller than issue 5's workload: such a run
@@ -170,6 +180,10 @@ func summarize(nets, tools []string, results map[key][]sample) []row {
 		r.compared = true
 		r.wallRatio = r.wall.Seconds() / base.wall.Seconds()
 		r.bytesRatio = float64(r.wireBytes) / float64(base.wireBytes)
+		if r.tool == toolBaselineAES {
+			rows[i] = r // a reference: the goals are georep's
+			continue
+		}
 		r.wallGoal, r.bytesGoal = goals(r.phase)
 		r.wallMet = r.wallRatio <= r.wallGoal
 		r.bytesMet = r.bytesRatio <= r.bytesGoal
@@ -196,7 +210,7 @@ const chartFile = "docs/bench-data-plane.png"
 func section(cfg config, rows []row, floors []floor, m machine) string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%s\n\n", sectionTitle)
-	fmt.Fprintf(&sb, "Four contenders, one after the other on the same generated master tree, through the same\n"+
+	fmt.Fprintf(&sb, "Five contenders, one after the other on the same generated master tree, through the same\n"+
 		"loopback sshd and the same ssh command:\n\n"+
 		"- `georep`: `georep master --once` (native data plane: gRPC streams, whole files and block deltas);\n"+
 		"- `georep-live`: `georep master` running, as georep is meant to run: its initial sync is the time\n"+
@@ -206,7 +220,9 @@ func section(cfg config, rows []row, floors []floor, m machine) string {
 		"  bytes and CPU of each phase are read from its relays' running totals and /proc;\n"+
 		"- `georep-rsync`: `georep master --once --sync-mode rsync` (georep plans and installs, rsync moves\n"+
 		"  the data through the same ssh connection);\n"+
-		"- `rsync`: `rsync -aHAX --numeric-ids --stats` (`--stats` only prints the counts).\n\n"+
+		"- `rsync`: `rsync -aHAX --numeric-ids --stats` (`--stats` only prints the counts);\n"+
+		"- `rsync-aesgcm`: the same with `-c "+aesCipher+"` added to its ssh command, a reference for the\n"+
+		"  cipher georep's ssh prefers (no goal applies to it).\n\n"+
 		"Every georep contender logs in with a key whose forced command is `georep slave --stdio --root S`;\n"+
 		"rsync's login is plain. Workload: %d files of %d B in directories of 1000, plus %d files of\n"+
 		"%d MiB, pseudo-random content; then the incremental sync after %.0f%% of the small files are\n"+
@@ -252,6 +268,10 @@ func section(cfg config, rows []row, floors []floor, m machine) string {
 		switch {
 		case r.tool == toolBaseline:
 			met = "(baseline)"
+		case r.tool == toolBaselineAES && r.compared:
+			wallRatio = fmt.Sprintf("%.2f×", r.wallRatio)
+			bytesRatio = fmt.Sprintf("%.2f×", r.bytesRatio)
+			met = "(reference)"
 		case r.compared:
 			wallRatio = fmt.Sprintf("%.2f×", r.wallRatio)
 			bytesRatio = fmt.Sprintf("%.2f×", r.bytesRatio)
@@ -262,6 +282,7 @@ func section(cfg config, rows []row, floors []floor, m machine) string {
 			float64(r.wireBytes)/(1<<20), files, r.cpuLocal.Seconds(), r.cpuRemote.Seconds(), wallRatio, bytesRatio, met)
 	}
 	sb.WriteString("\n")
+	sameCipher(&sb, rows)
 
 	if len(floors) > 0 {
 		sb.WriteString("Login floor: a bare login through the same ssh command and relay that only runs `true`\n" +
@@ -305,7 +326,7 @@ func section(cfg config, rows []row, floors []floor, m machine) string {
 	if cfg.large > 0 {
 		var whole []string
 		for _, r := range rows {
-			if r.tool != toolBaseline && r.phase == "incremental" && r.wireBytes >= int64(cfg.largeMiB)<<20 {
+			if r.tool != toolBaseline && r.tool != toolBaselineAES && r.phase == "incremental" && r.wireBytes >= int64(cfg.largeMiB)<<20 {
 				whole = append(whole, r.tool+" on "+r.net)
 			}
 		}
@@ -320,11 +341,42 @@ func section(cfg config, rows []row, floors []floor, m machine) string {
 	sb.WriteString("Quick runs shrink the workload from the environment: `GEOREP_BENCH_SMALL` (files, default 20000),\n" +
 		"`GEOREP_BENCH_SMALL_SIZE` (bytes, 4096), `GEOREP_BENCH_LARGE` (files, 4), `GEOREP_BENCH_LARGE_MIB`\n" +
 		"(32), `GEOREP_BENCH_RUNS` (5), `GEOREP_BENCH_WAN=0` (loopback only), `GEOREP_BENCH_TOOLS` (a\n" +
-		"comma-separated subset of georep, georep-live, georep-rsync, rsync). A shrunk run prints its table on stdout\n" +
+		"comma-separated subset of georep, georep-live, georep-rsync, rsync, rsync-aesgcm). A shrunk run prints its table on stdout\n" +
 		"and leaves this section alone; `make bench-compare GEOREP_BENCH_WRITE=` leaves it alone for a\n" +
 		"full run too.\n\n")
-	fmt.Fprintf(&sb, "![Median wall time per network and sync: georep --once, a running georep, georep rsync mode and rsync](%s)\n", chartFile)
+	fmt.Fprintf(&sb, "![Median wall time per network and sync: georep --once, a running georep, georep rsync mode, rsync and rsync on AES-GCM](%s)\n", chartFile)
 	return sb.String()
+}
+
+// sameCipher writes, when rsync-aesgcm ran, each georep contender's wall
+// time divided by it: the comparison with the cipher the same on both sides.
+func sameCipher(sb *strings.Builder, rows []row) {
+	var lines []string
+	for _, r := range rows {
+		if r.tool == toolBaseline || r.tool == toolBaselineAES {
+			continue
+		}
+		j := slices.IndexFunc(rows, func(b row) bool {
+			return b.tool == toolBaselineAES && b.net == r.net && b.phase == r.phase
+		})
+		if j < 0 || rows[j].wall <= 0 {
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("| %s | %s | %s | %.2f | %.2f | %.2f× |\n", r.net, r.phase, r.tool,
+			r.wall.Seconds(), rows[j].wall.Seconds(), r.wall.Seconds()/rows[j].wall.Seconds()))
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(sb, "The same cipher on both sides: georep's ssh offers %s first on a CPU with AES instructions\n"+
+		"(ssh's default is chacha20-poly1305, which the rsync row keeps), so `rsync-aesgcm` is rsync with\n"+
+		"`-c %s` in its ssh command, and each georep contender divided by it:\n\n", aesCipher, aesCipher)
+	sb.WriteString("| Network | Sync | Tool | Wall, s | rsync-aesgcm wall, s | Wall ÷ rsync-aesgcm |\n")
+	sb.WriteString("| --- | --- | --- | --- | --- | --- |\n")
+	for _, l := range lines {
+		sb.WriteString(l)
+	}
+	sb.WriteString("\n")
 }
 
 // verdict says which of a compared row's goals it met.
@@ -385,6 +437,8 @@ func toolColor(tool string) (color.RGBA, bool) {
 		return color.RGBA{44, 160, 44, 255}, true // green
 	case toolBaseline:
 		return color.RGBA{255, 127, 14, 255}, true // orange
+	case toolBaselineAES:
+		return color.RGBA{140, 140, 140, 255}, true // grey
 	}
 	return color.RGBA{}, false
 }
@@ -431,7 +485,7 @@ func chart(rows []row) (*vgimg.Canvas, error) {
 		}
 	}
 	// Keep the report's tool order whatever order the rows came in.
-	order := []string{toolNative, toolLive, toolRsync, toolBaseline}
+	order := allTools
 	slices.SortStableFunc(tools, func(a, b string) int { return slices.Index(order, a) - slices.Index(order, b) })
 	if len(tools) == 0 {
 		return nil, fmt.Errorf("chart: no results to draw")

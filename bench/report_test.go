@@ -31,26 +31,28 @@ func fixedResults() map[key][]sample {
 		return ss
 	}
 	return map[key][]sample{
-		{"loopback", toolNative, "initial"}:       mk([3]float64{14.4, 13.9, 15.2}, 224_800_000, 20004),
-		{"loopback", toolRsync, "initial"}:        mk([3]float64{3.1, 2.9, 3.4}, 219_000_000, 20004),
-		{"loopback", toolBaseline, "initial"}:     mk([3]float64{2.9, 2.5, 4.4}, 218_200_000, 20004),
-		{"loopback", toolNative, "incremental"}:   mk([3]float64{0.93, 0.75, 1.21}, 1_050_000, 201),
-		{"loopback", toolLive, "initial"}:         mk([3]float64{2.6, 2.5, 2.8}, 219_100_000, 20004),
-		{"loopback", toolLive, "incremental"}:     mk([3]float64{0.21, 0.19, 0.25}, 1_020_000, 201),
-		{"wan", toolLive, "initial"}:              mk([3]float64{5.0, 4.9, 5.4}, 219_300_000, 20004),
-		{"wan", toolLive, "incremental"}:          mk([3]float64{0.52, 0.50, 0.60}, 1_030_000, 201),
-		{"loopback", toolRsync, "incremental"}:    mk([3]float64{0.30, 0.28, 0.35}, 1_400_000, 201),
-		{"loopback", toolBaseline, "incremental"}: mk([3]float64{0.64, 0.58, 0.73}, 1_360_000, 201),
-		{"wan", toolNative, "initial"}:            mk([3]float64{19.6, 18.9, 21.2}, 224_000_000, 20004),
-		{"wan", toolRsync, "initial"}:             mk([3]float64{7.0, 6.8, 7.4}, 218_000_000, 20004),
-		{"wan", toolBaseline, "initial"}:          mk([3]float64{7.4, 7.1, 7.5}, 218_200_000, 20004),
-		{"wan", toolNative, "incremental"}:        mk([3]float64{1.79, 1.55, 1.90}, 1_050_000, 201),
-		{"wan", toolRsync, "incremental"}:         mk([3]float64{1.00, 0.95, 1.10}, 1_380_000, 201),
-		{"wan", toolBaseline, "incremental"}:      mk([3]float64{2.26, 2.23, 2.32}, 1_360_000, 201),
+		{"loopback", toolNative, "initial"}:          mk([3]float64{14.4, 13.9, 15.2}, 224_800_000, 20004),
+		{"loopback", toolRsync, "initial"}:           mk([3]float64{3.1, 2.9, 3.4}, 219_000_000, 20004),
+		{"loopback", toolBaseline, "initial"}:        mk([3]float64{2.9, 2.5, 4.4}, 218_200_000, 20004),
+		{"loopback", toolNative, "incremental"}:      mk([3]float64{0.93, 0.75, 1.21}, 1_050_000, 201),
+		{"loopback", toolLive, "initial"}:            mk([3]float64{2.6, 2.5, 2.8}, 219_100_000, 20004),
+		{"loopback", toolLive, "incremental"}:        mk([3]float64{0.21, 0.19, 0.25}, 1_020_000, 201),
+		{"wan", toolLive, "initial"}:                 mk([3]float64{5.0, 4.9, 5.4}, 219_300_000, 20004),
+		{"wan", toolLive, "incremental"}:             mk([3]float64{0.52, 0.50, 0.60}, 1_030_000, 201),
+		{"loopback", toolRsync, "incremental"}:       mk([3]float64{0.30, 0.28, 0.35}, 1_400_000, 201),
+		{"loopback", toolBaseline, "incremental"}:    mk([3]float64{0.64, 0.58, 0.73}, 1_360_000, 201),
+		{"wan", toolNative, "initial"}:               mk([3]float64{19.6, 18.9, 21.2}, 224_000_000, 20004),
+		{"wan", toolRsync, "initial"}:                mk([3]float64{7.0, 6.8, 7.4}, 218_000_000, 20004),
+		{"wan", toolBaseline, "initial"}:             mk([3]float64{7.4, 7.1, 7.5}, 218_200_000, 20004),
+		{"wan", toolNative, "incremental"}:           mk([3]float64{1.79, 1.55, 1.90}, 1_050_000, 201),
+		{"wan", toolRsync, "incremental"}:            mk([3]float64{1.00, 0.95, 1.10}, 1_380_000, 201),
+		{"wan", toolBaseline, "incremental"}:         mk([3]float64{2.26, 2.23, 2.32}, 1_360_000, 201),
+		{"loopback", toolBaselineAES, "initial"}:     mk([3]float64{2.6, 2.3, 3.9}, 218_200_000, 20004),
+		{"loopback", toolBaselineAES, "incremental"}: mk([3]float64{0.60, 0.55, 0.70}, 1_360_000, 201),
+		{"wan", toolBaselineAES, "initial"}:          mk([3]float64{7.0, 6.9, 7.3}, 218_200_000, 20004),
+		{"wan", toolBaselineAES, "incremental"}:      mk([3]float64{2.20, 2.18, 2.30}, 1_360_000, 201),
 	}
 }
-
-var allTools = []string{toolNative, toolLive, toolRsync, toolBaseline}
 
 func TestMedian(t *testing.T) {
 	tests := []struct {
@@ -79,8 +81,8 @@ func TestMedian(t *testing.T) {
 
 func TestSummarize(t *testing.T) {
 	rows := summarize([]string{"loopback", "wan"}, allTools, fixedResults())
-	if len(rows) != 16 {
-		t.Fatalf("got %d rows, want 16 (2 networks × 2 phases × 4 tools)", len(rows))
+	if len(rows) != 20 {
+		t.Fatalf("got %d rows, want 20 (2 networks × 2 phases × 5 tools)", len(rows))
 	}
 	find := func(net, tool, phase string) row {
 		t.Helper()
@@ -108,6 +110,7 @@ func TestSummarize(t *testing.T) {
 		{"native wan incremental misses the 0.5× time goal", "wan", toolNative, "incremental", secs(1.79), secs(1.55), secs(1.90), 1_051_000, 201, true, 1.79 / 2.26, false, true},
 		{"rsync mode wan initial meets 1.0×", "wan", toolRsync, "initial", secs(7.0), secs(6.8), secs(7.4), 218_001_000, 20004, true, 7.0 / 7.4, true, true},
 		{"running session incremental meets both", "loopback", toolLive, "incremental", secs(0.21), secs(0.19), secs(0.25), 1_021_000, 201, true, 0.21 / 0.64, true, true},
+		{"the AES-GCM reference has a ratio, no goal", "loopback", toolBaselineAES, "initial", secs(2.6), secs(2.3), secs(3.9), 218_201_000, 20004, true, 2.6 / 2.9, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
