@@ -199,7 +199,7 @@ func (s *Session) Connect(ctx context.Context) (*Conn, error) {
 		if limit := s.opts.GiveUpAfter; limit > 0 {
 			down := s.unreachableFor()
 			if down >= limit {
-				return nil, fmt.Errorf("the slave has been unreachable for %v, giving up: %w", down.Round(time.Second), err)
+				return nil, &GaveUpError{Down: down.Round(time.Second), Last: err}
 			}
 			// The last attempt comes as the time runs out, not a whole
 			// backoff after it.
@@ -214,6 +214,20 @@ func (s *Session) Connect(ctx context.Context) (*Conn, error) {
 		wait = min(2*wait, s.opts.BackoffMax)
 	}
 }
+
+// GaveUpError is what a session returns once its slave has stayed
+// unreachable for SessionOptions.GiveUpAfter: Last is the last attempt's
+// failure.
+type GaveUpError struct {
+	Down time.Duration
+	Last error
+}
+
+func (e *GaveUpError) Error() string {
+	return fmt.Sprintf("the slave has been unreachable for %v, giving up: %v", e.Down, e.Last)
+}
+
+func (e *GaveUpError) Unwrap() error { return e.Last }
 
 // unreachableFor returns how long every attempt has failed since the last
 // connection was made, starting the clock at the first failure.

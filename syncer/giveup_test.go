@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -28,6 +29,11 @@ func TestOnceGivesUpOnUnreachableSlave(t *testing.T) {
 	took := time.Since(start)
 	if err == nil || !strings.Contains(err.Error(), "giving up") || !strings.Contains(err.Error(), "cannot reach sshd") {
 		t.Fatalf("Run: %v; want it to give up, saying why\n%s", err, logs)
+	}
+	// The operator reads why, not which call first needed the connection.
+	var gaveUp *client.GaveUpError
+	if !errors.As(err, &gaveUp) || !strings.HasPrefix(err.Error(), "the slave has been unreachable for ") {
+		t.Errorf("Run: %q; want a *client.GaveUpError that starts by saying so", err)
 	}
 	if took < cfg.GiveUpAfter || took > cfg.GiveUpAfter+30*time.Second {
 		t.Errorf("Run gave up after %v; want soon after %v", took, cfg.GiveUpAfter)

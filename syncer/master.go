@@ -153,6 +153,14 @@ type master struct {
 // Run runs a master session until ctx ends (continuous) or, with
 // cfg.Once, until the slave holds the master's state as of start-up.
 func Run(ctx context.Context, cfg Config) (err error) {
+	defer func() {
+		// Whichever call first needed the connection ("send meta ops: ...")
+		// is no news to an operator whose slave stayed unreachable.
+		var gaveUp *client.GaveUpError
+		if errors.As(err, &gaveUp) {
+			err = gaveUp
+		}
+	}()
 	if cfg.ChangeInterval <= 0 {
 		cfg.ChangeInterval = DefaultChangeInterval
 	}
