@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -16,19 +19,25 @@ import (
 // slave cannot start (a local slave root that does not exist) makes
 // gRPC warn on every dial; those lines were written raw
 // ("2026/12/06 08:14:03 WARNING: [core] ... createTransport failed"),
-// which a log shipper parsing JSON chokes on. The run is stopped after a
-// few retries (a --once run gives up only after two minutes).
+// which a log shipper parsing JSON chokes on. The run gives up after
+// --give-up-after 4s and exits 1, its last record saying why.
 func TestJSONLogsStayJSON(t *testing.T) {
 	bin := buildGeorep(t)
 	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "master", "--once", "--log-format", "json", "--progress=false",
+	cmd := exec.CommandContext(ctx, bin, "master", "--once", "--give-up-after", "4s", "--log-format", "json", "--progress=false",
 		"--root", t.TempDir(), "--slave", filepath.Join(dir, "missing"), "--state", filepath.Join(dir, "state"))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if err := cmd.Run(); ctx.Err() == nil {
-		t.Fatalf("the master ended by itself (%v) while its slave could not start:\n%s", err, stderr.String())
+	start := time.Now()
+	err := cmd.Run()
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 1 {
+		t.Fatalf("the master ended with %v after %v, want exit status 1 once --give-up-after 4s passed:\n%s", err, time.Since(start), stderr.String())
+	}
+	if took := time.Since(start); took < 4*time.Second || took > 30*time.Second {
+		t.Errorf("the master gave up after %v, want 4s and a retry's backoff at most", took)
 	}
 	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 	grpcLines, retries := 0, 0
@@ -47,5 +56,38 @@ func TestJSONLogsStayJSON(t *testing.T) {
 	}
 	if retries < 2 || grpcLines == 0 {
 		t.Errorf("%d retries and %d records from gRPC in 4s; want at least 2 and 1:\n%s", retries, grpcLines, stderr.String())
+	}
+	// Why the run ended is the last record, not a plain line after them.
+	var last map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil ||
+		last["level"] != "ERROR" || !strings.HasPrefix(fmt.Sprint(last["err"]), "the slave has been unreachable for 4s, giving up") {
+		t.Errorf("last line %q; want an ERROR record whose err says the run gave up", lines[len(lines)-1])
+	}
+}
+
+// TestLogFileGetsTheFailure: with --log-file the reason a run ended is in
+// the file, where an operator looks, and still on stderr as a plain line.
+func TestLogFileGetsTheFailure(t *testing.T) {
+	bin := buildGeorep(t)
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "georep.log")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "master", "--once", "--give-up-after", "1s", "--log-file", logFile, "--progress=false",
+		"--root", t.TempDir(), "--slave", filepath.Join(dir, "missing"), "--state", filepath.Join(dir, "state"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err == nil {
+		t.Fatal("the master succeeded with a slave root that does not exist")
+	}
+	if !strings.HasPrefix(stderr.String(), "georep: the slave has been unreachable for ") {
+		t.Errorf("stderr = %q; want the plain failure line", stderr.String())
+	}
+	logs, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(logs), `level=ERROR msg="georep stopped" err="the slave has been unreachable for `) {
+		t.Errorf("the log file does not say why the run ended:\n%s", logs)
 	}
 }

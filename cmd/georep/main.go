@@ -22,7 +22,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCommand(stdout, stderr)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(stderr, "georep: %v\n", err)
+		if !isLogged(err) {
+			fmt.Fprintf(stderr, "georep: %v\n", err)
+		}
 		if isUsageError(err) {
 			return 2
 		}

@@ -4,13 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/dustin/go-humanize"
 	"io"
+	"log/slog"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dustin/go-humanize"
 
 	"github.com/spf13/cobra"
 
@@ -50,6 +52,7 @@ type masterConfig struct {
 	ServerName      string
 	KeepAlive       time.Duration
 	SlaveTimeout    time.Duration
+	GiveUpAfter     time.Duration
 	MetricsAddr     string
 	Log             logConfig
 	Progress        string
@@ -60,7 +63,8 @@ func (c *masterConfig) bindFlags(cmd *cobra.Command) {
 	fs.StringVar(&c.Root, "root", "", "the master tree to replicate (required)")
 	fs.StringVar(&c.Slave, "slave", "", "the slave URL: /path, file:///path, [user@]host:/path, ssh://[user@]host[:port]/path or grpcs://host:port[/NAME] (required)")
 	fs.StringVar(&c.State, "state", "", "the session's state directory: index, change journal, status (required; one per session)")
-	fs.BoolVar(&c.Once, "once", false, "bring the slave to the master's state as of start-up, then exit (0 when everything synced; 1 when something failed, or the slave stayed unreachable for 2 minutes)")
+	fs.BoolVar(&c.Once, "once", false, "bring the slave to the master's state as of start-up, then exit (0 when everything synced; 1 when something failed, or the slave stayed unreachable for --give-up-after)")
+	fs.DurationVar(&c.GiveUpAfter, "give-up-after", syncer.OnceGiveUpAfter, "with --once: how long the slave may stay unreachable (every connection attempt failing) before the run exits 1 (without --once it does nothing: a running session never gives up, it shows Faulty and keeps retrying)")
 	fs.StringVar(&c.SyncMode, "sync-mode", syncer.SyncNative, "how file data moves: native (gRPC streams over the session's connection, whole files and block deltas) or rsync (rsync into the slave's staging area, through the session's ssh ControlMaster or, for grpcs:// slaves, a gRPC tunnel)")
 	fs.StringVar(&c.Detector, "change-detector", syncer.DetectorChangelog, "how changes are found in continuous mode: changelog (fanotify/inotify, live) or xsync (a full Hybrid Crawl per --change-interval)")
 	fs.DurationVar(&c.ChangeInterval, "change-interval", syncer.DefaultChangeInterval, "how long live changes are gathered into one batch at most (xsync: the time between crawls)")
@@ -123,6 +127,9 @@ func (c *masterConfig) check() (client.SlaveURL, error) {
 	if c.ChangeInterval < 10*time.Millisecond || c.ChangeInterval > time.Minute {
 		return u, &usageError{fmt.Errorf("--change-interval %v: must be between 10ms and 1m", c.ChangeInterval)}
 	}
+	if c.GiveUpAfter < time.Second || c.GiveUpAfter > 24*time.Hour {
+		return u, &usageError{fmt.Errorf("--give-up-after %v: must be between 1s and 24h", c.GiveUpAfter)}
+	}
 	if c.ChangeSettle < 0 || c.ChangeSettle > time.Minute {
 		return u, &usageError{fmt.Errorf("--change-settle %v: must be between 0 (off) and 1m", c.ChangeSettle)}
 	}
@@ -156,7 +163,7 @@ func newMasterCommand() *cobra.Command {
 
 With --once the slave is brought to the master's state as of start-up and
 the command exits: 0 when everything synced, 1 with a summary otherwise
-(also when the slave stays unreachable for 2 minutes).
+(also when the slave stays unreachable for --give-up-after, 2 minutes).
 Without it the session runs until SIGINT or SIGTERM: a Hybrid Crawl at
 start, then live changes (Changelog Crawl). Its state, including what
 "georep status --state DIR" shows, lives in --state.`,
@@ -213,13 +220,29 @@ func runMaster(ctx context.Context, cfg masterConfig, u client.SlaveURL, stderr 
 		ChangeInterval: cfg.ChangeInterval, ChangeSettle: cfg.ChangeSettle, SyncJobs: cfg.SyncJobs, SSHDataChannels: cfg.SSHChannels, SyncMode: cfg.SyncMode, BwLimit: bwlimit,
 		Compress: cfg.Compress, IgnoreDeletes: cfg.IgnoreDeletes,
 		AllowMassDelete: cfg.AllowMassDelete, Force: cfg.Force, Excludes: cfg.Excludes,
-		KeepAliveInterval: cfg.KeepAlive, Logger: logger, Observer: multiObserver(append(observers, metricsObs)...),
+		KeepAliveInterval: cfg.KeepAlive, GiveUpAfter: cfg.GiveUpAfter, Logger: logger, Observer: multiObserver(append(observers, metricsObs)...),
 		Dial: client.Options{SSHCommand: cfg.SSHCommand, RemoteGeorep: cfg.RemoteGeorep, StateDir: state,
 			SlaveTimeout: cfg.SlaveTimeout, CertFile: cfg.Cert, KeyFile: cfg.Key, CAFile: cfg.CA, ServerName: cfg.ServerName,
 			Logger: logger},
 	})
 	// syncer.Run already tells a requested stop (nil; for --once an error
 	// saying it did not finish) from a failure.
+	return logFailure(logger, cfg.Log, err)
+}
+
+// logFailure makes the reason a command ends a record of its log too,
+// where the log is not plain text on stderr: a --log-file is where an
+// operator looks (stderr still gets the usual line), and on stderr in
+// JSON a plain line would be the one a log shipper cannot parse (there
+// the record is the report).
+func logFailure(logger *slog.Logger, cfg logConfig, err error) error {
+	if err == nil || (cfg.File == "" && !strings.EqualFold(cfg.Format, "json")) {
+		return err
+	}
+	logger.Error("georep stopped", "err", err.Error())
+	if cfg.File == "" {
+		return &loggedError{err}
+	}
 	return err
 }
 

@@ -48,6 +48,7 @@ func TestMasterRefusesBadInput(t *testing.T) {
 		{"state inside root through a symlink", []string{"--root", master, "--slave", slave, "--state", filepath.Join(base, "link-to-master", "st")}, 2, "is inside --root"},
 		{"local slave inside root", []string{"--root", master, "--slave", filepath.Join(master, "replica"), "--state", state}, 2, "would replicate itself"},
 		{"bad compress", []string{"--root", master, "--slave", slave, "--state", state, "--compress", "gzip"}, 2, "accepted values are auto, zstd and none"},
+		{"give-up-after too short", []string{"--root", master, "--slave", slave, "--state", state, "--once", "--give-up-after", "0s"}, 2, "--give-up-after 0s: must be between 1s and 24h"},
 		{"mtls without certs", []string{"--root", master, "--slave", "grpcs://127.0.0.1:7070", "--state", state}, 2, "needs --cert, --key and --ca"},
 		{"missing master root", []string{"--root", filepath.Join(base, "nope"), "--slave", slave, "--state", state, "--once"}, 1, "open master root"},
 	}

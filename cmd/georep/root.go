@@ -19,6 +19,18 @@ func isUsageError(err error) bool {
 	return errors.As(err, &u)
 }
 
+// loggedError is a command's failure that is already a record of the log
+// on stderr, which run must not print again as a plain line.
+type loggedError struct{ err error }
+
+func (e *loggedError) Error() string { return e.err.Error() }
+func (e *loggedError) Unwrap() error { return e.err }
+
+func isLogged(err error) bool {
+	var l *loggedError
+	return errors.As(err, &l)
+}
+
 // newRootCommand builds the georep command tree. Output goes to the given
 // writers, never straight to os.Stdout: for `georep slave --stdio` stdout is
 // the gRPC wire.
