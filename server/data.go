@@ -268,6 +268,19 @@ func (s *Service) commitBatch(stream pb.Slave_PutFilesServer, batch []*incomingF
 			}
 		}
 	}
+	if s.afterFlush != nil {
+		s.afterFlush(stream.Context())
+	}
+	// A master that went away during the flush (a syncfs can take seconds)
+	// sends this content again if it still needs it. Installed now, it
+	// could land over what a newer session of that master has installed
+	// meanwhile, through another slave process on this root.
+	if err := stream.Context().Err(); err != nil {
+		for _, f := range batch {
+			f.abort()
+		}
+		return statusFromBackend(fmt.Errorf("the master went away before its files were installed: %w", err))
+	}
 	// The flush may have failed some; the rest go in under one lock.
 	ws, idx := ws[:0], make([]int, 0, len(ws))
 	for i, f := range batch {

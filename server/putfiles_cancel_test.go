@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -119,5 +120,74 @@ func TestPutFilesCancelMidBatch(t *testing.T) {
 				t.Errorf("f0 = %q after the next stream, want %q", got, "after")
 			}
 		})
+	}
+}
+
+// TestPutFilesGoneMasterInstallsNothing: files whose master went away
+// while the slave flushed them are not installed. The flush can take
+// seconds; a newer session of the same master may have installed newer
+// content of the same file through another slave process meanwhile, and
+// this content must not land over it.
+func TestPutFilesGoneMasterInstallsNothing(t *testing.T) {
+	b, dir := openBackend(t)
+	svc := New(b, Options{})
+	flushed := make(chan struct{})
+	svc.afterFlush = func(ctx context.Context) {
+		close(flushed)
+		// The master's cancel reaches the handler as the flush ends.
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+			t.Error("the stream's context was not cancelled within 10s of the master's cancel")
+		}
+	}
+	c := serve(t, svc, overTCP, testLogger(t, nil))
+	ctx := callCtx(t)
+	g := gfid.New()
+	r, err := c.EntryOps(ctx, &pb.EntryOpsRequest{Entries: []*pb.Entry{{Op: pb.EntryOp_ENTRY_OP_CREATE, Gfid: g.Bytes(),
+		ParentGfid: gfid.Root.Bytes(), Name: []byte("f"), Stat: regStat(0o644)}}})
+	if err != nil || r.GetResults()[0].GetErrno() != 0 {
+		t.Fatalf("create: %v %v", err, r)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.PutFiles(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*pb.PutFilesRequest{header(g.Bytes(), 4), chunk(0, "late"), trailer("late")} {
+		if err := stream.Send(m); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+	}
+	select {
+	case <-flushed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the file was not flushed within 20s")
+	}
+	cancel()
+	tmp := filepath.Join(dir, ".georep", "tmp")
+	deadline := time.Now().Add(20 * time.Second)
+	for ents, _ := os.ReadDir(tmp); len(ents) > 0; ents, _ = os.ReadDir(tmp) {
+		if time.Now().After(deadline) {
+			t.Fatalf("tmp still holds %d temps 20s after the master went away", len(ents))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The handler has ended (its temp is gone) by the time the next
+	// stream is answered; the file still has its old, empty content.
+	svc.afterFlush = nil
+	next, err := c.PutFiles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := next.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := next.Recv(); err != io.EOF {
+		t.Fatalf("an empty stream after the cancelled one: %v, want io.EOF", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "f")); err != nil || len(got) != 0 {
+		t.Errorf("f = %q (%v); want its old, empty content: the gone master's file was installed", got, err)
 	}
 }

@@ -59,6 +59,10 @@ type Service struct {
 	// process's open-file limit: they size each stream's commit queue.
 	putStreams atomic.Int32
 	openFiles  uint64
+
+	// afterFlush, set by tests, runs in commitBatch between the flush and
+	// the install, with the stream's context.
+	afterFlush func(context.Context)
 }
 
 var _ pb.SlaveServer = (*Service)(nil)
