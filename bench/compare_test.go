@@ -356,14 +356,21 @@ func (t *bed) login(b *testing.B, network string) time.Duration {
 	if err != nil {
 		b.Fatalf("%s: ssh login: %v\n%s\nsshd:\n%s", network, err, out, t.sshd.Log())
 	}
+	t.awaitSessions(b, 0, network+": the login's sshd session")
+	return wall
+}
+
+// awaitSessions polls, for up to 30s, until sshd has at most atMost
+// sessions left, failing the benchmark with what otherwise.
+func (t *bed) awaitSessions(b *testing.B, atMost int, what string) {
+	b.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for t.sshdHasChildren(b) {
+	for len(t.sshdChildren(b)) > atMost {
 		if time.Now().After(deadline) {
-			b.Fatalf("%s: the login's sshd session was not reaped within 30s", network)
+			b.Fatalf("%s: not gone within 30s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return wall
 }
 
 // sync runs one tool once from the master to slave and measures it.

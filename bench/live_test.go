@@ -71,13 +71,7 @@ func (t *bed) startLive(b *testing.B, network, slave, state string) (sample, *li
 	sm := s.measure(b, wall)
 	// The first crawl's extra data channels (WAN) close in the background;
 	// the next tool starts once only the session's own sshd session is left.
-	deadline := time.Now().Add(30 * time.Second)
-	for len(t.sshdChildren(b)) > 1 {
-		if time.Now().After(deadline) {
-			b.Fatalf("the running session's extra sshd sessions were not gone within 30s of its first sync")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	t.awaitSessions(b, 1, "the running session's extra sshd sessions after its first sync")
 	return sm, s
 }
 
