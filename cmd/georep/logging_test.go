@@ -22,24 +22,11 @@ import (
 // which a log shipper parsing JSON chokes on. The run gives up after
 // --give-up-after 4s and exits 1, its last record saying why.
 func TestJSONLogsStayJSON(t *testing.T) {
-	bin := buildGeorep(t)
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "master", "--once", "--give-up-after", "4s", "--log-format", "json", "--progress=false",
-		"--root", t.TempDir(), "--slave", filepath.Join(dir, "missing"), "--state", filepath.Join(dir, "state"))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	start := time.Now()
-	err := cmd.Run()
-	var exitErr *exec.ExitError
-	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 1 {
-		t.Fatalf("the master ended with %v after %v, want exit status 1 once --give-up-after 4s passed:\n%s", err, time.Since(start), stderr.String())
-	}
-	if took := time.Since(start); took < 4*time.Second || took > 30*time.Second {
+	stderr, took := runUnreachable(t, "--give-up-after", "4s", "--log-format", "json")
+	if took < 4*time.Second || took > 30*time.Second {
 		t.Errorf("the master gave up after %v, want 4s and a retry's backoff at most", took)
 	}
-	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
 	grpcLines, retries := 0, 0
 	for _, line := range lines {
 		var rec map[string]any
@@ -55,7 +42,7 @@ func TestJSONLogsStayJSON(t *testing.T) {
 		}
 	}
 	if retries < 2 || grpcLines == 0 {
-		t.Errorf("%d retries and %d records from gRPC in 4s; want at least 2 and 1:\n%s", retries, grpcLines, stderr.String())
+		t.Errorf("%d retries and %d records from gRPC in 4s; want at least 2 and 1:\n%s", retries, grpcLines, stderr)
 	}
 	// Why the run ended is the last record, not a plain line after them.
 	var last map[string]any
@@ -68,20 +55,10 @@ func TestJSONLogsStayJSON(t *testing.T) {
 // TestLogFileGetsTheFailure: with --log-file the reason a run ended is in
 // the file, where an operator looks, and still on stderr as a plain line.
 func TestLogFileGetsTheFailure(t *testing.T) {
-	bin := buildGeorep(t)
-	dir := t.TempDir()
-	logFile := filepath.Join(dir, "georep.log")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "master", "--once", "--give-up-after", "1s", "--log-file", logFile, "--progress=false",
-		"--root", t.TempDir(), "--slave", filepath.Join(dir, "missing"), "--state", filepath.Join(dir, "state"))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err == nil {
-		t.Fatal("the master succeeded with a slave root that does not exist")
-	}
-	if !strings.HasPrefix(stderr.String(), "georep: the slave has been unreachable for ") {
-		t.Errorf("stderr = %q; want the plain failure line", stderr.String())
+	logFile := filepath.Join(t.TempDir(), "georep.log")
+	stderr, _ := runUnreachable(t, "--give-up-after", "1s", "--log-file", logFile)
+	if !strings.HasPrefix(stderr, "georep: the slave has been unreachable for ") {
+		t.Errorf("stderr = %q; want the plain failure line", stderr)
 	}
 	logs, err := os.ReadFile(logFile)
 	if err != nil {
@@ -90,4 +67,29 @@ func TestLogFileGetsTheFailure(t *testing.T) {
 	if !strings.Contains(string(logs), `level=ERROR msg="georep stopped" err="the slave has been unreachable for `) {
 		t.Errorf("the log file does not say why the run ended:\n%s", logs)
 	}
+}
+
+// runUnreachable runs `georep master --once` with args against a local
+// slave root that does not exist, so every dial fails until the run gives
+// up, and returns its stderr and how long it ran. Anything but exit
+// status 1 fails the test.
+func runUnreachable(t *testing.T, args ...string) (stderr string, took time.Duration) {
+	t.Helper()
+	bin := buildGeorep(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	argv := append([]string{"master", "--once", "--progress=false", "--root", t.TempDir(),
+		"--slave", filepath.Join(dir, "missing"), "--state", filepath.Join(dir, "state")}, args...)
+	cmd := exec.CommandContext(ctx, bin, argv...)
+	var buf bytes.Buffer
+	cmd.Stderr = &buf
+	start := time.Now()
+	err := cmd.Run()
+	took = time.Since(start)
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 1 {
+		t.Fatalf("georep %s ended with %v after %v, want exit status 1 once it gave up:\n%s", strings.Join(argv, " "), err, took, buf.String())
+	}
+	return buf.String(), took
 }
