@@ -289,7 +289,7 @@ func (s *Service) commitBatch(stream pb.Slave_PutFilesServer, batch []*incomingF
 		}
 	}
 	if len(ws) > 0 {
-		for j, err := range s.backend.InstallAll(ws) {
+		for j, err := range s.backend.InstallAll(ws, s.session(stream.Context())) {
 			batch[idx[j]].err = err
 		}
 	}

@@ -70,6 +70,8 @@ func NewGRPCServer(svc pb.SlaveServer, logger *slog.Logger, opts ...grpc.ServerO
 	})
 	base := []grpc.ServerOption{
 		codec.ServerOption(),
+		// Each connection's claim session, for the fence on installs.
+		grpc.StatsHandler(connTagger{}),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.InitialWindowSize(StreamWindow),
 		grpc.InitialConnWindowSize(ConnWindow),

@@ -165,7 +165,7 @@ func (s *Service) Handshake(ctx context.Context, req *pb.HandshakeRequest) (*pb.
 	var claim *pb.ClaimResult
 	if c := req.GetClaim(); c != nil {
 		var err error
-		if claim, err = s.claim(req.GetMaster(), c); err != nil {
+		if claim, err = s.claim(ctx, req.GetMaster(), c); err != nil {
 			return nil, err
 		}
 		attrs = append(attrs, "claimed", claim.GetClaimed(), "force", c.GetForce(), "other_holders", len(claim.GetOthers()))
@@ -329,19 +329,24 @@ func (s *Service) foreignMark(m *pb.VolumeMark, timeoutSeconds uint32) *pb.Volum
 }
 
 // claim carries out a Handshake's claim for master: a first keep-alive
-// with its mark, refused while another master holds the root.
-func (s *Service) claim(m *pb.VolumeMark, c *pb.Claim) (*pb.ClaimResult, error) {
+// with its mark, refused while another master holds the root. A claim
+// made with a session fences this connection's installs with it.
+func (s *Service) claim(ctx context.Context, m *pb.VolumeMark, c *pb.Claim) (*pb.ClaimResult, error) {
 	if m == nil {
 		return nil, invalid("a claim needs the master's volume mark (master)")
 	}
 	if c.GetTimeoutSeconds() == 0 {
 		return nil, invalid("claim.timeout_seconds must be above 0: it says how long the mark stays valid")
 	}
-	others, claimed, err := s.backend.ClaimForeignMark(s.foreignMark(m, c.GetTimeoutSeconds()), s.now(), c.GetForce())
+	if n := len(c.GetSession()); n != 0 && n != backend.SessionSize {
+		return nil, invalid("claim.session is %d bytes, want %d", n, backend.SessionSize)
+	}
+	others, claimed, err := s.backend.ClaimForeignMark(s.foreignMark(m, c.GetTimeoutSeconds()), s.now(), c.GetForce(), c.GetSession())
 	if err != nil {
 		return nil, statusFromBackend(err)
 	}
 	if claimed {
+		s.setSession(ctx, c.GetSession())
 		// The claim is the master's first keep-alive.
 		select {
 		case s.alive <- struct{}{}:

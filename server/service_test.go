@@ -92,6 +92,9 @@ func TestHandshakeRefused(t *testing.T) {
 		{"claim without a timeout", &pb.HandshakeRequest{Protocol: v(1, 0), Object: v(1, 0),
 			Master: &pb.VolumeMark{Uuid: gfid.New().Bytes()}, Claim: &pb.Claim{}},
 			codes.InvalidArgument, []string{"claim.timeout_seconds must be above 0"}},
+		{"claim with a short session", &pb.HandshakeRequest{Protocol: v(1, 0), Object: v(1, 0),
+			Master: &pb.VolumeMark{Uuid: gfid.New().Bytes()}, Claim: &pb.Claim{TimeoutSeconds: 60, Session: []byte{1, 2, 3}}},
+			codes.InvalidArgument, []string{"claim.session is 3 bytes, want 16"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -90,7 +90,7 @@ func (s *Service) InstallStaged(ctx context.Context, req *pb.InstallStagedReques
 		}
 		files[i] = sf
 	}
-	res, err := s.backend.InstallStaged(req.GetStage(), files, req.GetFinish())
+	res, err := s.backend.InstallStaged(req.GetStage(), files, req.GetFinish(), s.session(ctx))
 	if err != nil && res == nil {
 		return nil, statusFromBackend(err)
 	}

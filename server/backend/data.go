@@ -485,7 +485,8 @@ func (b *Backend) SyncPuts(ws []*FileWriter) error {
 
 // Install puts a verified temp that SyncPuts made durable in place (see
 // the Install values). On any error the previous content is intact. The
-// temp is gone afterwards either way.
+// temp is gone afterwards either way. It is not fenced: a slave serving a
+// master's connections installs with InstallAll.
 func (w *FileWriter) Install() (Install, error) {
 	if err := w.installable(); err != nil {
 		return InstallNone, err
@@ -507,13 +508,21 @@ func (w *FileWriter) Install() (Install, error) {
 // as Install would one by one, but under one hold of the write lock: a
 // group commit of small files would otherwise take and release it, and
 // wake whoever waits for it, once per file. errs[i] is ws[i]'s failure;
-// every temp is gone afterwards.
-func (b *Backend) InstallAll(ws []*FileWriter) (errs []error) {
+// every temp is gone afterwards. The installs are fenced with session
+// (see fence): once a newer connection has claimed the root, every file
+// fails with ESTALE and no name changes.
+func (b *Backend) InstallAll(ws []*FileWriter, session []byte) (errs []error) {
 	errs = make([]error, len(ws))
 	for i, w := range ws {
 		errs[i] = w.installable()
 	}
 	s, err := b.lock()
+	var release func()
+	if err == nil {
+		if release, err = b.fence(session); err != nil {
+			b.unlock(s)
+		}
+	}
 	if err != nil {
 		for i, w := range ws {
 			if errs[i] == nil {
@@ -532,6 +541,7 @@ func (b *Backend) InstallAll(ws []*FileWriter) (errs []error) {
 		}
 		w.release(s)
 	}
+	release()
 	b.unlock(s)
 	for _, w := range ws {
 		w.discard() // those refused before the lock

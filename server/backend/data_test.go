@@ -557,7 +557,7 @@ func TestInstallAll(t *testing.T) {
 			if err := b.SyncPuts(synced); err != nil {
 				t.Fatal(err)
 			}
-			errs := b.InstallAll(ws)
+			errs := b.InstallAll(ws, nil)
 			if len(errs) != len(files) {
 				t.Fatalf("%d results for %d files", len(errs), len(files))
 			}

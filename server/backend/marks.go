@@ -32,6 +32,13 @@ func (b *Backend) xtimeAttr(master gfid.GFID) string {
 }
 func (b *Backend) markPrefix() string { return b.ns + ".georep.mark." }
 
+// sessionAttr holds the session (pb.Claim.session) of the master
+// connection that last claimed the root.
+func (b *Backend) sessionAttr() string { return b.ns + ".georep.session" }
+
+// SessionSize is the length of a claim's session.
+const SessionSize = 16
+
 // timestampSize is the on-disk form of a time mark: int64 seconds and
 // uint32 nanoseconds, big-endian.
 const timestampSize = 12
@@ -202,7 +209,14 @@ func (b *Backend) foreignMarks(now time.Time) ([]*pb.VolumeMark, error) {
 // check and the write are one step under an exclusive flock of the root,
 // so two slave processes (two masters dialling at once) cannot both see a
 // free root and both claim it.
-func (b *Backend) ClaimForeignMark(m *pb.VolumeMark, now time.Time, force bool) (others []*pb.VolumeMark, claimed bool, err error) {
+//
+// A claim also records session (empty: none) as the root's session: from
+// then on, installs fenced with any other session are refused (see
+// fence). The exclusive flock waits for fenced installs under way.
+func (b *Backend) ClaimForeignMark(m *pb.VolumeMark, now time.Time, force bool, session []byte) (others []*pb.VolumeMark, claimed bool, err error) {
+	if n := len(session); n != 0 && n != SessionSize {
+		return nil, false, fmt.Errorf("claim session is %d bytes, want %d: %w", n, SessionSize, unix.EINVAL)
+	}
 	attr, v, err := b.encodeForeignMark(m)
 	if err != nil {
 		return nil, false, err
@@ -231,8 +245,48 @@ func (b *Backend) ClaimForeignMark(m *pb.VolumeMark, now time.Time, force bool) 
 	if err := b.rootDir.SetXattrSelf(attr, v, 0); err != nil {
 		return others, false, fmt.Errorf("record foreign mark: %w", err)
 	}
+	if len(session) > 0 {
+		err = b.rootDir.SetXattrSelf(b.sessionAttr(), session, 0)
+	} else if err = b.rootDir.RemoveXattrSelf(b.sessionAttr()); errors.Is(err, unix.ENODATA) {
+		err = nil
+	}
+	if err != nil {
+		return others, false, fmt.Errorf("record the claim's session: %w", err)
+	}
 	if err := b.rootDir.Fsync(); err != nil {
 		return others, false, fmt.Errorf("record foreign mark: %w", err)
 	}
 	return others, true, nil
+}
+
+// fence takes a shared flock of the root and checks that session is still
+// the root's session (the last claim's); release drops the flock. A claim
+// takes the flock exclusive, so it waits for installs under way, and each
+// install after it sees its session. It is how a slave process of a
+// master's lost connection, still holding files it received (a flush can
+// take seconds, and a dead link can go unnoticed for minutes), cannot
+// install them over what the master has sent through its new connection
+// since. An empty session (a master that sent none) is not fenced. The
+// caller holds b.mu exclusively: flock locks are per open file, so two
+// goroutines of one process would share, not wait for, each other's.
+func (b *Backend) fence(session []byte) (release func(), err error) {
+	if len(session) == 0 {
+		return func() {}, nil
+	}
+	fd := b.rootDir.Fd()
+	if err := unix.Flock(fd, unix.LOCK_SH); err != nil {
+		return nil, fmt.Errorf("lock the slave root: %w", err)
+	}
+	release = func() { _ = unix.Flock(fd, unix.LOCK_UN) }
+	cur, err := b.rootDir.GetXattrSelf(b.sessionAttr())
+	if err != nil && !errors.Is(err, unix.ENODATA) {
+		release()
+		return nil, fmt.Errorf("read the slave root's session: %w", err)
+	}
+	if !bytes.Equal(cur, session) {
+		release()
+		return nil, fmt.Errorf("this master connection's claim on the slave root was superseded by a newer one "+
+			"(the master reconnected, or another master took the root): its files are not installed: %w", unix.ESTALE)
+	}
+	return release, nil
 }

@@ -207,13 +207,14 @@ const installGroup = 512
 // (SyncPuts): the staged copies of up to installGroup files are taken and
 // given their identity, flushed together by one syncfs, and only then put
 // in place in order, so no name ever shows content that was not on disk.
-func (b *Backend) InstallStaged(stage string, files []StagedFile, finish bool) ([]StagedResult, error) {
-	return b.installStaged(stage, files, finish, nil)
+// Each install is fenced with session, as InstallAll's are.
+func (b *Backend) InstallStaged(stage string, files []StagedFile, finish bool, session []byte) ([]StagedResult, error) {
+	return b.installStaged(stage, files, finish, session, nil)
 }
 
 // installStaged is InstallStaged with hook (tests) set on every delivered
 // file's writer: it sees the "sync" and install steps in order.
-func (b *Backend) installStaged(stage string, files []StagedFile, finish bool, hook func(step string) error) ([]StagedResult, error) {
+func (b *Backend) installStaged(stage string, files []StagedFile, finish bool, session []byte, hook func(step string) error) ([]StagedResult, error) {
 	if err := validStage(stage); err != nil {
 		return nil, fmt.Errorf("install staged files: %w", err)
 	}
@@ -229,7 +230,7 @@ func (b *Backend) installStaged(stage string, files []StagedFile, finish bool, h
 	res := make([]StagedResult, len(files))
 	for start := 0; start < len(files); start += installGroup {
 		end := min(start+installGroup, len(files))
-		b.installGroup(sd, files[start:end], res[start:end], hook)
+		b.installGroup(sd, files[start:end], res[start:end], session, hook)
 	}
 	sd.Close()
 	for i := range res {
@@ -249,7 +250,7 @@ func (b *Backend) installStaged(stage string, files []StagedFile, finish bool, h
 // its identity, flushes them all at once, then installs them in order.
 // Files with nothing to flush (discarded, refused, still the basis) get
 // their result on the way.
-func (b *Backend) installGroup(sd *dirfd.Dir, files []StagedFile, res []StagedResult, hook func(string) error) {
+func (b *Backend) installGroup(sd *dirfd.Dir, files []StagedFile, res []StagedResult, session []byte, hook func(string) error) {
 	var ws []*FileWriter
 	var at []int
 	for i, f := range files {
@@ -277,19 +278,24 @@ func (b *Backend) installGroup(sd *dirfd.Dir, files []StagedFile, res []StagedRe
 		return
 	}
 	for k, w := range ws {
-		res[at[k]] = b.installTaken(w)
+		res[at[k]] = b.installTaken(w, session)
 	}
 }
 
-// installTaken puts one flushed writer in place under the write lock; its
-// temp is gone afterwards either way.
-func (b *Backend) installTaken(w *FileWriter) StagedResult {
+// installTaken puts one flushed writer in place under the write lock and
+// session's fence; its temp is gone afterwards either way.
+func (b *Backend) installTaken(w *FileWriter, session []byte) StagedResult {
 	defer w.discard()
 	s, err := b.lock()
 	if err != nil {
 		return StagedResult{Err: err}
 	}
 	defer b.unlock(s)
+	release, err := b.fence(session)
+	if err != nil {
+		return StagedResult{Err: err}
+	}
+	defer release()
 	how, err := w.install(s)
 	if err != nil {
 		return StagedResult{Err: err}

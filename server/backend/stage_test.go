@@ -100,7 +100,7 @@ func TestInstallStaged(t *testing.T) {
 			res, err := b.InstallStaged(stage, []StagedFile{{
 				GFID: x, Size: size, LinkParent: gfid.Root, LinkName: "f",
 				Stat: &pb.Stat{Mode: 0o640, Mtime: mtime}, Discard: tc.discard,
-			}}, true)
+			}}, true, nil)
 			if err != nil {
 				t.Fatalf("InstallStaged: %v", err)
 			}
@@ -178,7 +178,7 @@ func TestStageFilesResults(t *testing.T) {
 		t.Errorf("the basis is not a link of the file's content")
 	}
 	// Staged but never delivered: rsync did not run for it.
-	res, err := b.InstallStaged(stage, []StagedFile{{GFID: gfid.New(), Size: 1}}, true)
+	res, err := b.InstallStaged(stage, []StagedFile{{GFID: gfid.New(), Size: 1}}, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestInstallStagedRefusesBadStageNames(t *testing.T) {
 	writeOld(t, b, dir, x, "f", []byte("x"))
 	for _, stage := range []string{"", ".", "..", "../tmp", "s-a/b", "s-/../x", "tmp", "s-nonexistent"} {
 		t.Run(stage, func(t *testing.T) {
-			_, err := b.InstallStaged(stage, []StagedFile{{GFID: x, Size: 1}}, true)
+			_, err := b.InstallStaged(stage, []StagedFile{{GFID: x, Size: 1}}, true, nil)
 			if err == nil {
 				t.Fatalf("InstallStaged(%q) succeeded, want a refusal", stage)
 			}
@@ -221,7 +221,7 @@ func TestInstallStagedRefusesAForeignLink(t *testing.T) {
 	if err := os.Link(filepath.Join(sd, x.Hex()), filepath.Join(sd, y.Hex())); err != nil {
 		t.Fatal(err)
 	}
-	res, err := b.InstallStaged(stage, []StagedFile{{GFID: y, Size: 2, LinkParent: gfid.Root, LinkName: "y"}}, true)
+	res, err := b.InstallStaged(stage, []StagedFile{{GFID: y, Size: 2, LinkParent: gfid.Root, LinkName: "y"}}, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +324,7 @@ func TestInstallStagedSyncedBeforeInstall(t *testing.T) {
 				}
 				return nil
 			}
-			res, err := b.installStaged(stage, files, true, hook)
+			res, err := b.installStaged(stage, files, true, nil, hook)
 			if err != nil {
 				t.Fatalf("InstallStaged: %v", err)
 			}

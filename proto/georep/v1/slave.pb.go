@@ -707,7 +707,15 @@ type Claim struct {
 	// How long the mark stays valid, in seconds (required).
 	TimeoutSeconds uint32 `protobuf:"varint,1,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
 	// Record the mark even over another master's (--force).
-	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	Force bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	// Optional: which connection of the master this is, 16 random bytes the
+	// master makes anew for each connection it dials after losing one (its
+	// extra data connections carry the same). The slave keeps the last one
+	// claimed on its root; a connection that claimed an older one installs
+	// no more file content (its files fail with ESTALE), so what a slave
+	// process of a lost connection still held cannot land over what the
+	// master has sent since. Without it the connection is not fenced.
+	Session       []byte `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -754,6 +762,13 @@ func (x *Claim) GetForce() bool {
 		return x.Force
 	}
 	return false
+}
+
+func (x *Claim) GetSession() []byte {
+	if x != nil {
+		return x.Session
+	}
+	return nil
 }
 
 // ClaimResult is what became of a Claim.
@@ -4004,10 +4019,11 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x06object\x18\x02 \x01(\v2\x12.georep.v1.VersionR\x06object\x12-\n" +
 	"\x06master\x18\x03 \x01(\v2\x15.georep.v1.VolumeMarkR\x06master\x12:\n" +
 	"\fcompressions\x18\x04 \x03(\x0e2\x16.georep.v1.CompressionR\fcompressions\x12&\n" +
-	"\x05claim\x18\x05 \x01(\v2\x10.georep.v1.ClaimR\x05claim\"F\n" +
+	"\x05claim\x18\x05 \x01(\v2\x10.georep.v1.ClaimR\x05claim\"`\n" +
 	"\x05Claim\x12'\n" +
 	"\x0ftimeout_seconds\x18\x01 \x01(\rR\x0etimeoutSeconds\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\"V\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x12\x18\n" +
+	"\asession\x18\x03 \x01(\fR\asession\"V\n" +
 	"\vClaimResult\x12\x18\n" +
 	"\aclaimed\x18\x01 \x01(\bR\aclaimed\x12-\n" +
 	"\x06others\x18\x02 \x03(\v2\x15.georep.v1.VolumeMarkR\x06others\"\x95\x04\n" +
