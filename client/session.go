@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,6 +84,10 @@ type Session struct {
 	// downSince is when the first attempt failed since the last
 	// connection was made (zero while none has).
 	downSince time.Time
+	// session is the claim session (pb.Claim.session) of the connection
+	// being made or in use, and of the extra connections dialled beside
+	// it; each connection attempt makes a new one.
+	session []byte
 }
 
 // NewSession returns a session that dials with d. Nothing is dialled until
@@ -274,6 +279,14 @@ func permanent(err error) bool {
 func (s *Session) connectOnce(ctx context.Context) (*Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
 	defer cancel()
+	// A new session for each connection: once it has claimed the root, a
+	// slave process still serving a connection this master lost installs
+	// nothing more (see pb.Claim.session).
+	session := make([]byte, claimSessionSize)
+	_, _ = rand.Read(session) // never fails (crypto/rand)
+	s.mu.Lock()
+	s.session = session
+	s.mu.Unlock()
 	c, err := s.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -286,10 +299,18 @@ func (s *Session) connectOnce(ctx context.Context) (*Conn, error) {
 }
 
 // Claim is what a dialler puts in Options.Claim so that the Handshake
-// claims the slave root for this session's master in the same round trip.
+// claims the slave root for this session's master in the same round trip,
+// with the claim session of the connection being made (see
+// pb.Claim.session): a new one for each connection after a lost one, the
+// same for the extra connections beside it.
 func (s *Session) Claim() *pb.Claim {
-	return &pb.Claim{TimeoutSeconds: markSeconds(s.opts.MarkTimeout), Force: s.opts.Force}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &pb.Claim{TimeoutSeconds: markSeconds(s.opts.MarkTimeout), Force: s.opts.Force, Session: s.session}
 }
+
+// claimSessionSize is the length of a claim's session.
+const claimSessionSize = 16
 
 // claim makes sure this master holds the slave root: the Handshake did it
 // when the slave knew Options.Claim; otherwise the slave's foreign marks
