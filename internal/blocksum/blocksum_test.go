@@ -57,21 +57,28 @@ func TestStrongDiffers(t *testing.T) {
 
 // The unrolled Reset must agree with the definition (each byte weighted by
 // its distance from the window's end) for every length, including the
-// tails the four-byte steps leave.
+// tails the eight- and four-byte steps leave, and for bytes of 0xff,
+// which fill the eight-byte step's 16-bit lanes the most.
 func TestWeakMatchesDefinition(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	data := make([]byte, 9000)
-	for i := range data {
-		data[i] = byte(rng.UintN(256))
+	random := make([]byte, 9000)
+	for i := range random {
+		random[i] = byte(rng.UintN(256))
 	}
-	for _, n := range []int{0, 1, 2, 3, 4, 5, 7, 8, 63, 2048, 4099, 8192, 9000} {
-		var a, b uint32
-		for i, c := range data[:n] {
-			a += uint32(c)
-			b += uint32(n-i) * uint32(c)
-		}
-		if got, want := Weak(data[:n]), a&0xffff|(b&0xffff)<<16; got != want {
-			t.Errorf("Weak of %d bytes = %#x, want %#x", n, got, want)
+	ones := make([]byte, 9000)
+	for i := range ones {
+		ones[i] = 0xff
+	}
+	for name, data := range map[string][]byte{"random": random, "0xff": ones} {
+		for _, n := range []int{0, 1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 16, 63, 2048, 4099, 8192, 9000} {
+			var a, b uint32
+			for i, c := range data[:n] {
+				a += uint32(c)
+				b += uint32(n-i) * uint32(c)
+			}
+			if got, want := Weak(data[:n]), a&0xffff|(b&0xffff)<<16; got != want {
+				t.Errorf("Weak of %d %s bytes = %#x, want %#x", n, name, got, want)
+			}
 		}
 	}
 }
