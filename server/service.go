@@ -338,9 +338,6 @@ func (s *Service) claim(ctx context.Context, m *pb.VolumeMark, c *pb.Claim) (*pb
 	if c.GetTimeoutSeconds() == 0 {
 		return nil, invalid("claim.timeout_seconds must be above 0: it says how long the mark stays valid")
 	}
-	if n := len(c.GetSession()); n != 0 && n != backend.SessionSize {
-		return nil, invalid("claim.session is %d bytes, want %d", n, backend.SessionSize)
-	}
 	others, claimed, err := s.backend.ClaimForeignMark(s.foreignMark(m, c.GetTimeoutSeconds()), s.now(), c.GetForce(), c.GetSession())
 	if err != nil {
 		return nil, statusFromBackend(err)

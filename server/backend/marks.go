@@ -215,7 +215,7 @@ func (b *Backend) foreignMarks(now time.Time) ([]*pb.VolumeMark, error) {
 // fence). The exclusive flock waits for fenced installs under way.
 func (b *Backend) ClaimForeignMark(m *pb.VolumeMark, now time.Time, force bool, session []byte) (others []*pb.VolumeMark, claimed bool, err error) {
 	if n := len(session); n != 0 && n != SessionSize {
-		return nil, false, fmt.Errorf("claim session is %d bytes, want %d: %w", n, SessionSize, unix.EINVAL)
+		return nil, false, fmt.Errorf("claim.session is %d bytes, want %d: %w", n, SessionSize, unix.EINVAL)
 	}
 	attr, v, err := b.encodeForeignMark(m)
 	if err != nil {
