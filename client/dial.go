@@ -89,6 +89,18 @@ func (c *Conn) Close() error {
 	return err
 }
 
+// Finish closes a connection whose calls have all been answered, without
+// the wait for the remote side's goodbye that Close makes. Over ssh that
+// wait is a network round trip that tells the master nothing more: the
+// slave has acknowledged what the master needed. A local slave's
+// connection closes as with Close, since its goodbye costs nothing.
+func (c *Conn) Finish() error {
+	if c.proc != nil && c.url.Kind == KindSSH {
+		c.proc.finish()
+	}
+	return c.Close()
+}
+
 // Process returns the child process behind an ssh or local connection
 // (nil for mTLS); tests use it to cut the connection.
 func (c *Conn) Process() *os.Process {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,6 +31,9 @@ type procConn struct {
 	exited chan struct{}
 	// waitErr is written before exited is closed.
 	waitErr error
+	// hangUp, set by finish, has Close end the child at once instead of
+	// waiting for it to exit on its own.
+	hangUp atomic.Bool
 
 	closeOnce sync.Once
 }
@@ -68,8 +72,8 @@ func startProc(argv []string, env []string) (*procConn, error) {
 }
 
 // Close ends the child: stdin closed first (the slave exits when its
-// master goes away), then SIGTERM, then SIGKILL. It is idempotent, since
-// gRPC may close a transport twice.
+// master goes away), then SIGTERM, then SIGKILL. After finish, SIGTERM
+// comes at once. It is idempotent, since gRPC may close a transport twice.
 func (p *procConn) Close() error {
 	p.closeOnce.Do(func() {
 		_ = p.Conn.Close()
@@ -77,6 +81,9 @@ func (p *procConn) Close() error {
 			sig  syscall.Signal
 			wait time.Duration
 		}{{0, 3 * time.Second}, {syscall.SIGTERM, 2 * time.Second}, {syscall.SIGKILL, 5 * time.Second}}
+		if p.hangUp.Load() {
+			steps = steps[1:]
+		}
 		for _, s := range steps {
 			if s.sig != 0 {
 				_ = p.cmd.Process.Signal(s.sig)
@@ -89,6 +96,16 @@ func (p *procConn) Close() error {
 		}
 	})
 	return nil
+}
+
+// finish marks a child whose work is all acknowledged: Close need not
+// wait for it to exit on its own. For ssh that wait is a round trip (ssh
+// exits once the remote side has sent the slave's exit status and closed
+// the channel); ended by SIGTERM, ssh drops the TCP connection, and sshd
+// closes the slave's stdin, which ends the slave as a master's goodbye
+// does.
+func (p *procConn) finish() {
+	p.hangUp.Store(true)
 }
 
 // Kill ends the child at once (used by tests of a broken connection).

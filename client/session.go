@@ -467,6 +467,17 @@ func broken(err error) bool {
 
 // Close stops the keep-alives and closes the connection.
 func (s *Session) Close() error {
+	return s.close((*Conn).Close)
+}
+
+// Finish is Close for a session whose every call has been answered and
+// will have no more: the connection ends without waiting for the slave's
+// goodbye (see Conn.Finish).
+func (s *Session) Finish() error {
+	return s.close((*Conn).Finish)
+}
+
+func (s *Session) close(closeConn func(*Conn) error) error {
 	s.mu.Lock()
 	c, stop := s.conn, s.stopKA
 	s.conn, s.stopKA = nil, nil
@@ -476,7 +487,7 @@ func (s *Session) Close() error {
 	}
 	var err error
 	if c != nil {
-		err = c.Close()
+		err = closeConn(c)
 	}
 	s.setState(StateStopped, nil)
 	return err

@@ -242,7 +242,15 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return client.Dial(ctx, cfg.Slave, opts)
 	}, client.SessionOptions{Master: mark, Force: cfg.Force, KeepAliveInterval: cfg.KeepAliveInterval,
 		GiveUpAfter: giveUpAfter(cfg), Logger: log, OnState: m.onSessionState})
-	defer m.sess.Close()
+	defer func() {
+		// A --once run that brought the slave in sync has nothing more to
+		// hear from it: its end is not worth a round trip.
+		if cfg.Once && err == nil && ctx.Err() == nil {
+			m.sess.Finish()
+			return
+		}
+		m.sess.Close()
+	}()
 	// Extra data connections still closing are waited for first.
 	defer m.bg.Wait()
 

@@ -75,6 +75,14 @@ func (p *Proxy) Blackhole(t testing.TB) {
 	}
 }
 
+// BlackholeReplies drops every byte from the upstream to clients while
+// clients' bytes still reach it: a peer that can no longer answer, or
+// whose answers never arrive. Restore undoes it.
+func (p *Proxy) BlackholeReplies(t testing.TB) {
+	t.Helper()
+	p.addToxic(t, "blackhole_downstream", "timeout", "downstream", `{"timeout":0}`)
+}
+
 // AddLatency delays data by oneWay in each direction, so a round trip
 // grows by twice oneWay (25ms gives a 50ms RTT).
 func (p *Proxy) AddLatency(t testing.TB, oneWay time.Duration) {
