@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/georep/georep/internal/testbin"
 	"github.com/georep/georep/internal/testfs"
 	"github.com/georep/georep/internal/testproxy"
@@ -124,6 +126,14 @@ func BenchmarkDataPlaneVsRsync(b *testing.B) {
 
 	t.sshd = testsshd.Start(b, testsshd.Options{})
 	t.sshdPID = sshdPID(b, filepath.Join(t.sshd.Dir, "sshd.pid"))
+	// A georep --once run that is in sync ends ssh without waiting for the
+	// remote side (client.Session.Finish): sshd then exits without reaping
+	// the slave, which ends a moment later on its own, and ssh leaves its
+	// ProxyCommand relay to end on its SIGHUP. As this process's adoptees
+	// they are waited for and their CPU counted (see reapAdopted).
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		b.Fatalf("become the reaper of orphaned slaves and relays: %v", err)
+	}
 	sshdAddr := fmt.Sprintf("%s:%d", t.sshd.Host, t.sshd.Port)
 	nets := []string{"loopback"}
 	t.sshCmd["loopback"] = t.relaySSH(b, "loopback", sshdAddr, t.counts, false)
@@ -409,6 +419,8 @@ func (t *bed) sync(b *testing.B, network, tool, slave, state string) sample {
 	// A running session's sshd session (georep-live's) stays; the tool's
 	// own must be gone before its slave CPU is complete.
 	others := t.sshdChildren(b)
+	// Children from before (sshd, a running session) are not adoptees.
+	ours := t.ownChildren(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -444,11 +456,80 @@ func (t *bed) sync(b *testing.B, network, tool, slave, state string) sample {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	slaveCPU, relayCPU := t.reapAdopted(b, ours, deadline)
 	files := georepFilesSent(out)
 	if tool == toolBaseline || tool == toolBaselineAES {
 		files = rsyncFilesSent(out)
 	}
-	return sample{wall: wall, wireBytes: wire, cpuLocal: local, cpuRemote: t.sshdChildCPU(b) - remoteBefore, files: files}
+	return sample{wall: wall, wireBytes: wire, cpuLocal: local + relayCPU,
+		cpuRemote: t.sshdChildCPU(b) - remoteBefore + slaveCPU, files: files}
+}
+
+// ownChildren lists this process's children, from every thread's list
+// (an orphan is given to any live thread of its reaper).
+func (t *bed) ownChildren(b *testing.B) []int {
+	b.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		b.Fatalf("list this process's threads: %v", err)
+	}
+	var pids []int
+	for _, task := range tasks {
+		data, err := os.ReadFile(filepath.Join("/proc/self/task", task.Name(), "children"))
+		if err != nil {
+			continue // the thread ended
+		}
+		for _, f := range strings.Fields(string(data)) {
+			pid, err := strconv.Atoi(f)
+			if err != nil {
+				b.Fatalf("/proc/self/task/%s/children: %q", task.Name(), data)
+			}
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// reapAdopted waits, until deadline, for the processes this one adopted
+// during a sync (children not in before: no process the harness starts
+// outlives its sync except a running session, which is in before) and
+// returns their CPU: a slave's (named georep) and the rest's (relays).
+func (t *bed) reapAdopted(b *testing.B, before []int, deadline time.Time) (slave, other time.Duration) {
+	b.Helper()
+	for {
+		left := 0
+		for _, pid := range t.ownChildren(b) {
+			if slices.Contains(before, pid) {
+				continue
+			}
+			left++
+			// The name first: a reaped process has none left to read.
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			var ws unix.WaitStatus
+			var ru unix.Rusage
+			got, err := unix.Wait4(pid, &ws, unix.WNOHANG, &ru)
+			if err != nil {
+				b.Fatalf("reap adopted process %d (%s): %v", pid, strings.TrimSpace(string(comm)), err)
+			}
+			if got != pid {
+				continue // still running
+			}
+			left--
+			cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			if strings.TrimSpace(string(comm)) == "georep" {
+				slave += cpu
+			} else {
+				other += cpu
+			}
+		}
+		if left == 0 {
+			return slave, other
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d adopted process(es) (an orphaned slave or relay) still running 30s after the tool's exit", left)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // sshdPID reads sshd's pid file, waiting for it: sshd may accept

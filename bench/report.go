@@ -251,7 +251,9 @@ func section(cfg config, rows []row, floors []floor, m machine) string {
 		"counted by a relay that is ssh's ProxyCommand (the encrypted ssh stream, both directions, every ssh\n"+
 		"connection of the run); CPU is user+sys of the tool's own process tree (`master`: georep or rsync\n"+
 		"plus their ssh client and the relay) and of the sshd sessions on the slave side (`slave`: the\n"+
-		"session, `georep slave` or the remote rsync), from getrusage and sshd's reaped-children times.\n"+
+		"session, `georep slave` or the remote rsync), from getrusage and sshd's reaped-children times. A\n"+
+		"`--once` run that is in sync ends ssh without waiting for the remote side, so sshd does not reap\n"+
+		"that slave: the harness adopts it (`PR_SET_CHILD_SUBREAPER`), waits for it and counts it.\n"+
 		"`Files` is what the tool itself says it sent: the `data` count of georep's `batch applied` log\n"+
 		"lines, rsync's \"Number of regular files transferred\".\n\n", m.cpus, m.os, cfg.runs)
 
