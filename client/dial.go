@@ -50,6 +50,13 @@ type Options struct {
 	Claim *pb.Claim
 	// Logger receives connection events; nil discards.
 	Logger *slog.Logger
+	// Alongside, when set, is called with the connection's client once
+	// its transport is up, just before the Handshake goes: read-only calls
+	// it starts travel with the Handshake instead of a round trip after
+	// it. It must not block, and what it starts must end with the
+	// connection or a context of its own. If the Handshake then fails,
+	// their answers are worth nothing.
+	Alongside func(pb.SlaveClient)
 
 	// CertFile and KeyFile are this master's client certificate and key,
 	// and CAFile the CA the slave's certificate must chain to (mTLS only).
@@ -310,6 +317,9 @@ func (c *Conn) handshake(ctx context.Context, opts Options) error {
 	// The transport first (ssh's login, the slave's start, its HTTP/2
 	// settings), so that the Handshake's own time is one round trip.
 	waitReady(hctx, c.cc)
+	if opts.Alongside != nil && c.cc.GetState() == connectivity.Ready {
+		opts.Alongside(c.Slave)
+	}
 	start := time.Now()
 	info, err := c.Slave.Handshake(hctx, req)
 	c.RTT = time.Since(start)

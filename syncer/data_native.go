@@ -81,7 +81,7 @@ func (m *master) sendNative(ctx context.Context, c *client.Conn, items []transfe
 	}
 	more, stop := m.extraConns(ctx, c, items)
 	defer stop()
-	results, _, err := transfer.Send(ctx, c.Slave, m.root, items, transfer.Options{Jobs: m.cfg.SyncJobs, Logger: m.log, More: more,
+	opts := transfer.Options{Jobs: m.cfg.SyncJobs, Logger: m.log, More: more,
 		Compression: comp, BwLimit: m.cfg.BwLimit, SingleMessage: c.Info.GetSingleMessageFiles(), FileBatches: c.Info.GetFileBatches(),
 		Digest: digest.Preferred(c.Info.GetContentDigests()),
 		Installed: func(it transfer.Item, sent int64) {
@@ -90,7 +90,14 @@ func (m *master) sendNative(ctx context.Context, c *client.Conn, items []transfe
 				m.obs.EntriesApplied(1)
 			}
 			m.obs.FileSent(sent)
-		}})
+		}}
+	if m.ahead != nil {
+		opts.SumsAhead = m.ahead.take
+	}
+	results, st, err := transfer.Send(ctx, c.Slave, m.root, items, opts)
+	if st.SumsAhead > 0 {
+		m.log.Debug("deltas began with block sums asked alongside the Handshake", "files", st.SumsAhead)
+	}
 	return results, err
 }
 

@@ -146,8 +146,12 @@ type master struct {
 	// dialled is closed when the first connection attempt, started with
 	// the session, has ended; see awaitDial.
 	dialled chan struct{}
-	// bg runs the closing of extra data connections; Run waits for it.
+	// bg runs the closing of extra data connections and the calls of
+	// ahead; Run waits for it.
 	bg sync.WaitGroup
+	// ahead asks for a batch's block sums during a Handshake; nil in
+	// rsync mode.
+	ahead *sumsAhead
 }
 
 // Run runs a master session until ctx ends (continuous) or, with
@@ -235,6 +239,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	dialOpts.Master = mark
 	if dialOpts.StateDir == "" {
 		dialOpts.StateDir = cfg.StateDir
+	}
+	if cfg.SyncMode != SyncRsync {
+		m.ahead = newSumsAhead(ctx, &m.bg)
+		dialOpts.Alongside = m.ahead.start
 	}
 	m.sess = client.NewSession(func(ctx context.Context) (*client.Conn, error) {
 		opts := dialOpts
@@ -552,6 +560,10 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 			s.OldestPending = cutAt
 		}
 	})
+	if m.ahead != nil {
+		m.ahead.want(p.Data)
+		defer m.ahead.drop()
+	}
 	t := time.Now()
 	if err := m.recordIntents(p); err != nil {
 		return 0, 0, err

@@ -47,12 +47,22 @@ func (st *stream) blockSums(i int, size int64) *pb.BlockSumsResponse {
 	bs, _ := blocksum.BlockSize(size)
 	req := &pb.BlockSumsRequest{Gfid: s.items[i].GFID.Bytes(), BlockSize: uint32(bs)}
 	s.wire.Add(int64(req.SizeVT()))
-	resp, err := st.slave.BlockSums(st.ctx, req)
-	if err != nil {
-		if status.Code(err) != codes.NotFound {
-			s.log.Debug("no block sums from the slave; sending the whole file", "path", s.items[i].RelPath, "err", err)
+	var resp *pb.BlockSumsResponse
+	if ahead := s.opts.SumsAhead; ahead != nil {
+		// Fetched for this file already: no round trip to wait for.
+		if r := ahead(st.ctx, s.items[i].GFID, bs); r.GetBlockSize() == uint32(bs) && len(r.GetBlocks()) > 0 {
+			resp = r
+			s.ahead.Add(1)
 		}
-		return nil
+	}
+	if resp == nil {
+		var err error
+		if resp, err = st.slave.BlockSums(st.ctx, req); err != nil {
+			if status.Code(err) != codes.NotFound {
+				s.log.Debug("no block sums from the slave; sending the whole file", "path", s.items[i].RelPath, "err", err)
+			}
+			return nil
+		}
 	}
 	s.wire.Add(int64(resp.SizeVT()))
 	if resp.GetBlockSize() != uint32(bs) || len(resp.GetBlocks()) == 0 {

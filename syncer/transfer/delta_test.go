@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -378,4 +379,69 @@ func (c *countSink) literal(_ int64, data []byte) error {
 func (c *countSink) copy(_, _, n int64) error {
 	c.r.copied += n
 	return nil
+}
+
+// Sums from Options.SumsAhead stand in for the BlockSums call when they
+// are in the file's block size; stale ones cost a whole send and no
+// wrong byte; none, or the wrong block size, leave it to the call.
+func TestSendDeltaSumsAhead(t *testing.T) {
+	base := randomBytes(1<<20, 21)
+	fresh := slices.Concat(base[:300<<10], []byte("edit"), base[300<<10+4:])
+	bs, _ := blocksum.BlockSize(int64(len(fresh)))
+	tests := []struct {
+		name string
+		// ahead is what SumsAhead answers for the file.
+		ahead func(old []byte) *pb.BlockSumsResponse
+		// wantAhead: the delta began with those sums; wantRetry: it
+		// failed its digest and the file went again whole.
+		wantAhead, wantRetry bool
+		// literal: every byte goes as a literal of the delta.
+		literal bool
+	}{
+		{name: "the slave's sums", ahead: func(old []byte) *pb.BlockSumsResponse { return sumsOf(old, bs) }, wantAhead: true},
+		// Sums of content the slave does not hold (here the master's own):
+		// the copies rebuild the slave's bytes, not those, and the digest
+		// fails.
+		{name: "stale sums", ahead: func([]byte) *pb.BlockSumsResponse { return sumsOf(fresh, bs) },
+			wantAhead: true, wantRetry: true},
+		{name: "sums sharing nothing", ahead: func(old []byte) *pb.BlockSumsResponse { return sumsOf(randomBytes(len(old), 22), bs) },
+			wantAhead: true, literal: true},
+		{name: "none", ahead: func([]byte) *pb.BlockSumsResponse { return nil }},
+		{name: "another block size", ahead: func(old []byte) *pb.BlockSumsResponse { return sumsOf(old, bs*2) }},
+		{name: "no blocks", ahead: func([]byte) *pb.BlockSumsResponse { return &pb.BlockSumsResponse{BlockSize: uint32(bs)} }},
+	}
+	e := newEnv(t, "")
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := "a" + itoa(i)
+			it := e.seed(t, name, base, fresh)
+			var asked []gfid.GFID
+			opts := Options{SumsAhead: func(_ context.Context, g gfid.GFID, blockSize int) *pb.BlockSumsResponse {
+				asked = append(asked, g)
+				if blockSize != bs {
+					t.Errorf("asked for blocks of %d bytes, want %d", blockSize, bs)
+				}
+				return tt.ahead(base)
+			}}
+			rs, st := e.send(t, []Item{it}, opts)
+			wantOK(t, rs)
+			if len(asked) != 1 || asked[0] != it.GFID {
+				t.Errorf("SumsAhead asked for %v, want once for %s", asked, it.GFID)
+			}
+			if got := st.SumsAhead == 1; got != tt.wantAhead {
+				t.Errorf("stats %+v: began with the sums ahead %v, want %v", st, got, tt.wantAhead)
+			}
+			if got := st.WholeRetries == 1; got != tt.wantRetry || rs[0].Delta == tt.wantRetry {
+				t.Errorf("result %+v, stats %+v: retried whole %v, want %v", rs[0], st, got, tt.wantRetry)
+			}
+			switch {
+			case tt.literal && st.DataBytes != int64(len(fresh)):
+				t.Errorf("sent %d literal bytes, want all %d", st.DataBytes, len(fresh))
+			case !tt.literal && !tt.wantRetry && st.DataBytes > 2*int64(bs):
+				t.Errorf("sent %d literal bytes, want a delta of at most two blocks (%d)", st.DataBytes, 2*bs)
+			}
+			e.sameContent(t, name, fresh)
+		})
+	}
+	waitTmpEmpty(t, e.slave)
 }

@@ -160,6 +160,9 @@ type Stats struct {
 	WireBytes int64
 	// DeltaFiles is how many installed files went as a delta.
 	DeltaFiles int64
+	// SumsAhead is how many deltas began with block sums from
+	// Options.SumsAhead rather than a BlockSums call.
+	SumsAhead int64
 	// WholeRetries is how many delta files failed their digest (the
 	// slave's content changed meanwhile) and were sent again whole.
 	WholeRetries int64
@@ -215,6 +218,13 @@ type Options struct {
 	// own, taking files from the same queue. They must have been made with
 	// the same Handshake answers. Send does not close them.
 	More <-chan pb.SlaveClient
+	// SumsAhead, when set, is asked first for the block sums of a file
+	// about to go as a delta, in blocks of blockSize: sums the caller
+	// fetched before (see the syncer's sumsAhead). It returns nil when it
+	// has none for g, and Send then asks the slave. Sums that no longer
+	// match the slave's content cost a whole send, as any stale sums do:
+	// the slave's digest check catches them.
+	SumsAhead func(ctx context.Context, g gfid.GFID, blockSize int) *pb.BlockSumsResponse
 
 	// hooks are test probes; nil in production.
 	hooks *hooks
@@ -245,7 +255,7 @@ type sender struct {
 	// whole marks items to send whole, never as a delta; set between passes.
 	whole []bool
 
-	files, failed, data, wire, deltas, msgs, resps atomic.Int64
+	files, failed, data, wire, deltas, ahead, msgs, resps atomic.Int64
 }
 
 // Send sends the content of items, read beneath root (an open directory),
@@ -296,7 +306,7 @@ func Send(ctx context.Context, slave pb.SlaveClient, root *os.File, items []Item
 		s.run(ctx, slave, again, nil)
 	}
 	st := Stats{Files: s.files.Load(), Failed: s.failed.Load(), DataBytes: s.data.Load(), WireBytes: s.wire.Load(),
-		DeltaFiles: s.deltas.Load(), WholeRetries: int64(len(again)), Messages: s.msgs.Load(), Responses: s.resps.Load()}
+		DeltaFiles: s.deltas.Load(), SumsAhead: s.ahead.Load(), WholeRetries: int64(len(again)), Messages: s.msgs.Load(), Responses: s.resps.Load()}
 	return s.results, st, nil
 }
 
