@@ -51,21 +51,7 @@ func TestExtraDataChannels(t *testing.T) {
 	// seconds.
 	cfg.Compress = CompressNone
 	cfg.BwLimit = 8 << 20
-	run := func(what string) string {
-		t.Helper()
-		var logs testbuf.Buffer
-		cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if err := Run(ctx, cfg); err != nil {
-			t.Fatalf("%s: Run: %v\n%s", what, err, logs.String())
-		}
-		if !treecmp.Compare(t, tr.master, tr.slave, treecmp.Options{}) {
-			t.Fatalf("%s: the slave differs from the master", what)
-		}
-		return logs.String()
-	}
-	logs := run("initial")
+	logs := tr.mustConverge(t, cfg, "initial")
 	for _, want := range []string{"opening extra data channels", "another connection to the slave joins the transfer"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("initial: the log does not say %q\n%s", want, logs)
@@ -91,7 +77,7 @@ func TestExtraDataChannels(t *testing.T) {
 	if err := os.Chtimes(filepath.Join(tr.master, "d", "f050"), future, future); err != nil {
 		t.Fatal(err)
 	}
-	run("incremental")
+	tr.mustConverge(t, cfg, "incremental")
 }
 
 // TestExtraDataChannelDies: an extra data connection whose slave process

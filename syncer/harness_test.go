@@ -10,6 +10,7 @@ import (
 
 	"github.com/georep/georep/client"
 	"github.com/georep/georep/internal/testbuf"
+	"github.com/georep/georep/internal/treecmp"
 	"github.com/georep/georep/server/backend"
 	"github.com/georep/georep/syncer/index"
 )
@@ -69,6 +70,24 @@ func mustRunOnce(t *testing.T, cfg Config, what string) string {
 		t.Fatalf("%s: Run: %v\n%s", what, err, logs)
 	}
 	return logs
+}
+
+// mustConverge runs cfg with its debug logs collected, within two
+// minutes, and fails the test, naming the step what, unless Run succeeds
+// and the slave then matches the master; it returns the logs.
+func (tr trees) mustConverge(t *testing.T, cfg Config, what string) string {
+	t.Helper()
+	var logs testbuf.Buffer
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := Run(ctx, cfg); err != nil {
+		t.Fatalf("%s: Run: %v\n%s", what, err, logs.String())
+	}
+	if !treecmp.Compare(t, tr.master, tr.slave, treecmp.Options{}) {
+		t.Fatalf("%s: the slave differs from the master", what)
+	}
+	return logs.String()
 }
 
 // stimes reads the stime the session's index holds and the one the slave

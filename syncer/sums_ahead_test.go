@@ -3,7 +3,6 @@ package syncer
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,7 +17,6 @@ import (
 	"github.com/georep/georep/internal/blocksum"
 	"github.com/georep/georep/internal/gfid"
 	"github.com/georep/georep/internal/testbin"
-	"github.com/georep/georep/internal/testbuf"
 	"github.com/georep/georep/internal/treecmp"
 	pb "github.com/georep/georep/proto/georep/v1"
 	"github.com/georep/georep/syncer/plan"
@@ -116,22 +114,8 @@ func TestOnceAsksSumsAlongsideHandshake(t *testing.T) {
 		}
 	}
 	cfg := tr.config(slow)
-	run := func(what string) string {
-		t.Helper()
-		var logs testbuf.Buffer
-		cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if err := Run(ctx, cfg); err != nil {
-			t.Fatalf("%s: Run: %v\n%s", what, err, logs.String())
-		}
-		if !treecmp.Compare(t, tr.master, tr.slave, treecmp.Options{}) {
-			t.Fatalf("%s: the slave differs from the master", what)
-		}
-		return logs.String()
-	}
 	const asked = `"msg":"deltas began with block sums asked alongside the Handshake","files":1`
-	if logs := run("initial"); strings.Contains(logs, "alongside the Handshake") {
+	if logs := tr.mustConverge(t, cfg, "initial"); strings.Contains(logs, "alongside the Handshake") {
 		t.Errorf("initial: new files have no sums to ask for, yet the log says\n%s", logs)
 	}
 	f, err := os.OpenFile(filepath.Join(tr.master, "d", "big"), os.O_WRONLY, 0)
@@ -145,7 +129,7 @@ func TestOnceAsksSumsAlongsideHandshake(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(tr.master, "d", "s03"), []byte("rewritten"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if logs := run("incremental"); !strings.Contains(logs, asked) {
+	if logs := tr.mustConverge(t, cfg, "incremental"); !strings.Contains(logs, asked) {
 		t.Errorf("incremental: the log does not say %s\n%s", asked, logs)
 	}
 }
