@@ -896,6 +896,9 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 			return fmt.Errorf("send file data: %w", err)
 		}
 	}
+	if m.ahead != nil {
+		m.ahead.late()
+	}
 	for attempt := 1; len(items) > 0; attempt++ {
 		var results []transfer.Result
 		err := m.sess.Do(ctx, func(ctx context.Context, c *client.Conn) (err error) {

@@ -29,8 +29,9 @@ const (
 // for a --once run, whose plan is made during the ssh login.
 //
 // want notes a batch's candidates, start (client.Options.Alongside) asks
-// for them on a connection coming up, take hands each to the transfer
-// once (transfer.Options.SumsAhead), and drop ends the batch's calls.
+// for them on a connection coming up before the data phase (late), take
+// hands each to the transfer once (transfer.Options.SumsAhead), and drop
+// ends the batch's calls.
 type sumsAhead struct {
 	ctx context.Context // the session's: no call outlives it
 	bg  *sync.WaitGroup // the master's, which Run waits for
@@ -165,6 +166,16 @@ func (a *sumsAhead) take(ctx context.Context, g gfid.GFID, bs int) *pb.BlockSums
 		return nil
 	}
 	return c.resp
+}
+
+// late says the batch's data phase has begun: a connection that comes up
+// now (an extra data connection, a redial) is too late to ask ahead, and
+// asking would only make the slave read bases the transfer may already
+// have asked for itself.
+func (a *sumsAhead) late() {
+	a.mu.Lock()
+	a.wants = nil
+	a.mu.Unlock()
 }
 
 // drop forgets the batch's wants and the sums it did not take, and ends

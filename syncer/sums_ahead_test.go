@@ -215,6 +215,15 @@ func TestSumsAheadTake(t *testing.T) {
 		t.Errorf("take answered for a call that was not made")
 	}
 
+	// Once the data phase has begun, a connection coming up asks nothing.
+	a.drop() // the first connection's call for the other GFID was not taken
+	a.want([]plan.DataItem{{GFID: g, Size: int64(len(content))}})
+	a.late()
+	a.start(c.Slave)
+	if len(a.calls) != 0 {
+		t.Errorf("start after late asked: %d calls", len(a.calls))
+	}
+
 	a.want([]plan.DataItem{{GFID: g, Size: int64(len(content))}})
 	a.start(c.Slave)
 	a.drop()
