@@ -52,7 +52,6 @@ type sumsWant struct {
 // only for a call that began.
 type sumsCall struct {
 	req   *pb.BlockSumsRequest
-	bs    int
 	begun bool // the call was made
 	skip  bool // taken before it began: not to be made
 	done  chan struct{}
@@ -68,35 +67,25 @@ func newSumsAhead(ctx context.Context, bg *sync.WaitGroup) *sumsAhead {
 // files the slave has (not new, not created by their transfer) of a size
 // that goes as a delta.
 func (a *sumsAhead) want(data []plan.DataItem) {
-	var wants []sumsWant
-	var sizes []int64
+	var cands []plan.DataItem
 	for _, d := range data {
-		if d.New || d.Create != nil || d.Size < transfer.DeltaMin {
-			continue
+		if _, ok := blocksum.BlockSize(d.Size); ok && !d.New && d.Create == nil && d.Size >= transfer.DeltaMin {
+			cands = append(cands, d)
 		}
-		bs, ok := blocksum.BlockSize(d.Size)
-		if !ok {
-			continue
-		}
-		wants = append(wants, sumsWant{g: d.GFID, bs: bs})
-		sizes = append(sizes, d.Size)
 	}
-	order := make([]int, len(wants))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(x, y int) int { return cmp.Compare(sizes[y], sizes[x]) })
+	slices.SortStableFunc(cands, func(x, y plan.DataItem) int { return cmp.Compare(y.Size, x.Size) })
 	var picked []sumsWant
 	var total int64
-	for _, i := range order {
+	for _, d := range cands {
 		if len(picked) == sumsAheadFiles {
 			break
 		}
-		if total+sizes[i] > sumsAheadBytes {
+		if total+d.Size > sumsAheadBytes {
 			continue // a smaller one may still fit
 		}
-		picked = append(picked, wants[i])
-		total += sizes[i]
+		bs, _ := blocksum.BlockSize(d.Size)
+		picked = append(picked, sumsWant{g: d.GFID, bs: bs})
+		total += d.Size
 	}
 	a.mu.Lock()
 	a.wants = picked
@@ -120,7 +109,7 @@ func (a *sumsAhead) start(slave pb.SlaveClient) {
 	a.cancel = cancel
 	calls := make([]*sumsCall, 0, len(a.wants))
 	for _, w := range a.wants {
-		c := &sumsCall{req: &pb.BlockSumsRequest{Gfid: w.g.Bytes(), BlockSize: uint32(w.bs)}, bs: w.bs, done: make(chan struct{})}
+		c := &sumsCall{req: &pb.BlockSumsRequest{Gfid: w.g.Bytes(), BlockSize: uint32(w.bs)}, done: make(chan struct{})}
 		a.calls[w.g] = c
 		calls = append(calls, c)
 	}
@@ -149,7 +138,7 @@ func (a *sumsAhead) take(ctx context.Context, g gfid.GFID, bs int) *pb.BlockSums
 	a.mu.Lock()
 	c := a.calls[g]
 	delete(a.calls, g)
-	if c != nil && (!c.begun || c.bs != bs) {
+	if c != nil && (!c.begun || c.req.GetBlockSize() != uint32(bs)) {
 		c.skip = true
 		c = nil
 	}
