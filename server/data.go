@@ -360,30 +360,36 @@ func putHeader(h *pb.FileHeader) (backend.PutHeader, error) {
 		return backend.PutHeader{}, fmt.Errorf("gfid: %v: %w", err, unix.EINVAL)
 	}
 	ph := backend.PutHeader{GFID: g, Size: h.GetSize(), Stat: h.GetStat(), Delta: h.GetDelta(), Digest: h.GetDigest()}
-	hasParent, hasName := len(h.GetLinkParentGfid()) > 0, len(h.GetLinkName()) > 0
-	if hasParent != hasName {
-		return ph, fmt.Errorf("link hint: set link_parent_gfid and link_name together, or neither: %w", unix.EINVAL)
-	}
-	if hasParent {
-		if ph.LinkParent, err = gfid.FromBytes(h.GetLinkParentGfid()); err != nil {
-			return ph, fmt.Errorf("link_parent_gfid: %v: %w", err, unix.EINVAL)
-		}
-		ph.LinkName = string(h.GetLinkName())
-	}
-	cParent, cName := len(h.GetCreateParentGfid()) > 0, len(h.GetCreateName()) > 0
+	ph.LinkParent, ph.LinkName, ph.Create, err = fileNames(h.GetLinkParentGfid(), h.GetLinkName(), h.GetCreateParentGfid(), h.GetCreateName())
+	return ph, err
+}
+
+// fileNames reads the names a file's content arrives with: a link hint
+// (one of its names) or, for a new file, where to create it; each pair
+// set together or not at all, never both. A bad one is EINVAL. The
+// backend checks the name itself.
+func fileNames(linkParent, linkName, createParent, createName []byte) (parent gfid.GFID, name string, create bool, err error) {
+	hasParent, hasName := len(linkParent) > 0, len(linkName) > 0
+	cParent, cName := len(createParent) > 0, len(createName) > 0
 	switch {
+	case hasParent != hasName:
+		return parent, "", false, fmt.Errorf("link hint: set link_parent_gfid and link_name together, or neither: %w", unix.EINVAL)
 	case cParent != cName:
-		return ph, fmt.Errorf("create: set create_parent_gfid and create_name together, or neither: %w", unix.EINVAL)
+		return parent, "", false, fmt.Errorf("create: set create_parent_gfid and create_name together, or neither: %w", unix.EINVAL)
 	case cParent && hasParent:
-		return ph, fmt.Errorf("create: a new file takes no link hint (its create name is its only name): %w", unix.EINVAL)
-	case cParent:
-		if ph.LinkParent, err = gfid.FromBytes(h.GetCreateParentGfid()); err != nil {
-			return ph, fmt.Errorf("create_parent_gfid: %v: %w", err, unix.EINVAL)
+		return parent, "", false, fmt.Errorf("create: a new file takes no link hint (its create name is its only name): %w", unix.EINVAL)
+	case hasParent:
+		if parent, err = gfid.FromBytes(linkParent); err != nil {
+			return parent, "", false, fmt.Errorf("link_parent_gfid: %v: %w", err, unix.EINVAL)
 		}
-		// The backend checks the name, its hint's field, as a CREATE's.
-		ph.LinkName, ph.Create = string(h.GetCreateName()), true
+		return parent, string(linkName), false, nil
+	case cParent:
+		if parent, err = gfid.FromBytes(createParent); err != nil {
+			return parent, "", false, fmt.Errorf("create_parent_gfid: %v: %w", err, unix.EINVAL)
+		}
+		return parent, string(createName), true, nil
 	}
-	return ph, nil
+	return parent, "", false, nil
 }
 
 // decodeChunk returns c's content: its data as it is, or decoded into buf

@@ -181,6 +181,7 @@ func (s *Service) Handshake(ctx context.Context, req *pb.HandshakeRequest) (*pb.
 		SoftwareVersion:    s.version,
 		Compressions:       compressions(),
 		Rsync:              hasRsync(),
+		StagedCreates:      true,
 		SingleMessageFiles: true,
 		FileBatches:        true,
 		ContentDigests:     digest.Kinds(),

@@ -77,16 +77,10 @@ func (s *Service) InstallStaged(ctx context.Context, req *pb.InstallStagedReques
 		if err != nil {
 			return nil, err
 		}
-		hasParent, hasName := len(f.GetLinkParentGfid()) > 0, len(f.GetLinkName()) > 0
-		if hasParent != hasName {
-			return nil, invalid("%s: set link_parent_gfid and link_name together, or neither", field)
-		}
 		sf := backend.StagedFile{GFID: g, Size: f.GetSize(), Stat: f.GetStat(), Discard: f.GetDiscard()}
-		if hasParent {
-			if sf.LinkParent, err = parseGFID(field+".link_parent_gfid", f.GetLinkParentGfid()); err != nil {
-				return nil, err
-			}
-			sf.LinkName = string(f.GetLinkName())
+		sf.LinkParent, sf.LinkName, sf.Create, err = fileNames(f.GetLinkParentGfid(), f.GetLinkName(), f.GetCreateParentGfid(), f.GetCreateName())
+		if err != nil {
+			return nil, invalid("%s: %v", field, err)
 		}
 		files[i] = sf
 	}

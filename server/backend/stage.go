@@ -45,11 +45,15 @@ type StagedFile struct {
 	GFID gfid.GFID
 	// Size is the content's expected size.
 	Size int64
-	// LinkParent and LinkName: one of the file's names, as in PutHeader.
+	// LinkParent and LinkName: one of the file's names, as in PutHeader;
+	// with Create, where the new file goes.
 	LinkParent gfid.GFID
 	LinkName   string
+	// Create says the file is new, as PutHeader.Create: the staged copy is
+	// put at (LinkParent, LinkName), never over anything there.
+	Create bool
 	// Stat: permission bits, owner and times to give the file; nil keeps
-	// its own.
+	// its own (required with Create).
 	Stat *pb.Stat
 	// Discard gives the file up: its staged copy is removed, ECANCELED.
 	Discard bool
@@ -219,7 +223,7 @@ func (b *Backend) installStaged(stage string, files []StagedFile, finish bool, s
 		return nil, fmt.Errorf("install staged files: %w", err)
 	}
 	for i, f := range files {
-		if err := validatePut(PutHeader{GFID: f.GFID, Size: f.Size, LinkName: f.LinkName, Stat: f.Stat}); err != nil {
+		if err := validatePut(f.header()); err != nil {
 			return nil, fmt.Errorf("install staged file %d (%s): %w", i, f.GFID, err)
 		}
 	}
@@ -339,6 +343,11 @@ func (b *Backend) removeStage(stage string) error {
 	return nil
 }
 
+// header is the PutHeader the file's content is installed with.
+func (f StagedFile) header() PutHeader {
+	return PutHeader{GFID: f.GFID, Size: f.Size, LinkParent: f.LinkParent, LinkName: f.LinkName, Create: f.Create, Stat: f.Stat}
+}
+
 // takeOne prepares one file: a delivered copy comes back as a writer
 // holding it in .georep/tmp with its identity, waiting for the flush;
 // anything else is settled here and comes back as its result.
@@ -360,6 +369,10 @@ func (b *Backend) takeOne(sd *dirfd.Dir, f StagedFile) (*FileWriter, StagedResul
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, StagedResult{Err: fmt.Errorf("the staged copy is not a regular file (mode %#o): %w", st.Mode, unix.EBADMSG)}
 	}
+	if st.Nlink != 1 && f.Create {
+		// A new file has no basis: this is something a client linked there.
+		return nil, StagedResult{Err: fmt.Errorf("the staged copy of a new file has %d links; not installed: %w", st.Nlink, unix.EBADMSG)}
+	}
 	if st.Nlink != 1 {
 		// Still the basis (a link of the real file), or something a client
 		// linked there: not new content, and never to be renamed anywhere.
@@ -368,9 +381,7 @@ func (b *Backend) takeOne(sd *dirfd.Dir, f StagedFile) (*FileWriter, StagedResul
 	if st.Size != f.Size {
 		return nil, StagedResult{Err: fmt.Errorf("rsync delivered %d bytes, the master expected %d; previous content kept: %w", st.Size, f.Size, unix.EBADMSG)}
 	}
-	w := &FileWriter{b: b, tmpName: tempName(), h: PutHeader{
-		GFID: f.GFID, Size: f.Size, LinkParent: f.LinkParent, LinkName: f.LinkName, Stat: f.Stat,
-	}}
+	w := &FileWriter{b: b, tmpName: tempName(), h: f.header()}
 	if err := b.takeStaged(sd, name, w); err != nil {
 		return nil, StagedResult{Err: err}
 	}
@@ -378,6 +389,15 @@ func (b *Backend) takeOne(sd *dirfd.Dir, f StagedFile) (*FileWriter, StagedResul
 	if err := unix.Fsetxattr(int(w.f.Fd()), b.gfidAttr, f.GFID[:], 0); err != nil {
 		w.discard()
 		return nil, StagedResult{Err: fmt.Errorf("give the staged copy its gfid: %w", err)}
+	}
+	if f.Create {
+		// A new file's attributes, like its identity, are flushed with its
+		// content (a replaced file gets them at install, over the old
+		// inode's).
+		if err := b.applyPutStat(int(w.f.Fd()), f.Stat, unix.Stat_t{}); err != nil {
+			w.discard()
+			return nil, StagedResult{Err: fmt.Errorf("create %s: %w", f.GFID, err)}
+		}
 	}
 	return w, StagedResult{}
 }

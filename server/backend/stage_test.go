@@ -413,3 +413,159 @@ func compactSteps(steps []string) []string {
 	}
 	return out
 }
+
+// TestInstallStagedCreate: a new file's staged copy is put at its name
+// with its identity and stat, never over anything there; a taken name,
+// an identity that exists elsewhere or a missing parent refuse it with
+// what lets the master fall back to a CREATE entry op, and nothing on the
+// replica changes.
+func TestInstallStagedCreate(t *testing.T) {
+	old := []byte("the old content\n")
+	fresh := bytes.Repeat([]byte("fresh content "), 5000)
+	mtime := &pb.Timestamp{Sec: 1_600_000_000, Nsec: 7}
+	tests := []struct {
+		name      string
+		before    func(t *testing.T, b *Backend, dir string, x gfid.GFID)
+		parent    func(x gfid.GFID) gfid.GFID
+		extraLink bool // a client links the staged copy under another name
+		wantErrno unix.Errno
+		want      Install
+		// oldAt names a file that must keep old content (and its gfid).
+		oldAt  string
+		oldIs  func(x gfid.GFID) gfid.GFID
+		gone   bool // "n" must not exist afterwards
+		indexd bool // x must be indexed afterwards
+	}{
+		{name: "free name: created", want: InstallCreated, indexd: true},
+		{name: "name taken", wantErrno: unix.EEXIST, gone: false,
+			before: func(t *testing.T, b *Backend, dir string, x gfid.GFID) { writeOld(t, b, dir, gfid.New(), "n", old) },
+			oldAt:  "n", oldIs: nil},
+		{name: "gfid elsewhere", wantErrno: unix.EEXIST, gone: true, indexd: true,
+			before: func(t *testing.T, b *Backend, dir string, x gfid.GFID) { writeOld(t, b, dir, x, "other", old) },
+			oldAt:  "other", oldIs: func(x gfid.GFID) gfid.GFID { return x }},
+		{name: "no parent", wantErrno: unix.ENOENT, gone: true,
+			parent: func(gfid.GFID) gfid.GFID { return gfid.New() }},
+		{name: "repeated create: installed over itself", want: InstallRenamed, indexd: true,
+			before: func(t *testing.T, b *Backend, dir string, x gfid.GFID) { writeOld(t, b, dir, x, "n", old) }},
+		{name: "staged copy with two links", extraLink: true, wantErrno: unix.EBADMSG, gone: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b, dir := newBackend(t)
+			x := gfid.New()
+			if tc.before != nil {
+				tc.before(t, b, dir, x)
+			}
+			var other gfid.GFID
+			if tc.oldAt != "" {
+				other = gfidOfPath(t, b, filepath.Join(dir, tc.oldAt))
+			}
+			parent := gfid.Root
+			if tc.parent != nil {
+				parent = tc.parent(x)
+			}
+			entries := indexEntries(t, b)
+			stage := stage1(t, b) // a new file is staged with no basis
+			rsyncInto(t, b, stage, x, fresh)
+			if tc.extraLink {
+				sd := filepath.Join(dir, ReservedDir, StageDirName, stage)
+				if err := os.Link(filepath.Join(sd, x.Hex()), filepath.Join(sd, "extra")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, err := b.InstallStaged(stage, []StagedFile{{
+				GFID: x, Size: int64(len(fresh)), LinkParent: parent, LinkName: "n", Create: true,
+				Stat: &pb.Stat{Mode: unix.S_IFREG | 0o640, Uid: 1234, Gid: 5678, Mtime: mtime},
+			}}, true, nil)
+			if err != nil {
+				t.Fatalf("InstallStaged: %v", err)
+			}
+			r := res[0]
+			if tc.wantErrno != 0 {
+				if !errors.Is(r.Err, tc.wantErrno) {
+					t.Fatalf("result %v, want %v", r.Err, tc.wantErrno)
+				}
+			} else if r.Err != nil || r.Install != tc.want || r.Written != int64(len(fresh)) {
+				t.Fatalf("result %v, %d bytes (%v), want %v, %d bytes", r.Install, r.Written, r.Err, tc.want, len(fresh))
+			}
+			n := filepath.Join(dir, "n")
+			switch {
+			case tc.wantErrno == 0:
+				if got := fileBytes(t, n); !bytes.Equal(got, fresh) {
+					t.Errorf("n holds %d bytes, want the %d delivered", len(got), len(fresh))
+				}
+				if g := gfidOfPath(t, b, n); g != x {
+					t.Errorf("n carries gfid %s, want %s", g, x)
+				}
+				st := lstatPath(t, n)
+				if st.Mode != unix.S_IFREG|0o640 || st.Uid != 1234 || st.Gid != 5678 || st.Mtim.Sec != mtime.Sec || st.Mtim.Nsec != int64(mtime.Nsec) {
+					t.Errorf("stat not applied: mode %#o owner %d:%d mtime %d.%d", st.Mode, st.Uid, st.Gid, st.Mtim.Sec, st.Mtim.Nsec)
+				}
+				if idx := lstatPath(t, filepath.Join(dir, IndexPath(x))); idx.Ino != st.Ino || idx.Nlink != 2 {
+					t.Errorf("index entry is inode %d with %d links; the name is %d, want 2 links", idx.Ino, idx.Nlink, st.Ino)
+				}
+			case tc.gone:
+				if _, err := os.Lstat(n); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("n exists after a refused create: %v", err)
+				}
+			}
+			if tc.oldAt != "" {
+				p := filepath.Join(dir, tc.oldAt)
+				if got := fileBytes(t, p); !bytes.Equal(got, old) {
+					t.Errorf("%s holds %q, want its old content", tc.oldAt, got)
+				}
+				if g := gfidOfPath(t, b, p); g != other {
+					t.Errorf("%s carries gfid %s, want %s", tc.oldAt, g, other)
+				}
+			}
+			_, err = os.Lstat(filepath.Join(dir, IndexPath(x)))
+			if indexed := err == nil; indexed != tc.indexd {
+				t.Errorf("x indexed: %v, want %v", indexed, tc.indexd)
+			}
+			wantEntries := entries
+			if tc.want == InstallCreated {
+				wantEntries++
+			}
+			if n := indexEntries(t, b); n != wantEntries {
+				t.Errorf("index has %d entries, want %d", n, wantEntries)
+			}
+			dirEmpty(t, filepath.Join(dir, ReservedDir, StageDirName))
+			dirEmpty(t, filepath.Join(dir, ReservedDir, tmpDirName))
+		})
+	}
+}
+
+// TestInstallStagedCreateChecks: a create's name and stat are checked as
+// a CREATE entry op's, before anything is installed.
+func TestInstallStagedCreateChecks(t *testing.T) {
+	b, dir := newBackend(t)
+	x := gfid.New()
+	stage := stage1(t, b)
+	rsyncInto(t, b, stage, x, []byte("content"))
+	reg := &pb.Stat{Mode: unix.S_IFREG | 0o644}
+	for _, tc := range []struct {
+		name string
+		f    StagedFile
+	}{
+		{"no stat", StagedFile{GFID: x, Size: 7, LinkParent: gfid.Root, LinkName: "n", Create: true}},
+		{"no name", StagedFile{GFID: x, Size: 7, LinkParent: gfid.Root, Create: true, Stat: reg}},
+		{"reserved name", StagedFile{GFID: x, Size: 7, LinkParent: gfid.Root, LinkName: ReservedDir, Create: true, Stat: reg}},
+		{"a directory's mode", StagedFile{GFID: x, Size: 7, LinkParent: gfid.Root, LinkName: "n", Create: true, Stat: &pb.Stat{Mode: unix.S_IFDIR | 0o755}}},
+		{"a path", StagedFile{GFID: x, Size: 7, LinkParent: gfid.Root, LinkName: "a/n", Create: true, Stat: reg}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := b.InstallStaged(stage, []StagedFile{tc.f}, false, nil); err == nil {
+				t.Fatalf("InstallStaged accepted a create with %s", tc.name)
+			}
+			names, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range names {
+				if e.Name() != ReservedDir {
+					t.Errorf("%s appeared in the root", e.Name())
+				}
+			}
+		})
+	}
+}

@@ -867,7 +867,11 @@ type HandshakeResponse struct {
 	// BLAKE3-256.
 	ContentDigests []ContentDigest `protobuf:"varint,11,rep,packed,name=content_digests,json=contentDigests,proto3,enum=georep.v1.ContentDigest" json:"content_digests,omitempty"`
 	// Set when the request carried a claim: what became of it.
-	Claim         *ClaimResult `protobuf:"bytes,12,opt,name=claim,proto3" json:"claim,omitempty"`
+	Claim *ClaimResult `protobuf:"bytes,12,opt,name=claim,proto3" json:"claim,omitempty"`
+	// True when InstallStaged takes new files (StagedFile.create_name): a
+	// master sends rsync mode's new files without a CREATE entry op only to
+	// a slave that says so.
+	StagedCreates bool `protobuf:"varint,13,opt,name=staged_creates,json=stagedCreates,proto3" json:"staged_creates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -984,6 +988,13 @@ func (x *HandshakeResponse) GetClaim() *ClaimResult {
 		return x.Claim
 	}
 	return nil
+}
+
+func (x *HandshakeResponse) GetStagedCreates() bool {
+	if x != nil {
+		return x.StagedCreates
+	}
+	return false
 }
 
 // Entry is one namespace change.
@@ -3629,7 +3640,23 @@ type StagedFile struct {
 	// True when the master gives the file up (it changed during the
 	// transfer): its staged copy is removed and nothing is installed
 	// (ECANCELED).
-	Discard       bool `protobuf:"varint,6,opt,name=discard,proto3" json:"discard,omitempty"`
+	Discard bool `protobuf:"varint,6,opt,name=discard,proto3" json:"discard,omitempty"`
+	// With create_name, the file is new, as for FileHeader.create_name: the
+	// slave has no file with this GFID and StageFiles staged no basis. The
+	// staged copy gets the GFID and the stat (required), is flushed, and is
+	// then put at (create_parent_gfid, create_name) with
+	// renameat2(RENAME_NOREPLACE) and indexed: the file appears at its name
+	// complete or not at all, and nothing there is ever replaced. This
+	// replaces a CREATE entry op before rsync runs. Refused with ENOENT when
+	// the parent directory does not exist and with EEXIST when the name is
+	// taken or the GFID exists elsewhere (the master then makes the file
+	// with a CREATE entry op and sends its content again); when the name
+	// already holds a file with this GFID, the content is installed over it.
+	// link_parent_gfid and link_name must be unset. Only to a slave whose
+	// Handshake set staged_creates. The parent directory's GFID (16 bytes).
+	CreateParentGfid []byte `protobuf:"bytes,7,opt,name=create_parent_gfid,json=createParentGfid,proto3" json:"create_parent_gfid,omitempty"`
+	// The new file's name within create_parent_gfid (one path component).
+	CreateName    []byte `protobuf:"bytes,8,opt,name=create_name,json=createName,proto3" json:"create_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3704,6 +3731,20 @@ func (x *StagedFile) GetDiscard() bool {
 		return x.Discard
 	}
 	return false
+}
+
+func (x *StagedFile) GetCreateParentGfid() []byte {
+	if x != nil {
+		return x.CreateParentGfid
+	}
+	return nil
+}
+
+func (x *StagedFile) GetCreateName() []byte {
+	if x != nil {
+		return x.CreateName
+	}
+	return nil
 }
 
 // InstallStagedRequest installs files from one staging directory.
@@ -4026,7 +4067,7 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\asession\x18\x03 \x01(\fR\asession\"V\n" +
 	"\vClaimResult\x12\x18\n" +
 	"\aclaimed\x18\x01 \x01(\bR\aclaimed\x12-\n" +
-	"\x06others\x18\x02 \x03(\v2\x15.georep.v1.VolumeMarkR\x06others\"\x95\x04\n" +
+	"\x06others\x18\x02 \x03(\v2\x15.georep.v1.VolumeMarkR\x06others\"\xbc\x04\n" +
 	"\x11HandshakeResponse\x12.\n" +
 	"\bprotocol\x18\x01 \x01(\v2\x12.georep.v1.VersionR\bprotocol\x12*\n" +
 	"\x06object\x18\x02 \x01(\v2\x12.georep.v1.VersionR\x06object\x12-\n" +
@@ -4042,7 +4083,8 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\ffile_batches\x18\n" +
 	" \x01(\bR\vfileBatches\x12A\n" +
 	"\x0fcontent_digests\x18\v \x03(\x0e2\x18.georep.v1.ContentDigestR\x0econtentDigests\x12,\n" +
-	"\x05claim\x18\f \x01(\v2\x16.georep.v1.ClaimResultR\x05claim\"\xfd\x01\n" +
+	"\x05claim\x18\f \x01(\v2\x16.georep.v1.ClaimResultR\x05claim\x12%\n" +
+	"\x0estaged_creates\x18\r \x01(\bR\rstagedCreates\"\xfd\x01\n" +
 	"\x05Entry\x12\"\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x12.georep.v1.EntryOpR\x02op\x12\x12\n" +
 	"\x04gfid\x18\x02 \x01(\fR\x04gfid\x12\x1f\n" +
@@ -4215,7 +4257,7 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x05gfids\x18\x01 \x03(\fR\x05gfids\"\\\n" +
 	"\x12StageFilesResponse\x12\x14\n" +
 	"\x05stage\x18\x01 \x01(\tR\x05stage\x120\n" +
-	"\aresults\x18\x02 \x03(\v2\x16.georep.v1.EntryResultR\aresults\"\xba\x01\n" +
+	"\aresults\x18\x02 \x03(\v2\x16.georep.v1.EntryResultR\aresults\"\x89\x02\n" +
 	"\n" +
 	"StagedFile\x12\x12\n" +
 	"\x04gfid\x18\x01 \x01(\fR\x04gfid\x12\x12\n" +
@@ -4223,7 +4265,10 @@ const file_georep_v1_slave_proto_rawDesc = "" +
 	"\x10link_parent_gfid\x18\x03 \x01(\fR\x0elinkParentGfid\x12\x1b\n" +
 	"\tlink_name\x18\x04 \x01(\fR\blinkName\x12#\n" +
 	"\x04stat\x18\x05 \x01(\v2\x0f.georep.v1.StatR\x04stat\x12\x18\n" +
-	"\adiscard\x18\x06 \x01(\bR\adiscard\"q\n" +
+	"\adiscard\x18\x06 \x01(\bR\adiscard\x12,\n" +
+	"\x12create_parent_gfid\x18\a \x01(\fR\x10createParentGfid\x12\x1f\n" +
+	"\vcreate_name\x18\b \x01(\fR\n" +
+	"createName\"q\n" +
 	"\x14InstallStagedRequest\x12\x14\n" +
 	"\x05stage\x18\x01 \x01(\tR\x05stage\x12+\n" +
 	"\x05files\x18\x02 \x03(\v2\x15.georep.v1.StagedFileR\x05files\x12\x16\n" +
