@@ -79,6 +79,33 @@ var ErrRsync = errors.New("rsync did not deliver the file")
 // each on its own disjoint share of the items and its own stage, so one
 // run's staging and install overlap another's transfer.
 func (m *master) sendRsync(ctx context.Context, c *client.Conn, items []transfer.Item) ([]transfer.Result, error) {
+	if hasCreates(items) && !c.Info.GetStagedCreates() {
+		// A slave before staged creates: each create takes the fallback
+		// of a refused one (its entry op, then its content again) while
+		// the rest go now.
+		results := make([]transfer.Result, len(items))
+		var rest []transfer.Item
+		var at []int
+		for i, it := range items {
+			if it.Create {
+				results[i].Err = errNoStagedCreates
+				continue
+			}
+			rest = append(rest, it)
+			at = append(at, i)
+		}
+		if len(rest) == 0 {
+			return results, nil
+		}
+		res, err := m.sendRsync(ctx, c, rest)
+		if err != nil {
+			return nil, err
+		}
+		for k, i := range at {
+			results[i] = res[k]
+		}
+		return results, nil
+	}
 	shell, err := c.RsyncShell(ctx)
 	if err != nil {
 		return nil, err
@@ -225,9 +252,9 @@ type rsyncRun struct {
 
 func (r *rsyncRun) run(ctx context.Context) error {
 	start := time.Now()
-	// A new file's slave content is the empty inode its CREATE made: no
-	// basis worth linking, and without one rsync writes the file fresh
-	// (the install still finds the file by GFID and checks it).
+	// A new file has no basis worth linking (none at all for a create,
+	// the empty inode its CREATE made otherwise): without one rsync writes
+	// the file fresh.
 	var gs [][]byte
 	var basis []int
 	r.byHex = make(map[string]int, len(r.items))
@@ -652,7 +679,10 @@ func (r *rsyncRun) finish(ctx context.Context, failures map[int]error, runErr er
 	idx := make([]int, 0, len(r.items))
 	for i, it := range r.items {
 		f := &pb.StagedFile{Gfid: it.GFID.Bytes(), Size: r.marks[i].size, Stat: it.Stat}
-		if len(it.LinkName) > 0 {
+		switch {
+		case it.Create:
+			f.CreateParentGfid, f.CreateName = it.LinkParent.Bytes(), it.LinkName
+		case len(it.LinkName) > 0:
 			f.LinkParentGfid, f.LinkName = it.LinkParent.Bytes(), it.LinkName
 		}
 		reason := r.results[i].Err
@@ -713,6 +743,10 @@ func (r *rsyncRun) finish(ctx context.Context, failures map[int]error, runErr er
 		r.results[i].Sent = r.sent[i]
 		r.results[i].Written = res.GetBytesWritten()
 		r.results[i].Delta = !r.items[i].New
+		if r.items[i].Create {
+			// The file's entry op was fused into its install.
+			r.m.obs.EntriesApplied(1)
+		}
 		r.m.obs.FileSent(r.sent[i])
 	}
 	return nil

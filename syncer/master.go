@@ -531,7 +531,7 @@ func (m *master) crawl(ctx context.Context, dirs []scan.Dirty, crawl status.Craw
 	p, err := plan.Crawl(ctx, m.db, m.cfg.Root, dirs,
 		scan.Options{Exclude: scan.NewExclude(m.cfg.Excludes), Logger: m.log},
 		plan.Options{IgnoreDeletes: m.cfg.IgnoreDeletes, AllowMassDelete: m.cfg.AllowMassDelete,
-			FuseCreates: m.cfg.SyncMode != SyncRsync})
+			FuseCreates: true})
 	if err != nil {
 		if errors.Is(err, plan.ErrGuard) {
 			err = fmt.Errorf("%w; the slave is left as it is: if the master root really was emptied or replaced on purpose, rerun with --allow-mass-delete", err)
@@ -889,13 +889,6 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 		items = append(items, it)
 		paths[d.GFID] = d.RelPath
 	}
-	if m.cfg.SyncMode == SyncRsync {
-		// rsync only stages files the slave already has.
-		var err error
-		if items, err = m.createEntries(ctx, items, failed); err != nil {
-			return fmt.Errorf("send file data: %w", err)
-		}
-	}
 	if m.ahead != nil {
 		m.ahead.late()
 	}
@@ -949,8 +942,8 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 					again = append(again, it) // a fused create, stat taken as the file is read
 					continue
 				}
-				// rsync only fills files the slave has: an entry op makes
-				// it first, with the master file's attributes.
+				// rsync mode's create takes the master file's attributes
+				// from the item: read them now.
 				st, err := statBeneath(int(m.root.Fd()), it.RelPath)
 				if err != nil {
 					failed[it.GFID] = failure{Kind: deferred, Op: "DATA", Path: paths[it.GFID], GFID: it.GFID.String(),
@@ -958,7 +951,7 @@ func (m *master) applyData(ctx context.Context, data []plan.DataItem, failed map
 					continue
 				}
 				it.Stat = st
-				unmade = append(unmade, uncreated{it: it, fallback: true})
+				again = append(again, it)
 				continue
 			case errors.Is(r.Err, os.ErrNotExist) && !r.Retryable() && !slaveLost(r.Err) || errors.Is(r.Err, transfer.ErrChanged) && attempt >= 4*m.cfg.Retries:
 				// Moved or removed since the scan, or written to without

@@ -41,8 +41,8 @@ type Options struct {
 	AllowMassDelete bool
 	// FuseCreates plans a new regular file with content and a single link
 	// as a DataItem with Create set instead of a CREATE entry op: the data
-	// plane makes it whole in one step (native mode; rsync mode needs the
-	// file to exist before it stages it).
+	// plane makes it whole in one step (native mode's PutFiles, rsync
+	// mode's InstallStaged; a slave that cannot gets the entry op first).
 	FuseCreates bool
 }
 
