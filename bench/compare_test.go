@@ -393,9 +393,16 @@ func (t *bed) sync(b *testing.B, network, tool, slave, state string) sample {
 	switch tool {
 	case toolNative, toolRsync:
 		t.sshd.SetAuthorizedKeyOptions(b, fmt.Sprintf(`restrict,command="%s slave --stdio --root %s"`, t.georep, slave))
+		ssh := t.sshCmd[network]
+		if tool == toolRsync {
+			// rsync mode's runs go through the session's ssh connection,
+			// as with georep's default ssh command: a ControlMaster socket
+			// in the state directory. Without one each run logs in again.
+			ssh += " -o ControlMaster=auto -o ControlPath=" + filepath.Join(state, "cm") + " -o ControlPersist=no"
+		}
 		argv = []string{t.georep, "master", "--once", "--progress=false", "--log-format", "json", "--root", t.master,
 			"--slave", fmt.Sprintf("ssh://%s@%s:%d%s", t.sshd.User, t.sshd.Host, t.sshd.Port, slave),
-			"--state", state, "--ssh-command", t.sshCmd[network]}
+			"--state", state, "--ssh-command", ssh}
 		if tool == toolRsync {
 			argv = append(argv, "--sync-mode", "rsync")
 		}

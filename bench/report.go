@@ -219,7 +219,8 @@ func section(cfg config, rows []row, floors []floor, m machine) string {
 		"  changes are made while it runs, so it goes first, and the others start once it is done); the\n"+
 		"  bytes and CPU of each phase are read from its relays' running totals and /proc;\n"+
 		"- `georep-rsync`: `georep master --once --sync-mode rsync` (georep plans and installs, rsync moves\n"+
-		"  the data through the same ssh connection);\n"+
+		"  the data through the session's ssh connection: the ssh command gets a ControlMaster socket in\n"+
+		"  the state directory, as georep's default ssh command has);\n"+
 		"- `rsync`: `rsync -aHAX --numeric-ids --stats` (`--stats` only prints the counts);\n"+
 		"- `rsync-aesgcm`: the same with `-c "+aesCipher+"` added to its ssh command, a reference for the\n"+
 		"  cipher georep's ssh prefers (no goal applies to it).\n\n"+
