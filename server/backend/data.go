@@ -489,7 +489,7 @@ func (b *Backend) SyncPuts(ws []*FileWriter) error {
 // master's connections installs with InstallAll.
 func (w *FileWriter) Install() (Install, error) {
 	if err := w.installable(); err != nil {
-		return InstallNone, err
+		return InstallNone, fmt.Errorf("install content of %s: %w", w.h.GFID, err)
 	}
 	defer w.discard()
 	s, err := w.b.lock()
@@ -512,7 +512,19 @@ func (w *FileWriter) Install() (Install, error) {
 // (see fence): once a newer connection has claimed the root, every file
 // fails with ESTALE and no name changes.
 func (b *Backend) InstallAll(ws []*FileWriter, session []byte) (errs []error) {
-	errs = make([]error, len(ws))
+	_, errs = b.installAll(ws, session)
+	for i, err := range errs {
+		if err != nil {
+			errs[i] = fmt.Errorf("install content of %s: %w", ws[i].h.GFID, err)
+		}
+	}
+	return errs
+}
+
+// installAll is InstallAll, also saying how each file was installed; its
+// errors do not name the file.
+func (b *Backend) installAll(ws []*FileWriter, session []byte) (hows []Install, errs []error) {
+	hows, errs = make([]Install, len(ws)), make([]error, len(ws))
 	for i, w := range ws {
 		errs[i] = w.installable()
 	}
@@ -530,15 +542,13 @@ func (b *Backend) InstallAll(ws []*FileWriter, session []byte) (errs []error) {
 			}
 			w.discard()
 		}
-		return errs
+		return hows, errs
 	}
 	for i, w := range ws {
 		if errs[i] != nil {
 			continue
 		}
-		if _, err := w.install(s); err != nil {
-			errs[i] = fmt.Errorf("install content of %s: %w", w.h.GFID, err)
-		}
+		hows[i], errs[i] = w.install(s)
 		w.release(s)
 	}
 	release()
@@ -546,13 +556,13 @@ func (b *Backend) InstallAll(ws []*FileWriter, session []byte) (errs []error) {
 	for _, w := range ws {
 		w.discard() // those refused before the lock
 	}
-	return errs
+	return hows, errs
 }
 
 // installable refuses a temp that is not verified and flushed, or is gone.
 func (w *FileWriter) installable() error {
 	if w.done || !w.synced {
-		return fmt.Errorf("content of %s: install of a temp that is not verified and flushed: %w", w.h.GFID, unix.EINVAL)
+		return fmt.Errorf("a temp that is not verified and flushed: %w", unix.EINVAL)
 	}
 	return nil
 }

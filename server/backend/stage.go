@@ -211,7 +211,8 @@ const installGroup = 512
 // (SyncPuts): the staged copies of up to installGroup files are taken and
 // given their identity, flushed together by one syncfs, and only then put
 // in place in order, so no name ever shows content that was not on disk.
-// Each install is fenced with session, as InstallAll's are.
+// Each group is installed under one hold of the write lock, fenced with
+// session, as InstallAll does.
 func (b *Backend) InstallStaged(stage string, files []StagedFile, finish bool, session []byte) ([]StagedResult, error) {
 	return b.installStaged(stage, files, finish, session, nil)
 }
@@ -281,30 +282,16 @@ func (b *Backend) installGroup(sd *dirfd.Dir, files []StagedFile, res []StagedRe
 		}
 		return
 	}
+	// One hold of the write lock and one fence for the group, as a native
+	// stream's group commit takes them.
+	hows, errs := b.installAll(ws, session)
 	for k, w := range ws {
-		res[at[k]] = b.installTaken(w, session)
+		if errs[k] != nil {
+			res[at[k]] = StagedResult{Err: errs[k]}
+			continue
+		}
+		res[at[k]] = StagedResult{Install: hows[k], Written: w.h.Size}
 	}
-}
-
-// installTaken puts one flushed writer in place under the write lock and
-// session's fence; its temp is gone afterwards either way.
-func (b *Backend) installTaken(w *FileWriter, session []byte) StagedResult {
-	defer w.discard()
-	s, err := b.lock()
-	if err != nil {
-		return StagedResult{Err: err}
-	}
-	defer b.unlock(s)
-	release, err := b.fence(session)
-	if err != nil {
-		return StagedResult{Err: err}
-	}
-	defer release()
-	how, err := w.install(s)
-	if err != nil {
-		return StagedResult{Err: err}
-	}
-	return StagedResult{Install: how, Written: w.h.Size}
 }
 
 // openStage opens an existing staging directory (never through a symlink).
