@@ -94,6 +94,8 @@ func (m *master) sendRsync(ctx context.Context, c *client.Conn, items []transfer
 			rest = append(rest, it)
 			at = append(at, i)
 		}
+		m.log.Debug("the slave does not create files from rsync's stage (an older georep): new files get entry ops first",
+			"files", len(items)-len(rest))
 		if len(rest) == 0 {
 			return results, nil
 		}
