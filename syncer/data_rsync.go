@@ -153,38 +153,50 @@ func (m *master) sendRsync(ctx context.Context, c *client.Conn, items []transfer
 // shmDir is where rsync's symlink farms go when it is a tmpfs.
 const shmDir = "/dev/shm"
 
-// farmPrefix starts the name of a process's farm directory in shmDir,
-// followed by its pid and a dash.
+// farmPrefix starts the name of a process's farm directory, followed by
+// its pid and a dash.
 const farmPrefix = "georep-rsync-"
 
 // makeFarms makes the private directory one sendRsync's symlink farms go
 // in, removed by the caller: a fresh one in shm (/dev/shm) when that is a
-// tmpfs, else <state>/rsync. A farm is a symlink per file, made and removed by
-// every run: on the bench's journalled ext4 the two cost the master about
-// 55 us a file (1.1 s of CPU for 20,000 files), on tmpfs a few. Farms that
-// a master which died left in /dev/shm are removed first.
+// tmpfs this process can write, else in <state>/rsync. A farm is a symlink
+// per file, made and removed by every run: on the bench's journalled ext4
+// the two cost the master about 55 us a file (1.1 s of CPU for 20,000
+// files), on tmpfs a few. Farms that a master which died left there a day
+// ago are removed first.
 func makeFarms(shm, state string) (string, error) {
 	var fs unix.Statfs_t
 	if err := unix.Statfs(shm, &fs); err == nil && fs.Type == unix.TMPFS_MAGIC {
-		sweepFarms(shm)
-		if d, err := os.MkdirTemp(shm, farmPrefix+strconv.Itoa(os.Getpid())+"-"); err == nil {
+		if d, err := newFarms(shm); err == nil {
 			return d, nil
 		}
 	}
-	d := filepath.Join(state, "rsync")
-	// Whatever is there was left by a run that died: one master at a time
-	// uses a state directory.
-	if err := os.RemoveAll(d); err != nil {
-		return "", fmt.Errorf("remove old rsync symlink farms in %s: %w", d, err)
+	base := filepath.Join(state, "rsync")
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return "", fmt.Errorf("make the rsync symlink farm directory: %w", err)
 	}
-	if err := os.Mkdir(d, 0o700); err != nil {
+	d, err := newFarms(base)
+	if err != nil {
 		return "", fmt.Errorf("make the rsync symlink farm directory: %w", err)
 	}
 	return d, nil
 }
 
+// newFarms sweeps base of dead masters' farms and makes this one's, 0700
+// with a name no other process can have taken.
+func newFarms(base string) (string, error) {
+	sweepFarms(base)
+	return os.MkdirTemp(base, farmPrefix+strconv.Itoa(os.Getpid())+"-")
+}
+
+// staleFarm is how long a farm directory of a process that is gone stays:
+// the pid alone could be another pid namespace's (a /dev/shm shared
+// between containers), whose farm a live rsync may still read.
+const staleFarm = 24 * time.Hour
+
 // sweepFarms removes the farm directories in dir of processes that are
-// gone. Another user's are left alone (the sticky bit would refuse).
+// gone, once untouched for staleFarm. Another user's are left alone (the
+// sticky bit would refuse).
 func sweepFarms(dir string) {
 	names, err := os.ReadDir(dir)
 	if err != nil {
@@ -202,7 +214,8 @@ func sweepFarms(dir string) {
 			continue
 		}
 		var st unix.Stat_t
-		if unix.Lstat(filepath.Join(dir, e.Name()), &st) != nil || st.Uid != uid {
+		if unix.Lstat(filepath.Join(dir, e.Name()), &st) != nil || st.Uid != uid ||
+			time.Since(time.Unix(st.Mtim.Unix())) < staleFarm {
 			continue
 		}
 		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {

@@ -7,25 +7,34 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMakeFarms: the farms go in a fresh private directory on a tmpfs, and
-// the farms of processes that are gone are swept there first, while a
-// live process's stay; without a tmpfs they go in the state directory,
-// where whatever a dead run left is removed.
+// the farms of processes that are gone, untouched for a day, are swept
+// there first, while a live process's and recent ones stay; without a
+// tmpfs they go in the state directory, swept the same way.
 func TestMakeFarms(t *testing.T) {
 	state := t.TempDir()
 	gone := exec.Command("true")
 	if err := gone.Run(); err != nil {
 		t.Fatal(err)
 	}
-	deadFarm := filepath.Join(shmDir, farmPrefix+strconv.Itoa(gone.Process.Pid)+"-test")
+	dead := farmPrefix + strconv.Itoa(gone.Process.Pid)
+	deadFarm := filepath.Join(shmDir, dead+"-test")
+	recentFarm := filepath.Join(shmDir, dead+"-recent") // maybe another pid namespace's
 	liveFarm := filepath.Join(shmDir, farmPrefix+strconv.Itoa(os.Getppid())+"-test")
-	for _, d := range []string{deadFarm, liveFarm} {
+	dayAgo := time.Now().Add(-staleFarm - time.Minute)
+	for _, d := range []string{deadFarm, recentFarm, liveFarm} {
 		if err := os.MkdirAll(filepath.Join(d, "s-x"), 0o700); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { os.RemoveAll(d) })
+		if d != recentFarm {
+			if err := os.Chtimes(d, dayAgo, dayAgo); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	farms, err := makeFarms(shmDir, state)
 	if err != nil {
@@ -44,21 +53,28 @@ func TestMakeFarms(t *testing.T) {
 	if _, err := os.Stat(liveFarm); err != nil {
 		t.Errorf("a live process's farms were swept: %v", err)
 	}
+	if _, err := os.Stat(recentFarm); err != nil {
+		t.Errorf("farms touched within a day were swept: %v", err)
+	}
 
-	// No tmpfs (here: no such directory): the state directory, emptied
-	// of a dead run's farm.
+	// No tmpfs (here: no such directory): a directory of this process in
+	// <state>/rsync, where a dead master's farms are swept too.
 	notShm := filepath.Join(t.TempDir(), "no-shm")
-	if err := os.MkdirAll(filepath.Join(state, "rsync", "s-old"), 0o700); err != nil {
+	stateDead := filepath.Join(state, "rsync", farmPrefix+strconv.Itoa(gone.Process.Pid)+"-test")
+	if err := os.MkdirAll(filepath.Join(stateDead, "s-old"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(stateDead, dayAgo, dayAgo); err != nil {
 		t.Fatal(err)
 	}
 	farms, err = makeFarms(notShm, state)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if farms != filepath.Join(state, "rsync") {
-		t.Errorf("without a tmpfs the farms go in %s, want %s", farms, filepath.Join(state, "rsync"))
+	if filepath.Dir(farms) != filepath.Join(state, "rsync") || !strings.HasPrefix(filepath.Base(farms), farmPrefix+strconv.Itoa(os.Getpid())+"-") {
+		t.Errorf("without a tmpfs the farms go in %s, want a directory of this process in %s", farms, filepath.Join(state, "rsync"))
 	}
-	if left, err := os.ReadDir(farms); err != nil || len(left) != 0 {
-		t.Errorf("the state's farm directory holds %d entries (%v), want none", len(left), err)
+	if _, err := os.Stat(stateDead); !os.IsNotExist(err) {
+		t.Errorf("a gone process's farms in the state directory were not swept: %v", err)
 	}
 }
