@@ -113,7 +113,7 @@ func (m *master) sendRsync(ctx context.Context, c *client.Conn, items []transfer
 		return nil, err
 	}
 	defer shell.Close()
-	farms, err := makeFarms(shmDir, m.cfg.StateDir)
+	farms, err := makeFarms(shmDir, m.cfg.StateDir, len(items))
 	if err != nil {
 		return nil, err
 	}
@@ -159,14 +159,15 @@ const farmPrefix = "georep-rsync-"
 
 // makeFarms makes the private directory one sendRsync's symlink farms go
 // in, removed by the caller: a fresh one in shm (/dev/shm) when that is a
-// tmpfs this process can write, else in <state>/rsync. A farm is a symlink
+// tmpfs this process can write with inodes to spare for the files' symlinks
+// (a container's small /dev/shm may have few), else in <state>/rsync. A farm is a symlink
 // per file, made and removed by every run: on the bench's journalled ext4
 // the two cost the master about 55 us a file (1.1 s of CPU for 20,000
 // files), on tmpfs a few. Farms that a master which died left there a day
 // ago are removed first.
-func makeFarms(shm, state string) (string, error) {
+func makeFarms(shm, state string, files int) (string, error) {
 	var fs unix.Statfs_t
-	if err := unix.Statfs(shm, &fs); err == nil && fs.Type == unix.TMPFS_MAGIC {
+	if err := unix.Statfs(shm, &fs); err == nil && fs.Type == unix.TMPFS_MAGIC && fs.Ffree > 2*uint64(files)+1024 {
 		if d, err := newFarms(shm); err == nil {
 			return d, nil
 		}

@@ -8,12 +8,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestMakeFarms: the farms go in a fresh private directory on a tmpfs, and
 // the farms of processes that are gone, untouched for a day, are swept
 // there first, while a live process's and recent ones stay; without a
-// tmpfs they go in the state directory, swept the same way.
+// tmpfs, or one short of inodes, they go in the state directory, swept
+// the same way.
 func TestMakeFarms(t *testing.T) {
 	state := t.TempDir()
 	gone := exec.Command("true")
@@ -36,7 +39,7 @@ func TestMakeFarms(t *testing.T) {
 			}
 		}
 	}
-	farms, err := makeFarms(shmDir, state)
+	farms, err := makeFarms(shmDir, state, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +70,7 @@ func TestMakeFarms(t *testing.T) {
 	if err := os.Chtimes(stateDead, dayAgo, dayAgo); err != nil {
 		t.Fatal(err)
 	}
-	farms, err = makeFarms(notShm, state)
+	farms, err = makeFarms(notShm, state, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,5 +79,20 @@ func TestMakeFarms(t *testing.T) {
 	}
 	if _, err := os.Stat(stateDead); !os.IsNotExist(err) {
 		t.Errorf("a gone process's farms in the state directory were not swept: %v", err)
+	}
+	os.RemoveAll(farms)
+
+	// A tmpfs without inodes to spare for the files: the state directory.
+	var fs unix.Statfs_t
+	if err := unix.Statfs(shmDir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	farms, err = makeFarms(shmDir, state, int(fs.Ffree))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(farms)
+	if filepath.Dir(farms) != filepath.Join(state, "rsync") {
+		t.Errorf("with %d files for %d free inodes the farms go in %s, want the state directory", fs.Ffree, fs.Ffree, farms)
 	}
 }
