@@ -9,15 +9,17 @@ package syncer
 // file has none and rsync writes it whole);
 // the master opens each file beneath the root (no symlinks followed), makes
 // a private symlink farm <farms>/<stage>/<gfid hex> ->
-// /proc/<pid>/fd/<that descriptor>, notes each file's inode, size, mtime
-// and ctime, and
+// /proc/<pid>/fd/<that descriptor> (farms: see makeFarms), notes each
+// file's inode, size, mtime and ctime, and
 // runs ONE rsync (--copy-links --ignore-times --files-from, no --inplace)
 // into <host>::georep/<stage>/ over the session's transport (the ssh
 // ControlMaster, a local child, or the mTLS tunnel). rsync writes each new
 // content to a temp and renames it over the basis link, so the replica is
-// untouched until InstallStaged puts every file in place by GFID. A file
-// that changed while rsync read it, or that rsync reported, is discarded
-// there and retried; its previous content stays.
+// untouched until InstallStaged puts every file in place by GFID (a new
+// file, planned as a fused create, is made at its name only then, with no
+// entry op before it). A file that changed while rsync read it, or that
+// rsync reported, is discarded there and retried; its previous content
+// stays.
 //
 // Compression: --compress zstd adds -z --compress-choice=zstd; auto does
 // not, because rsync's compression costs CPU on both ends for every byte
