@@ -134,14 +134,19 @@ func (m *master) sendRsync(ctx context.Context, c *client.Conn, items []transfer
 	var wg sync.WaitGroup
 	for _, sh := range shares {
 		wg.Go(func() {
+			var q installQueue
 			for start := sh[0]; start < sh[1]; start += batch {
 				end := min(start+batch, sh[1])
-				if err := m.sendRsyncBatch(ctx, c, shell, farms, items[start:end], results[start:end]); err != nil {
+				if err := m.sendRsyncBatch(ctx, c, shell, farms, items[start:end], results[start:end], &q); err != nil {
 					// The first failure stops the other runs: the
 					// session retries all of items.
+					q.wait()
 					cancel(err)
 					return
 				}
+			}
+			if err := q.wait(); err != nil {
+				cancel(err)
 			}
 		})
 	}
@@ -265,7 +270,12 @@ func rsyncShares(n, jobs int) [][2]int {
 // without the ones rsync named: a file too big for the slave must not hold
 // back every file batched with it. Each pass drops at least one named
 // file, so this ends.
-func (m *master) sendRsyncBatch(ctx context.Context, c *client.Conn, shell *client.RsyncShell, farms string, items []transfer.Item, results []transfer.Result) error {
+//
+// A run's install goes to q, the share's installs, and proceeds while the
+// share's next run stages and transfers: the slave renames one batch into
+// place while rsync writes the next. One install is in flight at a time,
+// in order; q.wait ends the last.
+func (m *master) sendRsyncBatch(ctx context.Context, c *client.Conn, shell *client.RsyncShell, farms string, items []transfer.Item, results []transfer.Result, q *installQueue) error {
 	idx := make([]int, len(items))
 	for i := range idx {
 		idx[i] = i
@@ -276,19 +286,63 @@ func (m *master) sendRsyncBatch(ctx context.Context, c *client.Conn, shell *clie
 		for k, i := range idx {
 			b.items[k] = items[i]
 		}
-		if err := b.run(ctx); err != nil {
+		failures, runErr, err := b.transfer(ctx)
+		if werr := q.wait(); werr != nil {
+			return werr
+		}
+		if err != nil {
 			return err
 		}
-		var again []int
-		for k, i := range idx {
-			results[i] = b.results[k]
-			if b.collateral != nil && b.collateral[k] && b.named > 0 && ctx.Err() == nil {
-				again = append(again, i)
+		// settle installs the run and fills its results; it returns the
+		// files to send again.
+		ids := idx
+		settle := func() ([]int, error) {
+			if err := b.finish(ctx, failures, runErr); err != nil {
+				return nil, err
 			}
+			var again []int
+			for k, i := range ids {
+				results[i] = b.results[k]
+				if b.collateral != nil && b.collateral[k] && b.named > 0 && ctx.Err() == nil {
+					again = append(again, i)
+				}
+			}
+			return again, nil
 		}
-		idx = again
+		if runErr != nil && len(failures) > 0 {
+			// Some files may have failed only because the run did: they
+			// go again once this run is settled.
+			if idx, err = settle(); err != nil {
+				return err
+			}
+			continue
+		}
+		// Nothing to send again: rsync failed no file by name, or the run
+		// did not fail as a whole.
+		q.start(func() error { _, err := settle(); return err })
+		idx = nil
 	}
 	return nil
+}
+
+// installQueue is one share's installs: at most one in flight, each
+// started once the one before has ended.
+type installQueue struct{ done chan error }
+
+// start runs f (an install) in the background.
+func (q *installQueue) start(f func() error) {
+	q.done = make(chan error, 1)
+	go func() { q.done <- f() }()
+}
+
+// wait ends the install in flight, if any, with its error.
+func (q *installQueue) wait() error {
+	if q.done == nil {
+		return nil
+	}
+	err := <-q.done
+	q.done = nil
+	return err
 }
 
 // fileMark is what a file looked like, to tell whether it changed.
@@ -332,6 +386,18 @@ type rsyncRun struct {
 }
 
 func (r *rsyncRun) run(ctx context.Context) error {
+	failures, runErr, err := r.transfer(ctx)
+	if err != nil {
+		return err
+	}
+	return r.finish(ctx, failures, runErr)
+}
+
+// transfer is a run up to its install: the stage, the farm and rsync. The
+// farm is gone and its descriptors closed when it returns, so the share's
+// next run can hold its own while finish installs this one. err fails the
+// run as a whole (finish has marked its files when the stage was made).
+func (r *rsyncRun) transfer(ctx context.Context) (failures map[int]error, runErr error, err error) {
 	start := time.Now()
 	// A new file has no basis worth linking (none at all for a create,
 	// the empty inode its CREATE made otherwise): without one rsync writes
@@ -348,14 +414,14 @@ func (r *rsyncRun) run(ctx context.Context) error {
 	}
 	resp, err := r.c.Slave.StageFiles(ctx, &pb.StageFilesRequest{Gfids: gs})
 	if err != nil {
-		return fmt.Errorf("stage files on the slave: %w", r.c.Explain(err))
+		return nil, nil, fmt.Errorf("stage files on the slave: %w", r.c.Explain(err))
 	}
 	if len(resp.GetResults()) != len(gs) {
-		return fmt.Errorf("stage files: the slave answered %d results for %d files", len(resp.GetResults()), len(gs))
+		return nil, nil, fmt.Errorf("stage files: the slave answered %d results for %d files", len(resp.GetResults()), len(gs))
 	}
 	r.stage = resp.GetStage()
 	if err := dirNameOK(r.stage); err != nil {
-		return fmt.Errorf("stage files: the slave named stage %q: %w", r.stage, err)
+		return nil, nil, fmt.Errorf("stage files: the slave named stage %q: %w", r.stage, err)
 	}
 	r.staged = make([]bool, len(r.items))
 	r.marks = make([]fileMark, len(r.items))
@@ -381,10 +447,10 @@ func (r *rsyncRun) run(ctx context.Context) error {
 	r.timing.farm = time.Since(start)
 	if err != nil {
 		r.finish(ctx, nil, err)
-		return err
+		return nil, nil, err
 	}
-	failures, runErr := r.rsync(ctx, list)
-	return r.finish(ctx, failures, runErr)
+	failures, runErr = r.rsync(ctx, list)
+	return failures, runErr, nil
 }
 
 func (r *rsyncRun) closeFds() {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/georep/georep/internal/testbin"
 	"github.com/georep/georep/internal/testbuf"
 	"github.com/georep/georep/internal/treecmp"
@@ -146,5 +148,58 @@ func TestRsyncParallelRuns(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRsyncBatchesOfAShare: an open-file limit that lets a run hold only
+// 64 files makes one share send 300 files in five runs, each installed
+// while the next one transfers (at most one install in flight, in order).
+// Both waves, new files and changed ones, converge, every run installs
+// its files, and no stage is left behind. Real rsync, real slave child.
+func TestRsyncBatchesOfAShare(t *testing.T) {
+	bin, err := testbin.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	low := lim
+	low.Cur = rsyncOpenReserve + 64
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			t.Errorf("restore the open-file limit: %v", err)
+		}
+	})
+	const files = 300
+	tr := newTrees(t, "a", "b")
+	for wave, content := range []string{"first", "second, longer"} {
+		for i := range files {
+			body := bytes.Repeat([]byte(fmt.Sprintf("%s %d\n", content, i)), 1+i%40)
+			if err := os.WriteFile(filepath.Join(tr.master, []string{"a", "b"}[i%2], fmt.Sprintf("f%03d", i)), body, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfg := tr.config(bin)
+		cfg.SyncMode, cfg.SyncJobs = SyncRsync, 1
+		logs := tr.mustConverge(t, cfg, fmt.Sprintf("wave %d", wave))
+		var runs, installed int
+		for _, l := range jsonLines(t, []byte(logs)) {
+			if l["msg"] == "rsync batch installed" {
+				runs++
+				installed += int(l["files"].(float64))
+			}
+		}
+		if want := (files + 63) / 64; runs != want || installed != files {
+			t.Errorf("wave %d: %d runs installed %d files, want %d runs, %d files", wave, runs, installed, want, files)
+		}
+		left, err := os.ReadDir(filepath.Join(tr.slave, ".georep", "stage"))
+		if err != nil || len(left) != 0 {
+			t.Errorf("wave %d: %d stages left behind (%v)", wave, len(left), err)
+		}
 	}
 }
