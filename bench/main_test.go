@@ -1,5 +1,3 @@
-//go:build benchcompare
-
 package bench
 
 import (

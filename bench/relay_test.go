@@ -1,12 +1,12 @@
-//go:build benchcompare
-
 package bench
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -33,6 +34,10 @@ const relaySnapshotEnv = "GEOREP_BENCH_RELAY_SNAPSHOT"
 // appends "end UP DOWN" to the counts file. A "start" line is written
 // first, so the harness can wait until every relay has reported.
 func runRelay(counts, addr string) int {
+	// Bytes sshd sends after ssh has gone (ssh ended at once by a --once
+	// run that is done) must not kill the relay by SIGPIPE before it
+	// reports: a write to the closed pipe fails with EPIPE instead.
+	signal.Ignore(syscall.SIGPIPE)
 	if err := appendLine(counts, "start"); err != nil {
 		fmt.Fprintf(os.Stderr, "bench relay: %v\n", err)
 		return 1
@@ -187,4 +192,67 @@ func relayTotals(path string) (started, ended int, bytes int64, err error) {
 		}
 	}
 	return started, ended, bytes, nil
+}
+
+// TestRelayOutlivesItsReader: ssh ended at once (a --once run that is
+// done) leaves the relay's stdout without a reader while sshd's last
+// bytes still arrive. The relay must still report its totals and exit,
+// not die by SIGPIPE. The relay is this test binary, as ssh runs it.
+func TestRelayOutlivesItsReader(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	wrote := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			wrote <- err
+			return
+		}
+		defer c.Close()
+		time.Sleep(200 * time.Millisecond) // the reader is gone by now
+		_, err = c.Write(make([]byte, 64<<10))
+		wrote <- err
+	}()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := filepath.Join(t.TempDir(), "counts")
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdinW.Close()
+	stdoutR, stdoutW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, self, ln.Addr().String())
+	cmd.Env = append(os.Environ(), relayEnv+"="+counts)
+	cmd.Stdin, cmd.Stdout = stdinR, stdoutW
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stdinR.Close()
+	stdoutW.Close()
+	stdoutR.Close() // ssh has gone: nobody reads what the relay writes
+	if err := <-wrote; err != nil {
+		t.Fatalf("the server's write: %v", err)
+	}
+	stdinW.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("relay: %v (want it to end by itself, having reported)", err)
+	}
+	started, ended, _, err := relayTotals(counts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if started != 1 || ended != 1 {
+		t.Errorf("relay reported %d starts and %d ends, want 1 and 1", started, ended)
+	}
 }
