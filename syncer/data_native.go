@@ -183,16 +183,6 @@ func refusedCreate(err error) bool {
 	return errors.As(err, &re) && (re.Errno == unix.EEXIST || re.Errno == unix.ENOENT) || errors.Is(err, errNoStagedCreates)
 }
 
-// errNoStagedCreates is an rsync-mode create not sent because the slave's
-// InstallStaged cannot create files (a georep before staged creates): its
-// entry op makes the file, then its content goes as any other's.
-var errNoStagedCreates = errors.New("the slave does not create files from rsync's staging area")
-
-// hasCreates reports whether any item is a create.
-func hasCreates(items []transfer.Item) bool {
-	return slices.ContainsFunc(items, func(it transfer.Item) bool { return it.Create })
-}
-
 // slaveLost reports whether err is the slave saying it has no file with
 // the GFID (ENOENT for a put of content), as opposed to the master's file
 // having gone from where the scan saw it.

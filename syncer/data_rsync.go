@@ -36,6 +36,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,6 +77,16 @@ const (
 
 // ErrRsync is a file rsync did not deliver, with rsync's reason.
 var ErrRsync = errors.New("rsync did not deliver the file")
+
+// errNoStagedCreates is an rsync-mode create not sent because the slave's
+// InstallStaged cannot create files (a georep before staged creates): its
+// entry op makes the file, then its content goes as any other's.
+var errNoStagedCreates = errors.New("the slave does not create files from rsync's staging area")
+
+// hasCreates reports whether any item is a create.
+func hasCreates(items []transfer.Item) bool {
+	return slices.ContainsFunc(items, func(it transfer.Item) bool { return it.Create })
+}
 
 // sendRsync moves items' content with rsync: up to SyncJobs runs at once,
 // each on its own disjoint share of the items and its own stage, so one
@@ -385,18 +396,11 @@ type rsyncRun struct {
 	timing struct{ stage, farm, rsync, check, install time.Duration }
 }
 
-func (r *rsyncRun) run(ctx context.Context) error {
-	failures, runErr, err := r.transfer(ctx)
-	if err != nil {
-		return err
-	}
-	return r.finish(ctx, failures, runErr)
-}
-
-// transfer is a run up to its install: the stage, the farm and rsync. The
-// farm is gone and its descriptors closed when it returns, so the share's
-// next run can hold its own while finish installs this one. err fails the
-// run as a whole (finish has marked its files when the stage was made).
+// transfer is a run up to its install (finish): the stage, the farm and
+// rsync. The farm is gone and its descriptors closed when it returns, so
+// the share's next run can hold its own while finish installs this one.
+// err fails the run as a whole (finish has marked its files when the
+// stage was made).
 func (r *rsyncRun) transfer(ctx context.Context) (failures map[int]error, runErr error, err error) {
 	start := time.Now()
 	// A new file has no basis worth linking (none at all for a create,
